@@ -1,0 +1,304 @@
+package notsotuf
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/afero"
+	"github.com/theupdateframework/go-tuf/v2/metadata/trustedmetadata"
+)
+
+// Config configures a [Client]. App, CurrentVersion, InstallDir, CacheDir,
+// MetadataURL, TargetsURL and TrustedRoot are required.
+type Config struct {
+	App            string // application name, as in the target names (<app>-<version>.tar.gz)
+	CurrentVersion string // the running version (PEP 440)
+	InstallDir     string // the directory holding the installed application
+	// CacheDir holds the trusted metadata (CacheDir/metadata), downloads
+	// and the verified tar of the installed version (the next patch base).
+	// It must be on the same Fs as InstallDir and should not be inside it.
+	CacheDir    string
+	MetadataURL string // base URL of the repository's metadata (…/metadata)
+	TargetsURL  string // base URL of the repository's targets (…/targets)
+	// TrustedRoot is a root.json the application trusts (usually embedded
+	// in it): the client starts from it when CacheDir has no newer trusted
+	// root.
+	TrustedRoot []byte
+
+	// Fs is where every file is read and written; nil means the operating
+	// system's (afero.NewOsFs).
+	Fs afero.Fs
+	// HTTPClient makes the requests; nil means a client with Go's default
+	// transport settings and a 30 s limit on waiting for response headers.
+	HTTPClient *http.Client
+	// Now is the clock used to check metadata expiry; nil means time.Now.
+	Now func() time.Time
+	// Progress, when set, is called as bytes arrive with the bytes done and
+	// the bytes planned across all files of an update.
+	Progress func(done, total int64)
+	// Logger receives the client's log; nil means silent.
+	Logger *slog.Logger
+
+	// Channel is the pre-release channel: "" for final releases only, "rc",
+	// "b" or "a" to also accept release candidates, betas, alphas (tufup's
+	// rule: "a" accepts a, b and rc).
+	Channel string
+	// PatchRatio: patches are used when their total size is at most
+	// PatchRatio times the full archive's; 0 means DefaultPatchRatio.
+	PatchRatio float64
+	// ForceFull always downloads the full archive.
+	ForceFull bool
+}
+
+// Client checks for, downloads and installs updates of one application from
+// a notsotuf or tufup repository. Its methods must not be called
+// concurrently, and only one process should use a cache directory at a time.
+type Client struct {
+	app        string
+	current    Version
+	installDir string
+	cacheDir   string
+	targetsURL string
+	channel    string
+	ratio      float64
+	forceFull  bool
+	fs         afero.Fs
+	log        *slog.Logger
+	progress   func(done, total int64)
+	remote     *remote
+	tuf        *tufClient
+}
+
+// NewClient checks cfg and returns a client. It does not touch the network
+// or the disk.
+func NewClient(cfg Config) (*Client, error) {
+	if err := ValidAppName(cfg.App); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	current, err := ParseVersion(cfg.CurrentVersion)
+	if err != nil {
+		return nil, fmt.Errorf("config: current version: %w", err)
+	}
+	if cfg.InstallDir == "" {
+		return nil, errors.New("config: install directory not set")
+	}
+	if cfg.CacheDir == "" {
+		return nil, errors.New("config: cache directory not set")
+	}
+	metaURL, err := checkBaseURL("metadata", cfg.MetadataURL)
+	if err != nil {
+		return nil, err
+	}
+	targetsURL, err := checkBaseURL("targets", cfg.TargetsURL)
+	if err != nil {
+		return nil, err
+	}
+	if len(cfg.TrustedRoot) == 0 {
+		return nil, errors.New("config: trusted root not set")
+	}
+	if _, err := trustedmetadata.New(cfg.TrustedRoot); err != nil {
+		return nil, fmt.Errorf("config: trusted root: %w", err)
+	}
+	if err := ValidChannel(cfg.Channel); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	ratio := cfg.PatchRatio
+	if ratio == 0 {
+		ratio = DefaultPatchRatio
+	}
+	if !(ratio > 0) {
+		return nil, fmt.Errorf("config: patch ratio %v: want a positive number", cfg.PatchRatio)
+	}
+	c := &Client{
+		app: cfg.App, current: current, installDir: cfg.InstallDir, cacheDir: cfg.CacheDir,
+		targetsURL: targetsURL, channel: cfg.Channel, ratio: ratio, forceFull: cfg.ForceFull,
+		fs: cfg.Fs, log: cfg.Logger, progress: cfg.Progress, remote: newRemote(cfg.HTTPClient),
+	}
+	if c.fs == nil {
+		c.fs = afero.NewOsFs()
+	}
+	if c.log == nil {
+		c.log = discardLogger()
+	}
+	now := cfg.Now
+	if now == nil {
+		now = defaultNow
+	}
+	c.tuf = &tufClient{
+		fs: c.fs, dir: filepath.Join(c.cacheDir, "metadata"), metadataURL: metaURL,
+		remote: c.remote, now: now, log: c.log, bootstrap: cfg.TrustedRoot,
+	}
+	return c, nil
+}
+
+func checkBaseURL(what, s string) (string, error) {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "", fmt.Errorf("config: %s URL: %w", what, err)
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return "", fmt.Errorf("config: %s URL %q: want an http or https URL", what, s)
+	}
+	return strings.TrimRight(s, "/"), nil
+}
+
+// installedRecord is CacheDir/installed.json: the version the client last
+// installed, so that a process still running the old version does not
+// install the same update twice.
+type installedRecord struct {
+	App     string `json:"app"`
+	Version string `json:"version"`
+}
+
+func (c *Client) recordPath() string { return filepath.Join(c.cacheDir, "installed.json") }
+
+// Current returns the installed version: Config.CurrentVersion, or the
+// version this client's cache records as installed since, if newer.
+func (c *Client) Current() Version {
+	data, err := afero.ReadFile(c.fs, c.recordPath())
+	if err != nil {
+		return c.current
+	}
+	var rec installedRecord
+	if json.Unmarshal(data, &rec) != nil || rec.App != c.app {
+		return c.current
+	}
+	v, err := ParseVersion(rec.Version)
+	if err != nil || v.Compare(c.current) <= 0 {
+		return c.current
+	}
+	return v
+}
+
+// Check refreshes the repository's metadata and returns the release to
+// install with its plan, or nil when the installed version is up to date.
+// The release is the newest one on the channel, unless a required release
+// comes before it: that one is installed first.
+func (c *Client) Check(ctx context.Context) (*Update, error) {
+	if err := c.tuf.refresh(ctx); err != nil {
+		return nil, err
+	}
+	current := c.Current()
+	rels := releases(c.tuf.targets(), c.app, c.log)
+	t := selectTarget(rels, current, c.channel)
+	if t < 0 {
+		return nil, nil
+	}
+	r := &rels[t]
+	u := &Update{
+		Version: r.version, Required: r.meta.Required, UserMeta: r.meta.User,
+		from: current, target: r, archive: plannedFile(r.archive),
+	}
+	if reason := c.planPatches(u, rels, t); reason != "" {
+		u.Plan = Plan{Full: true, Files: []PlannedFile{u.archive}, Bytes: u.archive.Length, Reason: reason}
+	}
+	c.log.Info("update available", "from", current, "to", u.Version, "full", u.Plan.Full, "bytes", u.Plan.Bytes, "reason", u.Plan.Reason)
+	return u, nil
+}
+
+// planPatches fills u's plan with the patch chain, or returns why the full
+// archive must be downloaded instead.
+func (c *Client) planPatches(u *Update, rels []release, t int) string {
+	if c.forceFull {
+		return "a full download was requested"
+	}
+	if ok, _ := exists(c.fs, c.failedMarker(u.Version)); ok {
+		return fmt.Sprintf("a patch to %s failed before", u.Version)
+	}
+	chain, why := patchChain(rels, u.from, t)
+	if why != "" {
+		return why
+	}
+	var files []PlannedFile
+	var sum int64
+	for _, r := range chain {
+		files = append(files, plannedFile(r.patch))
+		sum += r.patch.Length
+	}
+	if float64(sum) > c.ratio*float64(u.archive.Length) {
+		return fmt.Sprintf("the patches (%d bytes) exceed %g times the archive (%d bytes)", sum, c.ratio, u.archive.Length)
+	}
+	var cur *release
+	for i := range rels {
+		if rels[i].version.Compare(u.from) == 0 {
+			cur = &rels[i]
+		}
+	}
+	base := c.findBase(cur)
+	if base.kind == baseNone {
+		return fmt.Sprintf("no verified copy of the installed version %s to patch (no cached archive or tar, and the install directory does not match the signed tar hash)", u.from)
+	}
+	u.chain, u.base = chain, base
+	u.Plan = Plan{Files: files, Bytes: sum}
+	return ""
+}
+
+func (c *Client) cachePath(name string) string { return filepath.Join(c.cacheDir, name) }
+
+func tarName(app string, v Version) string { return app + "-" + v.String() + ".tar" }
+
+func (c *Client) failedMarker(v Version) string {
+	return c.cachePath(c.app + "-" + v.String() + ".patch-failed")
+}
+
+type baseKind int
+
+const (
+	baseNone          baseKind = iota
+	baseCachedTar              // CacheDir/<app>-<v>.tar, matching the signed tar hash
+	baseCachedArchive          // CacheDir/<app>-<v>.tar.gz, matching the signed archive hash
+	baseInstalled              // the install directory, whose WriteTar matches the signed tar hash
+)
+
+// baseSource is where the tar of the installed version (the first patch's
+// base) comes from.
+type baseSource struct {
+	kind    baseKind
+	path    string
+	tarSize int64  // signed size of the tar, 0 when unknown
+	tarHash string // signed sha256 of the tar, "" when unknown
+}
+
+// findBase looks for a verified copy of cur's tar: a cached tar or archive
+// whose hash is the signed one, or the install directory when its rebuilt
+// tar (WriteTar) has the signed tar hash.
+func (c *Client) findBase(cur *release) baseSource {
+	size, hash := cur.tarHash()
+	if hash != "" {
+		p := c.cachePath(tarName(c.app, cur.version))
+		if n, h, err := hashFile(c.fs, p); err == nil && h == hash && n == size {
+			return baseSource{kind: baseCachedTar, path: p, tarSize: size, tarHash: hash}
+		}
+	}
+	if cur.archive != nil {
+		p := c.cachePath(ArchiveName(c.app, cur.version))
+		want := plannedFile(cur.archive)
+		if n, h, err := hashFile(c.fs, p); err == nil && h == want.SHA256 && n == want.Length {
+			return baseSource{kind: baseCachedArchive, path: p, tarSize: size, tarHash: hash}
+		}
+	}
+	if hash != "" {
+		h := sha256.New()
+		cw := &countWriter{}
+		err := WriteTar(c.fs, c.installDir, io.MultiWriter(h, cw))
+		if err == nil && hex.EncodeToString(h.Sum(nil)) == hash && cw.n == size {
+			return baseSource{kind: baseInstalled, path: c.installDir, tarSize: size, tarHash: hash}
+		}
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			c.log.Warn("cannot rebuild the installed version's tar", "dir", c.installDir, "err", err)
+		}
+	}
+	return baseSource{}
+}

@@ -1,0 +1,166 @@
+package notsotuf
+
+import (
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"slices"
+
+	"github.com/theupdateframework/go-tuf/v2/metadata"
+)
+
+// Update describes the release a client should install, as found by
+// [Client.Check].
+type Update struct {
+	Version  Version         // the release to install
+	Required bool            // the publisher marked it required: it is installed before any newer one
+	UserMeta json.RawMessage // the publisher's metadata of the release (e.g. a changelog); nil when none
+	Plan     Plan            // what will be downloaded
+
+	from    Version   // the installed version the plan starts from
+	target  *release  // the release to install
+	chain   []release // patches to apply, in order, when !Plan.Full
+	base    baseSource
+	archive PlannedFile
+}
+
+// Plan is how an update is fetched: a chain of patches applied to the
+// installed version, or the full archive.
+type Plan struct {
+	Full   bool          // download the full archive (else the patch chain in Files)
+	Files  []PlannedFile // the files to download, in order
+	Bytes  int64         // their total size
+	Reason string        // why the full archive was chosen, in plain words; "" for patches
+}
+
+// PlannedFile is one file of a Plan, with its signed length and hash.
+type PlannedFile struct {
+	Name   string // target name, e.g. "myapp-1.2.0.patch"
+	Length int64
+	SHA256 string // hex
+}
+
+// DefaultPatchRatio is the default of Config.PatchRatio: patches are used
+// when their total size is at most this fraction of the full archive (as in
+// tufup).
+const DefaultPatchRatio = 0.8
+
+// release is one version of the application in the repository: its archive
+// and the patch that leads to it from the previous version, either of which
+// may be missing.
+type release struct {
+	version   Version
+	archive   *metadata.TargetFiles
+	meta      ArchiveMeta
+	patch     *metadata.TargetFiles
+	patchMeta PatchMeta
+}
+
+// tarHash returns the signed size and sha256 of the uncompressed tar of the
+// release, when the repository signed them (notsotuf archives, or any
+// release that has a patch); "" when unknown (tufup archives without patch).
+func (r *release) tarHash() (int64, string) {
+	if r.meta.TarHash != "" {
+		return r.meta.TarSize, r.meta.TarHash
+	}
+	if r.patch != nil {
+		return r.patchMeta.TarSize, r.patchMeta.TarHash
+	}
+	return 0, ""
+}
+
+func plannedFile(tf *metadata.TargetFiles) PlannedFile {
+	return PlannedFile{Name: tf.Path, Length: tf.Length, SHA256: tf.Hashes["sha256"].String()}
+}
+
+// releases gathers app's releases from the signed targets, sorted by
+// version. Targets of other apps or with other names are ignored; a target
+// whose custom metadata does not parse is left out (and logged): an archive
+// without usable metadata is never offered, a patch without it is never
+// applied.
+func releases(targets map[string]*metadata.TargetFiles, app string, log *slog.Logger) []release {
+	byVersion := map[string]*release{}
+	var list []*release
+	for name, tf := range targets {
+		tn, err := ParseTargetName(name)
+		if err != nil || tn.App != app {
+			continue
+		}
+		if _, ok := tf.Hashes["sha256"]; !ok {
+			log.Warn("ignoring target without sha256 hash", "target", name)
+			continue
+		}
+		key := tn.Version.String()
+		r := byVersion[key]
+		if r == nil {
+			r = &release{version: tn.Version}
+			byVersion[key] = r
+			list = append(list, r)
+		}
+		switch tn.Kind {
+		case KindArchive:
+			m, err := ParseArchiveMeta(tf.Custom)
+			if err != nil {
+				log.Warn("ignoring archive with bad custom metadata", "target", name, "err", err)
+				continue
+			}
+			r.archive, r.meta = tf, m
+		case KindPatch:
+			m, err := ParsePatchMeta(tf.Custom)
+			if err != nil {
+				log.Warn("ignoring patch with bad custom metadata", "target", name, "err", err)
+				continue
+			}
+			r.patch, r.patchMeta = tf, m
+		}
+	}
+	slices.SortFunc(list, func(a, b *release) int { return a.version.Compare(b.version) })
+	out := make([]release, 0, len(list))
+	for _, r := range list {
+		if r.archive != nil || r.patch != nil {
+			out = append(out, *r)
+		}
+	}
+	return out
+}
+
+// selectTarget applies tufup's rule: among the archives newer than current
+// on the channel, in version order, the first required one, else the
+// newest. It returns -1 when there is none.
+func selectTarget(rels []release, current Version, channel string) int {
+	best := -1
+	for i, r := range rels {
+		if r.archive == nil || r.version.Compare(current) <= 0 || !r.version.OnChannel(channel) {
+			continue
+		}
+		best = i
+		if r.meta.Required {
+			break
+		}
+	}
+	return best
+}
+
+// patchChain returns the releases whose patches lead from current to
+// rels[target], checking that the chain is contiguous: current is a release
+// of the repository and every release after it up to the target has a
+// patch (each patch starts from the release before it). Otherwise it
+// returns the reason it cannot be used.
+func patchChain(rels []release, current Version, target int) ([]release, string) {
+	start := -1
+	for i, r := range rels[:target] {
+		if r.version.Compare(current) == 0 {
+			start = i
+		}
+	}
+	if start < 0 {
+		return nil, fmt.Sprintf("the installed version %s is not in the repository", current)
+	}
+	chain := rels[start+1 : target+1]
+	for _, r := range chain {
+		if r.patch == nil {
+			return nil, fmt.Sprintf("there is no patch to %s", r.version)
+		}
+	}
+	return chain, ""
+}
