@@ -20,9 +20,9 @@ import (
 	"github.com/theupdateframework/go-tuf/v2/metadata/trustedmetadata"
 )
 
-// Config configures a [Client]. App, CurrentVersion, InstallDir, CacheDir,
+// ClientConfig configures a [Client]. App, CurrentVersion, InstallDir, CacheDir,
 // MetadataURL, TargetsURL and TrustedRoot are required.
-type Config struct {
+type ClientConfig struct {
 	App            string // application name, as in the target names (<app>-<version>.tar.gz)
 	CurrentVersion string // the running version (PEP 440)
 	InstallDir     string // the directory holding the installed application
@@ -83,7 +83,7 @@ type Client struct {
 
 // NewClient checks cfg and returns a client. It does not touch the network
 // or the disk.
-func NewClient(cfg Config) (*Client, error) {
+func NewClient(cfg ClientConfig) (*Client, error) {
 	if err := ValidAppName(cfg.App); err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
@@ -164,7 +164,7 @@ type installedRecord struct {
 
 func (c *Client) recordPath() string { return filepath.Join(c.cacheDir, "installed.json") }
 
-// Current returns the installed version: Config.CurrentVersion, or the
+// Current returns the installed version: ClientConfig.CurrentVersion, or the
 // version this client's cache records as installed since, if newer.
 func (c *Client) Current() Version {
 	data, err := afero.ReadFile(c.fs, c.recordPath())
@@ -210,7 +210,7 @@ func (c *Client) Check(ctx context.Context) (*Update, error) {
 
 // planPatches fills u's plan with the patch chain, or returns why the full
 // archive must be downloaded instead.
-func (c *Client) planPatches(u *Update, rels []release, t int) string {
+func (c *Client) planPatches(u *Update, rels []clientRelease, t int) string {
 	if c.forceFull {
 		return "a full download was requested"
 	}
@@ -230,7 +230,7 @@ func (c *Client) planPatches(u *Update, rels []release, t int) string {
 	if float64(sum) > c.ratio*float64(u.archive.Length) {
 		return fmt.Sprintf("the patches (%d bytes) exceed %g times the archive (%d bytes)", sum, c.ratio, u.archive.Length)
 	}
-	var cur *release
+	var cur *clientRelease
 	for i := range rels {
 		if rels[i].version.Compare(u.from) == 0 {
 			cur = &rels[i]
@@ -274,7 +274,7 @@ type baseSource struct {
 // findBase looks for a verified copy of cur's tar: a cached tar or archive
 // whose hash is the signed one, or the install directory when its rebuilt
 // tar (WriteTar) has the signed tar hash.
-func (c *Client) findBase(cur *release) baseSource {
+func (c *Client) findBase(cur *clientRelease) baseSource {
 	size, hash := cur.tarHash()
 	if hash != "" {
 		p := c.cachePath(tarName(c.app, cur.version))

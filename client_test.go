@@ -90,15 +90,15 @@ func (r *testRepo) publishRelease(app string, rel appRelease, patch []byte, requ
 	r.publish()
 }
 
-func (r *testRepo) config(fsys afero.Fs, current string) Config {
-	return Config{
+func (r *testRepo) config(fsys afero.Fs, current string) ClientConfig {
+	return ClientConfig{
 		App: "app", CurrentVersion: current, InstallDir: "/opt/app", CacheDir: "/cache",
 		MetadataURL: r.metadataURL(), TargetsURL: r.targetsURL(), TrustedRoot: r.rootBytes(),
 		Fs: fsys, HTTPClient: r.srv.Client(), Now: func() time.Time { return testNow },
 	}
 }
 
-func newTestClient(t testing.TB, cfg Config) *Client {
+func newTestClient(t testing.TB, cfg ClientConfig) *Client {
 	c, err := NewClient(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -186,7 +186,7 @@ func TestCheckFullArchive(t *testing.T) {
 	repo.publishRelease("app", r11, fakePatch(100, 1), false, "")
 	ctx := context.Background()
 
-	check := func(fsys afero.Fs, mod func(*Config)) *Update {
+	check := func(fsys afero.Fs, mod func(*ClientConfig)) *Update {
 		t.Helper()
 		cfg := repo.config(fsys, "1.0")
 		if mod != nil {
@@ -229,8 +229,8 @@ func TestCheckFullArchive(t *testing.T) {
 
 	fsys = afero.NewMemMapFs()
 	writeTree(t, fsys, "/opt/app", r10.files)
-	wantFull(check(fsys, func(c *Config) { c.ForceFull = true }), "requested")
-	wantFull(check(fsys, func(c *Config) { c.PatchRatio = 0.0001 }), "exceed")
+	wantFull(check(fsys, func(c *ClientConfig) { c.ForceFull = true }), "requested")
+	wantFull(check(fsys, func(c *ClientConfig) { c.PatchRatio = 0.0001 }), "exceed")
 	afero.WriteFile(fsys, "/cache/app-1.1.patch-failed", nil, 0o644)
 	wantFull(check(fsys, nil), "failed before")
 	fsys.Remove("/cache/app-1.1.patch-failed")
@@ -285,19 +285,19 @@ func TestNewClientValidates(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, tt := range []struct {
-		mod  func(*Config)
+		mod  func(*ClientConfig)
 		want string
 	}{
-		{func(c *Config) { c.App = "a/b" }, "app"},
-		{func(c *Config) { c.CurrentVersion = "x.y" }, "current version"},
-		{func(c *Config) { c.InstallDir = "" }, "install directory"},
-		{func(c *Config) { c.CacheDir = "" }, "cache directory"},
-		{func(c *Config) { c.MetadataURL = "ftp://x" }, "metadata URL"},
-		{func(c *Config) { c.TargetsURL = "" }, "targets URL"},
-		{func(c *Config) { c.TrustedRoot = nil }, "trusted root"},
-		{func(c *Config) { c.TrustedRoot = []byte("{}") }, "trusted root"},
-		{func(c *Config) { c.Channel = "beta" }, "channel"},
-		{func(c *Config) { c.PatchRatio = -1 }, "patch ratio"},
+		{func(c *ClientConfig) { c.App = "a/b" }, "app"},
+		{func(c *ClientConfig) { c.CurrentVersion = "x.y" }, "current version"},
+		{func(c *ClientConfig) { c.InstallDir = "" }, "install directory"},
+		{func(c *ClientConfig) { c.CacheDir = "" }, "cache directory"},
+		{func(c *ClientConfig) { c.MetadataURL = "ftp://x" }, "metadata URL"},
+		{func(c *ClientConfig) { c.TargetsURL = "" }, "targets URL"},
+		{func(c *ClientConfig) { c.TrustedRoot = nil }, "trusted root"},
+		{func(c *ClientConfig) { c.TrustedRoot = []byte("{}") }, "trusted root"},
+		{func(c *ClientConfig) { c.Channel = "beta" }, "channel"},
+		{func(c *ClientConfig) { c.PatchRatio = -1 }, "patch ratio"},
 	} {
 		cfg := good
 		tt.mod(&cfg)

@@ -18,8 +18,8 @@ type Update struct {
 	Plan     Plan            // what will be downloaded
 
 	from    Version   // the installed version the plan starts from
-	target  *release  // the release to install
-	chain   []release // patches to apply, in order, when !Plan.Full
+	target  *clientRelease  // the release to install
+	chain   []clientRelease // patches to apply, in order, when !Plan.Full
 	base    baseSource
 	archive PlannedFile
 }
@@ -45,10 +45,10 @@ type PlannedFile struct {
 // tufup).
 const DefaultPatchRatio = 0.8
 
-// release is one version of the application in the repository: its archive
+// clientRelease is one version of the application in the repository: its archive
 // and the patch that leads to it from the previous version, either of which
 // may be missing.
-type release struct {
+type clientRelease struct {
 	version   Version
 	archive   *metadata.TargetFiles
 	meta      ArchiveMeta
@@ -59,7 +59,7 @@ type release struct {
 // tarHash returns the signed size and sha256 of the uncompressed tar of the
 // release, when the repository signed them (notsotuf archives, or any
 // release that has a patch); "" when unknown (tufup archives without patch).
-func (r *release) tarHash() (int64, string) {
+func (r *clientRelease) tarHash() (int64, string) {
 	if r.meta.TarHash != "" {
 		return r.meta.TarSize, r.meta.TarHash
 	}
@@ -78,9 +78,9 @@ func plannedFile(tf *metadata.TargetFiles) PlannedFile {
 // whose custom metadata does not parse is left out (and logged): an archive
 // without usable metadata is never offered, a patch without it is never
 // applied.
-func releases(targets map[string]*metadata.TargetFiles, app string, log *slog.Logger) []release {
-	byVersion := map[string]*release{}
-	var list []*release
+func releases(targets map[string]*metadata.TargetFiles, app string, log *slog.Logger) []clientRelease {
+	byVersion := map[string]*clientRelease{}
+	var list []*clientRelease
 	for name, tf := range targets {
 		tn, err := ParseTargetName(name)
 		if err != nil || tn.App != app {
@@ -93,7 +93,7 @@ func releases(targets map[string]*metadata.TargetFiles, app string, log *slog.Lo
 		key := tn.Version.String()
 		r := byVersion[key]
 		if r == nil {
-			r = &release{version: tn.Version}
+			r = &clientRelease{version: tn.Version}
 			byVersion[key] = r
 			list = append(list, r)
 		}
@@ -114,8 +114,8 @@ func releases(targets map[string]*metadata.TargetFiles, app string, log *slog.Lo
 			r.patch, r.patchMeta = tf, m
 		}
 	}
-	slices.SortFunc(list, func(a, b *release) int { return a.version.Compare(b.version) })
-	out := make([]release, 0, len(list))
+	slices.SortFunc(list, func(a, b *clientRelease) int { return a.version.Compare(b.version) })
+	out := make([]clientRelease, 0, len(list))
 	for _, r := range list {
 		if r.archive != nil || r.patch != nil {
 			out = append(out, *r)
@@ -127,7 +127,7 @@ func releases(targets map[string]*metadata.TargetFiles, app string, log *slog.Lo
 // selectTarget applies tufup's rule: among the archives newer than current
 // on the channel, in version order, the first required one, else the
 // newest. It returns -1 when there is none.
-func selectTarget(rels []release, current Version, channel string) int {
+func selectTarget(rels []clientRelease, current Version, channel string) int {
 	best := -1
 	for i, r := range rels {
 		if r.archive == nil || r.version.Compare(current) <= 0 || !r.version.OnChannel(channel) {
@@ -146,7 +146,7 @@ func selectTarget(rels []release, current Version, channel string) int {
 // of the repository and every release after it up to the target has a
 // patch (each patch starts from the release before it). Otherwise it
 // returns the reason it cannot be used.
-func patchChain(rels []release, current Version, target int) ([]release, string) {
+func patchChain(rels []clientRelease, current Version, target int) ([]clientRelease, string) {
 	start := -1
 	for i, r := range rels[:target] {
 		if r.version.Compare(current) == 0 {

@@ -33,12 +33,12 @@ func tufupServer(t testing.TB) *httptest.Server {
 	return srv
 }
 
-func tufupConfig(t testing.TB, srv *httptest.Server, fsys afero.Fs, root, current string) Config {
+func tufupConfig(t testing.TB, srv *httptest.Server, fsys afero.Fs, root, current string) ClientConfig {
 	trusted, err := os.ReadFile(filepath.Join(tufupDir, "root.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return Config{
+	return ClientConfig{
 		App: "demoapp", CurrentVersion: current,
 		InstallDir: filepath.Join(root, "app"), CacheDir: filepath.Join(root, "cache"),
 		MetadataURL: srv.URL + "/metadata", TargetsURL: srv.URL + "/targets", TrustedRoot: trusted,
