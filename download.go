@@ -88,7 +88,7 @@ func newRemote(client *http.Client) *remote {
 	return &remote{client: client, attempts: defaultAttempts, backoff: defaultBackoff, timeout: defaultTimeout}
 }
 
-// defaultHTTPClient is used when Config.HTTPClient is nil: Go's default
+// defaultHTTPClient is used when ClientConfig.HTTPClient is nil: Go's default
 // transport settings with a bound on the wait for response headers.
 func defaultHTTPClient() *http.Client {
 	t := http.DefaultTransport.(*http.Transport).Clone()

@@ -17,7 +17,7 @@ type Update struct {
 	UserMeta json.RawMessage // the publisher's metadata of the release (e.g. a changelog); nil when none
 	Plan     Plan            // what will be downloaded
 
-	from    Version   // the installed version the plan starts from
+	from    Version         // the installed version the plan starts from
 	target  *clientRelease  // the release to install
 	chain   []clientRelease // patches to apply, in order, when !Plan.Full
 	base    baseSource
@@ -40,7 +40,7 @@ type PlannedFile struct {
 	SHA256 string // hex
 }
 
-// DefaultPatchRatio is the default of Config.PatchRatio: patches are used
+// DefaultPatchRatio is the default of ClientConfig.PatchRatio: patches are used
 // when their total size is at most this fraction of the full archive (as in
 // tufup).
 const DefaultPatchRatio = 0.8
