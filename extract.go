@@ -44,8 +44,8 @@ func (e *entryError) Error() string {
 
 func (e *entryError) Unwrap() error { return ErrUnsafeArchive }
 
-// tarEntry is one member of an extracted archive, as recorded in its manifest.
-type tarEntry struct {
+// manifestEntry is one member of an extracted archive, as recorded in its manifest.
+type manifestEntry struct {
 	name     string      // cleaned slash-separated name relative to the tree root; "" is the root
 	kind     byte        // tar.TypeDir, tar.TypeReg or tar.TypeSymlink
 	mode     fs.FileMode // permission bits (0o777) from the header
@@ -56,9 +56,9 @@ type tarEntry struct {
 
 // tarManifest lists what extractTar wrote, in archive order.
 type tarManifest struct {
-	entries []*tarEntry
-	byKey   map[string]*tarEntry // key: strings.ToLower(name)
-	size    int64                // bytes of file content written
+	entries []*manifestEntry
+	byKey   map[string]*manifestEntry // key: strings.ToLower(name)
+	size    int64                     // bytes of file content written
 }
 
 // extractTar extracts the tar archive read from r into the directory dst of
@@ -126,7 +126,7 @@ func extractTar(ctx context.Context, fsys afero.Fs, dst, archive string, r io.Re
 		dst:     dst,
 		archive: archive,
 		limit:   limit,
-		m:       &tarManifest{byKey: make(map[string]*tarEntry)},
+		m:       &tarManifest{byKey: make(map[string]*manifestEntry)},
 	}
 	err := x.run(tar.NewReader(&ctxReader{ctx: ctx, r: capped}))
 	if capped.exceeded {
@@ -228,7 +228,7 @@ func (x *extractor) entry(tr *tar.Reader, hdr *tar.Header) error {
 		return err
 	}
 	full := filepath.Join(x.dst, filepath.FromSlash(name))
-	e := &tarEntry{name: name, kind: hdr.Typeflag, mode: mode}
+	e := &manifestEntry{name: name, kind: hdr.Typeflag, mode: mode}
 	switch hdr.Typeflag {
 	case tar.TypeDir:
 		if err := x.fs.Mkdir(full, 0o700); err != nil {
@@ -266,7 +266,7 @@ func (x *extractor) entry(tr *tar.Reader, hdr *tar.Header) error {
 		}
 		e.kind, e.size, e.mode = tar.TypeReg, t.size, t.mode
 	case tar.TypeSymlink:
-		if err := checkLinkTarget(name, hdr.Linkname); err != nil {
+		if err := checkEntryLinkTarget(name, hdr.Linkname); err != nil {
 			return x.bad1(hdr.Name, "%v", err)
 		}
 		linker, ok := x.fs.(afero.Linker)
@@ -282,7 +282,7 @@ func (x *extractor) entry(tr *tar.Reader, hdr *tar.Header) error {
 	return nil
 }
 
-func (x *extractor) add(e *tarEntry) {
+func (x *extractor) add(e *manifestEntry) {
 	x.m.entries = append(x.m.entries, e)
 	x.m.byKey[strings.ToLower(e.name)] = e
 }
@@ -304,7 +304,7 @@ func (x *extractor) parents(raw, name string) error {
 		if err := x.fs.Mkdir(filepath.Join(x.dst, filepath.FromSlash(p)), 0o700); err != nil {
 			return fmt.Errorf("%s: entry %q: %w", x.archive, raw, err)
 		}
-		x.add(&tarEntry{name: p, kind: tar.TypeDir, mode: 0o755, implicit: true})
+		x.add(&manifestEntry{name: p, kind: tar.TypeDir, mode: 0o755, implicit: true})
 	}
 	return nil
 }
@@ -334,7 +334,7 @@ func (x *extractor) writeFile(full, raw string, r io.Reader, size int64) error {
 
 // checkLinkResolved follows e's target through the archive's symbolic links
 // and checks that every step stays inside the tree.
-func (x *extractor) checkLinkResolved(e *tarEntry) error {
+func (x *extractor) checkLinkResolved(e *manifestEntry) error {
 	cur := strings.Split(e.name, "/")
 	cur = cur[:len(cur)-1]
 	queue := strings.Split(e.link, "/")
@@ -369,7 +369,7 @@ func (x *extractor) checkLinkResolved(e *tarEntry) error {
 // applyModes sets the recorded permission bits: files first, then
 // directories deepest first, then the root.
 func (x *extractor) applyModes() error {
-	var dirs []*tarEntry
+	var dirs []*manifestEntry
 	for _, e := range x.m.entries {
 		switch e.kind {
 		case tar.TypeReg:
@@ -435,8 +435,8 @@ func checkPathChars(p string) error {
 	return nil
 }
 
-// checkLinkTarget checks the target of the symbolic link name lexically.
-func checkLinkTarget(name, target string) error {
+// checkEntryLinkTarget checks the target of the symbolic link name lexically.
+func checkEntryLinkTarget(name, target string) error {
 	if err := checkPathChars(target); err != nil {
 		return fmt.Errorf("symbolic link target %q: %v", target, err)
 	}
