@@ -1,0 +1,416 @@
+// Package bsdiff reads and writes BSDIFF40 patches, the format of bsdiff 4.x
+// and Python's bsdiff4.
+//
+// A patch is the 8 bytes "BSDIFF40", three int64 in sign-magnitude little
+// endian (length of the compressed control block, length of the compressed
+// diff block, size of the new file), then three bzip2 streams: the control
+// block (triples add, copy, seek), the diff block (bytes added to old bytes)
+// and the extra block (bytes copied verbatim). Applying a triple adds add
+// bytes of the diff block to the old file at the current old position, copies
+// copy bytes of the extra block, then moves the old position by seek.
+package bsdiff
+
+import (
+	"encoding/binary"
+	"fmt"
+	"io"
+	"math/bits"
+	"runtime"
+	"sync"
+
+	"github.com/notsotuf/notsotuf/internal/bsdiff/bzip2"
+	"github.com/notsotuf/notsotuf/internal/bsdiff/sais"
+)
+
+// Magic starts every BSDIFF40 patch.
+const Magic = "BSDIFF40"
+
+// MaxOldSize is the largest old file Diff accepts (its suffix array uses
+// 32-bit offsets).
+const MaxOldSize = sais.MaxLen
+
+// DiffOptions tunes Diff. The zero value is ready to use.
+type DiffOptions struct {
+	// Workers is the number of goroutines; 0 means runtime.GOMAXPROCS(0).
+	Workers int
+	// Progress, if set, is called with the number of new bytes matched so
+	// far and the size of new. Calls come from one goroutine at a time.
+	Progress func(done, total int64)
+
+	chunkSize int // unit of parallel matching; 0 means defaultChunk
+}
+
+// op is one control triple in absolute positions: add addLen bytes of the
+// diff block to old[oldPos:], at new[newPos:], then copy copyLen bytes.
+type op struct {
+	newPos, oldPos  int64
+	addLen, copyLen int64
+}
+
+// Diff writes a BSDIFF40 patch that turns old into new.
+func Diff(old, new []byte, w io.Writer, opts *DiffOptions) error {
+	var o DiffOptions
+	if opts != nil {
+		o = *opts
+	}
+	if o.Workers <= 0 {
+		o.Workers = runtime.GOMAXPROCS(0)
+	}
+	if len(old) > MaxOldSize {
+		return fmt.Errorf("bsdiff: old file is %d bytes, more than the %d supported", len(old), MaxOldSize)
+	}
+	ops := match(old, new, &o)
+	return writePatch(old, new, ops, w, o.Workers)
+}
+
+// defaultChunk is the unit of parallel matching in new.
+const defaultChunk = 4 << 20
+
+// match computes the control triples covering all of new.
+func match(old, new []byte, o *DiffOptions) []op {
+	if len(new) == 0 {
+		return nil
+	}
+	m := newMatcher(old, o.Workers)
+	chunkSize := o.chunkSize
+	if chunkSize <= 0 {
+		chunkSize = defaultChunk
+	}
+	nChunks := (len(new) + chunkSize - 1) / chunkSize
+	results := make([][]op, nChunks)
+	next := make(chan int, nChunks)
+	for i := range nChunks {
+		next <- i
+	}
+	close(next)
+	var mu sync.Mutex
+	var done int64
+	var wg sync.WaitGroup
+	for range min(o.Workers, nChunks) {
+		wg.Go(func() {
+			for i := range next {
+				start := i * chunkSize
+				end := min(start+chunkSize, len(new))
+				results[i] = m.diffRange(new, start, end)
+				if o.Progress != nil {
+					mu.Lock()
+					done += int64(end - start)
+					o.Progress(done, int64(len(new)))
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	wg.Wait()
+	n := 0
+	for _, r := range results {
+		n += len(r)
+	}
+	ops := make([]op, 0, n)
+	for _, r := range results {
+		ops = append(ops, r...)
+	}
+	return ops
+}
+
+// matcher finds long matches of new in old through old's suffix array.
+type matcher struct {
+	old []byte
+	sa  []int32
+	// bucket[k] is the first index of sa whose suffix begins with the two
+	// bytes k>>8, k&0xff or sorts after them; bucket[65536] = len(sa).
+	bucket []int32
+}
+
+func newMatcher(old []byte, workers int) *matcher {
+	m := &matcher{old: old, sa: make([]int32, len(old))}
+	sais.Build(old, m.sa)
+	m.bucket = make([]int32, 65537)
+	// Count suffixes by their first two bytes; a one-byte suffix sorts
+	// first among those starting with its byte.
+	cnt := make([]int32, 65536)
+	for i := 0; i+1 < len(old); i++ {
+		cnt[int(old[i])<<8|int(old[i+1])]++
+	}
+	if len(old) > 0 {
+		cnt[int(old[len(old)-1])<<8]++
+	}
+	var sum int32
+	for k := range cnt {
+		m.bucket[k] = sum
+		sum += cnt[k]
+	}
+	m.bucket[65536] = sum
+	_ = workers
+	return m
+}
+
+// matchLen is the length of the common prefix of a and b.
+func matchLen(a, b []byte) int {
+	n := min(len(a), len(b))
+	i := 0
+	for ; i+8 <= n; i += 8 {
+		x := binary.LittleEndian.Uint64(a[i:]) ^ binary.LittleEndian.Uint64(b[i:])
+		if x != 0 {
+			return i + bits.TrailingZeros64(x)/8
+		}
+	}
+	for ; i < n && a[i] == b[i]; i++ {
+	}
+	return i
+}
+
+// search returns the position and length of a longest match of target in
+// old, by binary search over the suffix array. Unlike bsdiff's search, a
+// suffix that is a proper prefix of target sorts before it, and the common
+// prefix of both bounds is skipped at each step, so long runs of equal
+// bytes cost O(log n + match length) instead of a quadratic scan.
+func (m *matcher) search(target []byte) (pos, n int) {
+	old, sa := m.old, m.sa
+	if len(sa) == 0 || len(target) == 0 {
+		return 0, 0
+	}
+	st, en := 0, len(sa)-1
+	if len(target) >= 2 {
+		k := int(target[0])<<8 | int(target[1])
+		lo, hi := int(m.bucket[k]), int(m.bucket[k+1])
+		if lo < hi {
+			st, en = lo, hi-1
+		}
+	}
+	// cmp returns the common prefix length of suffix i and target, knowing
+	// the first skip bytes are equal, and whether suffix i < target.
+	cmp := func(i, skip int) (int, bool) {
+		a := old[sa[i]:]
+		k := skip + matchLen(a[skip:], target[skip:])
+		if k == len(target) {
+			return k, false
+		}
+		return k, k == len(a) || a[k] < target[k]
+	}
+	lSt, less := cmp(st, 0)
+	if !less {
+		return int(sa[st]), lSt
+	}
+	lEn, less := cmp(en, 0)
+	if less {
+		return int(sa[en]), lEn
+	}
+	for en-st > 1 {
+		x := st + (en-st)/2
+		l, less := cmp(x, min(lSt, lEn))
+		if less {
+			st, lSt = x, l
+		} else {
+			en, lEn = x, l
+		}
+	}
+	if lSt > lEn {
+		return int(sa[st]), lSt
+	}
+	return int(sa[en]), lEn
+}
+
+// diffRange runs bsdiff's greedy matcher over new[start:end].
+func (m *matcher) diffRange(new []byte, start, end int) []op {
+	old := m.old
+	oldSize := len(old)
+	var ops []op
+	scan, n, pos := start, 0, 0
+	lastScan, lastPos, lastOffset := start, min(start, oldSize), 0
+	lastOffset = lastPos - lastScan
+	at := func(i int) bool { // old[i+lastOffset] == new[i]
+		j := i + lastOffset
+		return j >= 0 && j < oldSize && old[j] == new[i]
+	}
+	for scan < end {
+		oldScore := 0
+		scan += n
+		scsc := scan
+		for ; scan < end; scan++ {
+			pos, n = m.search(new[scan:end])
+			for ; scsc < scan+n; scsc++ {
+				if at(scsc) {
+					oldScore++
+				}
+			}
+			if (n == oldScore && n != 0) || n > oldScore+8 {
+				break
+			}
+			if at(scan) {
+				oldScore--
+			}
+		}
+		if n == oldScore && scan != end {
+			continue
+		}
+		// Extend the previous match forward and this one backward.
+		s, sf, lenf := 0, 0, 0
+		for i := 0; lastScan+i < scan && lastPos+i < oldSize; {
+			if old[lastPos+i] == new[lastScan+i] {
+				s++
+			}
+			i++
+			if s*2-i > sf*2-lenf {
+				sf, lenf = s, i
+			}
+		}
+		lenb := 0
+		if scan < end {
+			s, sb := 0, 0
+			for i := 1; scan >= lastScan+i && pos >= i; i++ {
+				if old[pos-i] == new[scan-i] {
+					s++
+				}
+				if s*2-i > sb*2-lenb {
+					sb, lenb = s, i
+				}
+			}
+		}
+		if lastScan+lenf > scan-lenb {
+			overlap := (lastScan + lenf) - (scan - lenb)
+			s, ss, lens := 0, 0, 0
+			for i := range overlap {
+				if new[lastScan+lenf-overlap+i] == old[lastPos+lenf-overlap+i] {
+					s++
+				}
+				if new[scan-lenb+i] == old[pos-lenb+i] {
+					s--
+				}
+				if s > ss {
+					ss, lens = s, i+1
+				}
+			}
+			lenf += lens - overlap
+			lenb -= lens
+		}
+		ops = append(ops, op{
+			newPos:  int64(lastScan),
+			oldPos:  int64(lastPos),
+			addLen:  int64(lenf),
+			copyLen: int64((scan - lenb) - (lastScan + lenf)),
+		})
+		lastScan = scan - lenb
+		lastPos = pos - lenb
+		lastOffset = pos - scan
+	}
+	return ops
+}
+
+// writePatch encodes ops as a BSDIFF40 patch.
+func writePatch(old, new []byte, ops []op, w io.Writer, workers int) error {
+	var ctrl, diff, extra buffer
+	errc := make(chan error, 3)
+	go func() { errc <- writeCtrl(&ctrl, ops, workers) }()
+	go func() { errc <- writeDiff(&diff, old, new, ops, workers) }()
+	go func() { errc <- writeExtra(&extra, new, ops, workers) }()
+	var first error
+	for range 3 {
+		if err := <-errc; err != nil && first == nil {
+			first = err
+		}
+	}
+	if first != nil {
+		return first
+	}
+	var hdr [32]byte
+	copy(hdr[:], Magic)
+	putInt(hdr[8:], int64(len(ctrl.b)))
+	putInt(hdr[16:], int64(len(diff.b)))
+	putInt(hdr[24:], int64(len(new)))
+	for _, b := range [][]byte{hdr[:], ctrl.b, diff.b, extra.b} {
+		if _, err := w.Write(b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// buffer collects a compressed block: the header needs the lengths of the
+// control and diff blocks before they are written.
+type buffer struct{ b []byte }
+
+func (c *buffer) Write(p []byte) (int, error) {
+	c.b = append(c.b, p...)
+	return len(p), nil
+}
+
+func writeCtrl(w io.Writer, ops []op, workers int) error {
+	zw := bzip2.NewWriter(w, workers)
+	buf := make([]byte, 0, 24*1024)
+	for i, o := range ops {
+		seek := int64(0)
+		if i+1 < len(ops) {
+			seek = ops[i+1].oldPos - (o.oldPos + o.addLen)
+		}
+		var t [24]byte
+		putInt(t[0:], o.addLen)
+		putInt(t[8:], o.copyLen)
+		putInt(t[16:], seek)
+		buf = append(buf, t[:]...)
+		if len(buf) == cap(buf) {
+			if _, err := zw.Write(buf); err != nil {
+				return err
+			}
+			buf = buf[:0]
+		}
+	}
+	if _, err := zw.Write(buf); err != nil {
+		return err
+	}
+	return zw.Close()
+}
+
+func writeDiff(w io.Writer, old, new []byte, ops []op, workers int) error {
+	zw := bzip2.NewWriter(w, workers)
+	buf := make([]byte, 64*1024)
+	for _, o := range ops {
+		np, op, n := o.newPos, o.oldPos, o.addLen
+		for n > 0 {
+			k := min(n, int64(len(buf)))
+			b := buf[:k]
+			nb := new[np : np+k]
+			ob := old[op : op+k]
+			for i := range b {
+				b[i] = nb[i] - ob[i]
+			}
+			if _, err := zw.Write(b); err != nil {
+				return err
+			}
+			np += k
+			op += k
+			n -= k
+		}
+	}
+	return zw.Close()
+}
+
+func writeExtra(w io.Writer, new []byte, ops []op, workers int) error {
+	zw := bzip2.NewWriter(w, workers)
+	for _, o := range ops {
+		s := o.newPos + o.addLen
+		if _, err := zw.Write(new[s : s+o.copyLen]); err != nil {
+			return err
+		}
+	}
+	return zw.Close()
+}
+
+// putInt writes x as bsdiff's sign-magnitude little-endian int64.
+func putInt(b []byte, x int64) {
+	u := uint64(x)
+	if x < 0 {
+		u = uint64(-x) | 1<<63
+	}
+	binary.LittleEndian.PutUint64(b, u)
+}
+
+// getInt reads bsdiff's sign-magnitude little-endian int64 (-0 reads as 0).
+func getInt(b []byte) int64 {
+	u := binary.LittleEndian.Uint64(b)
+	x := int64(u &^ (1 << 63))
+	if u&(1<<63) != 0 {
+		x = -x
+	}
+	return x
+}

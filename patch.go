@@ -1,0 +1,57 @@
+package notsotuf
+
+import (
+	"io"
+
+	"github.com/notsotuf/notsotuf/internal/bsdiff"
+)
+
+// ErrCorruptPatch is wrapped by the errors Apply returns when the patch is
+// malformed, truncated, or does not fit the old file; the wrapping message
+// says what is wrong. Errors reading old or writing the output do not wrap
+// it.
+var ErrCorruptPatch = bsdiff.ErrCorrupt
+
+// PatchOptions tunes Diff and Apply. A nil *PatchOptions means defaults.
+type PatchOptions struct {
+	// Workers bounds the goroutines Diff uses; 0 means GOMAXPROCS.
+	// Apply ignores it.
+	Workers int
+	// Progress, if set, is called from time to time with the bytes of the
+	// new file processed so far and its total size (for Apply, the size the
+	// patch announces). It is never called concurrently.
+	Progress func(done, total int64)
+}
+
+// Diff writes to w a BSDIFF40 patch that turns old into new: the format of
+// bsdiff 4.x and Python's bsdiff4 (which tufup uses), so Debian's bspatch
+// applies it. old must be smaller than 2 GiB. Diff holds old, new, a suffix
+// array of old (4 bytes per byte of old) and the compressed patch in memory.
+func Diff(old, new []byte, w io.Writer, opts *PatchOptions) error {
+	var o bsdiff.DiffOptions
+	if opts != nil {
+		o.Workers, o.Progress = opts.Workers, opts.Progress
+	}
+	return bsdiff.Diff(old, new, w, &o)
+}
+
+// Apply reads a BSDIFF40 patch from patch and writes the file it produces
+// to w as it goes, reading the old file (oldSize bytes) through ReadAt, so
+// that the output can be hashed while it is written and memory use does not
+// depend on the file sizes. When patch is also an io.ReaderAt and io.Seeker
+// (an *os.File or afero.File), its blocks are read in place; otherwise the
+// compressed control and diff blocks, a small part of a patch, are buffered.
+//
+// Every control triple is checked against the new size in the patch header
+// and against oldSize, and the bzip2 checksums are verified; a bad patch
+// yields an error wrapping ErrCorruptPatch, never a panic or an allocation
+// sized by the header. Apply returns the number of bytes written to w, which
+// is the patch's new size when the error is nil. On error, w may hold a
+// partial output: write to a temporary file and rename it on success.
+func Apply(old io.ReaderAt, oldSize int64, patch io.Reader, w io.Writer, opts *PatchOptions) (int64, error) {
+	var o bsdiff.ApplyOptions
+	if opts != nil {
+		o.Progress = opts.Progress
+	}
+	return bsdiff.Apply(old, oldSize, patch, w, &o)
+}
