@@ -16,6 +16,15 @@ import (
 	"github.com/spf13/afero"
 )
 
+// faultStep is the stride of the fault-injection loops: every operation,
+// or every fifth in -short mode.
+func faultStep() int {
+	if testing.Short() {
+		return 5
+	}
+	return 1
+}
+
 // installVersions returns the tars of two versions of a test app; links
 // adds symbolic links (not supported by MemMapFs).
 func installVersions(t testing.TB, links bool) (v1, v2 []byte) {
@@ -152,7 +161,7 @@ func TestInstallTreeFaults(t *testing.T) {
 			t.Run(fmt.Sprintf("%s/crash=%v", mode, crash), func(t *testing.T) {
 				v1, v2 := installVersions(t, mode == "os")
 				var want2 map[string]string
-				for n := 1; ; n++ {
+				for n := 1; ; n += faultStep() {
 					fsys, root := tempOsFs(t)
 					if mode == "mem" {
 						fsys, root = tempMemFs(t)
@@ -381,7 +390,7 @@ func TestInstallExecutableFaults(t *testing.T) {
 			for _, crash := range []bool{false, true} {
 				t.Run(fmt.Sprintf("%s/%s/crash=%v", goos, mode, crash), func(t *testing.T) {
 					a2 := exeArchive(t, "binary v2")
-					for n := 1; ; n++ {
+					for n := 1; ; n += faultStep() {
 						fsys, root := tempOsFs(t)
 						if mode == "mem" {
 							fsys, root = tempMemFs(t)
