@@ -1,6 +1,7 @@
 package notsotuf
 
 import (
+	"compress/gzip"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -269,7 +270,13 @@ type baseSource struct {
 	path    string
 	tarSize int64  // signed size of the tar, 0 when unknown
 	tarHash string // signed sha256 of the tar, "" when unknown
+
+	archiveLen int64 // baseCachedArchive: the archive's signed length
 }
+
+// maxDeflateRatio bounds the size of a decompressed archive whose tar size
+// is not signed: deflate cannot expand data more than 1032 times.
+const maxDeflateRatio = 1032
 
 // findBase looks for a verified copy of cur's tar: a cached tar or archive
 // whose hash is the signed one, or the install directory when its rebuilt
@@ -286,7 +293,7 @@ func (c *Client) findBase(cur *clientRelease) baseSource {
 		p := c.cachePath(ArchiveName(c.app, cur.version))
 		want := plannedFile(cur.archive)
 		if n, h, err := hashFile(c.fs, p); err == nil && h == want.SHA256 && n == want.Length {
-			return baseSource{kind: baseCachedArchive, path: p, tarSize: size, tarHash: hash}
+			return baseSource{kind: baseCachedArchive, path: p, tarSize: size, tarHash: hash, archiveLen: want.Length}
 		}
 	}
 	if hash != "" {
@@ -301,4 +308,224 @@ func (c *Client) findBase(cur *clientRelease) baseSource {
 		}
 	}
 	return baseSource{}
+}
+
+// Update checks for a newer release (see [Client.Check]) and installs it
+// (see [Client.Install]). It returns the release installed, or nil when the
+// installed version was up to date.
+func (c *Client) Update(ctx context.Context) (*Update, error) {
+	u, err := c.Check(ctx)
+	if err != nil || u == nil {
+		return nil, err
+	}
+	if err := c.Install(ctx, u); err != nil {
+		return nil, err
+	}
+	return u, nil
+}
+
+// Recover finishes or undoes an install that a crash or power loss
+// interrupted. Call it when the application starts; Install calls it too.
+func (c *Client) Recover() error {
+	return c.installer().recover()
+}
+
+func (c *Client) installer() *installer {
+	return &installer{fs: c.fs, dir: c.installDir, log: c.log}
+}
+
+// Install downloads and installs u, an update returned by Check on this
+// client. With a patch plan, it downloads the patches, applies them to the
+// verified tar of the installed version and checks the result against the
+// signed tar hash; if applying fails, it remembers the failure (later
+// checks plan the full archive) and falls back to the full archive at
+// once. The new tree is staged beside the install directory and swapped in
+// atomically. Then the new version is recorded in the cache directory, its
+// verified tar or archive is kept as the next patch base and the files of
+// other versions are removed from the cache. Installing a version that is
+// already installed does nothing.
+func (c *Client) Install(ctx context.Context, u *Update) error {
+	if u == nil || u.target == nil {
+		return errors.New("install: no update (use the result of Check)")
+	}
+	if u.Version.Compare(c.Current()) <= 0 {
+		return nil
+	}
+	if err := c.fs.MkdirAll(c.cacheDir, 0o755); err != nil {
+		return fmt.Errorf("install %s: %w", u.Version, err)
+	}
+	prog := &progress{total: u.Plan.Bytes, fn: c.progress}
+	in := c.installer()
+	var keep string
+	if !u.Plan.Full {
+		tarPath, err := c.patch(ctx, u, prog)
+		switch {
+		case err == nil:
+			size, _ := u.target.tarHash()
+			if err := c.installFile(ctx, in, tarPath, size); err != nil {
+				return err
+			}
+			keep = tarPath
+		case ctx.Err() != nil:
+			return err
+		default:
+			var de *DownloadError
+			var se *SecurityError
+			if errors.As(err, &de) || errors.As(err, &se) {
+				return err // a network or security failure: the archive would meet it too
+			}
+			c.log.Warn("patching failed, downloading the full archive", "version", u.Version, "err", err)
+			if werr := writeFileAtomic(c.fs, c.failedMarker(u.Version), []byte(err.Error()+"\n"), 0o644); werr != nil {
+				c.log.Warn("cannot record the failed patch", "err", werr)
+			}
+			prog.total += u.archive.Length
+		}
+	}
+	if keep == "" {
+		gz := c.cachePath(u.archive.Name)
+		if err := c.remote.fetchTarget(ctx, c.fs, c.tuf.targetURL(c.targetsURL, u.target.archive), gz, u.archive.Length, u.archive.SHA256, prog); err != nil {
+			return err
+		}
+		limit, _ := u.target.tarHash()
+		if limit == 0 {
+			// tufup archives do not sign their tar size.
+			limit = u.archive.Length * maxDeflateRatio
+		}
+		if err := c.installFile(ctx, in, gz, limit); err != nil {
+			return err
+		}
+		keep = gz
+	}
+	rec, err := json.Marshal(installedRecord{App: c.app, Version: u.Version.String()})
+	if err != nil {
+		return err
+	}
+	if err := writeFileAtomic(c.fs, c.recordPath(), rec, 0o644); err != nil {
+		return fmt.Errorf("installed %s but could not record it: %w", u.Version, err)
+	}
+	c.log.Info("installed", "version", u.Version, "full", strings.HasSuffix(keep, ArchiveExt))
+	c.cleanCache(keep)
+	return nil
+}
+
+// patch downloads u's patches and applies them to the installed version's
+// tar; it returns the path of the verified new tar in the cache.
+func (c *Client) patch(ctx context.Context, u *Update, prog *progress) (string, error) {
+	steps := make([]patchStep, len(u.chain))
+	for i, r := range u.chain {
+		f := plannedFile(r.patch)
+		p := c.cachePath(f.Name)
+		if err := c.remote.fetchTarget(ctx, c.fs, c.tuf.targetURL(c.targetsURL, r.patch), p, f.Length, f.SHA256, prog); err != nil {
+			return "", err
+		}
+		steps[i] = patchStep{Name: f.Name, Path: p, Meta: r.patchMeta}
+	}
+	base, err := c.baseTar(ctx, u)
+	if err != nil {
+		return "", err
+	}
+	dst := c.cachePath(tarName(c.app, u.Version))
+	if err := applyPatchChain(ctx, c.fs, base, steps, dst, nil); err != nil {
+		return "", err
+	}
+	return dst, nil
+}
+
+// baseTar returns the path of a verified tar of the installed version,
+// writing it to the cache if the base is an archive or the install tree.
+func (c *Client) baseTar(ctx context.Context, u *Update) (string, error) {
+	b := u.base
+	if b.kind == baseCachedTar {
+		return b.path, nil
+	}
+	dst := c.cachePath(tarName(c.app, u.from))
+	h := sha256.New()
+	var n int64
+	err := writeAtomic(c.fs, dst, 0o644, func(w io.Writer) error {
+		cw := &countWriter{}
+		mw := io.MultiWriter(w, h, cw)
+		defer func() { n = cw.n }()
+		switch b.kind {
+		case baseCachedArchive:
+			f, err := c.fs.Open(b.path)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			zr, err := gzip.NewReader(f)
+			if err != nil {
+				return fmt.Errorf("%s: %w", b.path, err)
+			}
+			limit := b.tarSize
+			if limit == 0 {
+				limit = b.archiveLen * maxDeflateRatio
+			}
+			m, err := io.Copy(mw, io.LimitReader(&ctxReader{ctx: ctx, r: zr}, limit+1))
+			if err != nil {
+				return fmt.Errorf("%s: %w", b.path, err)
+			}
+			if m > limit {
+				return fmt.Errorf("%s: uncompressed tar larger than %d bytes", b.path, limit)
+			}
+			return nil
+		case baseInstalled:
+			return WriteTar(c.fs, c.installDir, mw)
+		}
+		return errors.New("no base")
+	})
+	if err != nil {
+		return "", fmt.Errorf("patch base %s: %w", dst, err)
+	}
+	if b.tarHash != "" && (hex.EncodeToString(h.Sum(nil)) != b.tarHash || n != b.tarSize) {
+		c.fs.Remove(dst)
+		return "", fmt.Errorf("patch base %s: does not match the signed tar hash of %s", dst, u.from)
+	}
+	return dst, nil
+}
+
+// cleanCache removes the cache files of other versions of the app (tars,
+// archives, patches, partial downloads, failure marks) and the patches of
+// the new one, keeping keep: the verified tar or archive of the installed
+// version, the next patch base.
+func (c *Client) cleanCache(keep string) {
+	names, err := afero.ReadDir(c.fs, c.cacheDir)
+	if err != nil {
+		c.log.Warn("cannot list the cache", "dir", c.cacheDir, "err", err)
+		return
+	}
+	for _, fi := range names {
+		name := fi.Name()
+		p := c.cachePath(name)
+		if fi.IsDir() || p == keep || !c.ownCacheFile(name) {
+			continue
+		}
+		if err := c.fs.Remove(p); err != nil {
+			c.log.Warn("cannot remove an old cache file", "file", p, "err", err)
+		}
+	}
+}
+
+// ownCacheFile reports whether name is a file the client writes in the
+// cache for its app: <app>-<version> followed by .tar.gz, .tar, .patch,
+// .patch-failed, possibly with .part.
+func (c *Client) ownCacheFile(name string) bool {
+	name = strings.TrimSuffix(name, ".part")
+	switch {
+	case strings.HasSuffix(name, ".patch-failed"):
+		name = strings.TrimSuffix(name, "-failed")
+	case strings.HasSuffix(name, ".tar"):
+		name += ".gz"
+	}
+	tn, err := ParseTargetName(name)
+	return err == nil && tn.App == c.app
+}
+
+// installFile installs the tar or tar.gz at p with the installer.
+func (c *Client) installFile(ctx context.Context, in *installer, p string, limit int64) error {
+	f, err := c.fs.Open(p)
+	if err != nil {
+		return fmt.Errorf("install: %w", err)
+	}
+	defer f.Close()
+	return in.installTar(ctx, f, limit)
 }

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -304,5 +306,259 @@ func TestNewClientValidates(t *testing.T) {
 		if _, err := NewClient(cfg); err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("err = %v, want it to mention %q", err, tt.want)
 		}
+	}
+}
+
+// makePatch diffs two releases' tars.
+func makePatch(t testing.TB, from, to appRelease) []byte {
+	var buf bytes.Buffer
+	if err := Diff(from.tar, to.tar, &buf, nil); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// osRoot returns an OS filesystem and a fresh temp dir for a test client.
+func osClientConfig(t *testing.T, repo *testRepo, current string) (afero.Fs, ClientConfig) {
+	fsys := afero.NewOsFs()
+	dir := t.TempDir()
+	cfg := repo.config(fsys, current)
+	cfg.InstallDir = filepath.Join(dir, "app")
+	cfg.CacheDir = filepath.Join(dir, "cache")
+	return fsys, cfg
+}
+
+// wantTree fails unless dir holds exactly files (and their directories).
+func wantTree(t *testing.T, fsys afero.Fs, dir string, files map[string]string) {
+	t.Helper()
+	got := treeManifest(t, fsys, dir)
+	want := manifest{}
+	for name, content := range files {
+		want[name] = sha256hex([]byte(content))
+		for d := filepath.Dir(name); d != "."; d = filepath.Dir(d) {
+			want[filepath.ToSlash(d)] = "dir"
+		}
+	}
+	diffManifests(t, got, want)
+}
+
+// cacheFiles lists the cache directory's files (not metadata/).
+func cacheFiles(t *testing.T, fsys afero.Fs, dir string) string {
+	t.Helper()
+	infos, err := afero.ReadDir(fsys, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, fi := range infos {
+		if !fi.IsDir() {
+			names = append(names, fi.Name())
+		}
+	}
+	return strings.Join(names, " ")
+}
+
+func targetRequests(repo *testRepo) []string {
+	var out []string
+	for _, p := range repo.requested() {
+		if strings.HasPrefix(p, "targets/") {
+			out = append(out, strings.TrimPrefix(p, "targets/"))
+		}
+	}
+	return out
+}
+
+// threeReleases publishes 1.0, 1.1 and 1.2 of "app" with real patches.
+func threeReleases(t *testing.T, repo *testRepo) []appRelease {
+	rels := []appRelease{
+		buildRelease(t, "1.0", releaseFiles(0)),
+		buildRelease(t, "1.1", releaseFiles(1)),
+		buildRelease(t, "1.2", releaseFiles(2)),
+	}
+	repo.publishRelease("app", rels[0], nil, false, "")
+	repo.publishRelease("app", rels[1], makePatch(t, rels[0], rels[1]), false, "")
+	repo.publishRelease("app", rels[2], makePatch(t, rels[1], rels[2]), false, `{"changes":["two"]}`)
+	return rels
+}
+
+func TestUpdatePatchChain(t *testing.T) {
+	repo := newTestRepo(t, true)
+	rels := threeReleases(t, repo)
+	fsys, cfg := osClientConfig(t, repo, "1.0")
+	writeTree(t, fsys, cfg.InstallDir, rels[0].files)
+	var done, total int64
+	cfg.Progress = func(d, tt int64) { done, total = d, tt }
+	ctx := context.Background()
+
+	u, err := newTestClient(t, cfg).Update(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u == nil || u.Version.String() != "1.2" || u.Plan.Full || len(u.Plan.Files) != 2 {
+		t.Fatalf("update = %+v", u)
+	}
+	wantTree(t, fsys, cfg.InstallDir, rels[2].files)
+	if done != u.Plan.Bytes || total != u.Plan.Bytes {
+		t.Errorf("progress %d/%d, plan %d bytes", done, total, u.Plan.Bytes)
+	}
+	if got := strings.Join(targetRequests(repo), " "); strings.Contains(got, ".tar.gz") {
+		t.Errorf("downloaded %s", got)
+	}
+	// The verified 1.2 tar is the next base; nothing else of the app is left.
+	if got := cacheFiles(t, fsys, cfg.CacheDir); got != "app-1.2.tar installed.json" {
+		t.Errorf("cache holds %q", got)
+	}
+
+	// The same process (still configured as 1.0) updating again: a no-op.
+	before := len(targetRequests(repo))
+	u, err = newTestClient(t, cfg).Update(ctx)
+	if err != nil || u != nil {
+		t.Fatalf("second update: %+v, %v", u, err)
+	}
+	if len(targetRequests(repo)) != before {
+		t.Error("second update downloaded targets")
+	}
+
+	// 1.3 arrives: patched from the cached 1.2 tar.
+	r13 := buildRelease(t, "1.3", releaseFiles(3))
+	repo.publishRelease("app", r13, makePatch(t, rels[2], r13), false, "")
+	cfg.CurrentVersion = "1.2"
+	c := newTestClient(t, cfg)
+	u, err = c.Check(ctx)
+	if err != nil || u == nil || u.Plan.Full || u.base.kind != baseCachedTar {
+		t.Fatalf("check 1.3: %+v, %v", u, err)
+	}
+	if err := c.Install(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+	wantTree(t, fsys, cfg.InstallDir, r13.files)
+}
+
+func TestUpdateFullArchive(t *testing.T) {
+	repo := newTestRepo(t, false)
+	rels := threeReleases(t, repo)
+	fsys, cfg := osClientConfig(t, repo, "1.0")
+	writeTree(t, fsys, cfg.InstallDir, rels[0].files)
+	cfg.ForceFull = true
+	u, err := newTestClient(t, cfg).Update(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !u.Plan.Full {
+		t.Fatalf("plan %+v", u.Plan)
+	}
+	wantTree(t, fsys, cfg.InstallDir, rels[2].files)
+	if got := strings.Join(targetRequests(repo), " "); got != "app-1.2.tar.gz" {
+		t.Errorf("downloaded %q", got)
+	}
+	if got := cacheFiles(t, fsys, cfg.CacheDir); got != "app-1.2.tar.gz installed.json" {
+		t.Errorf("cache holds %q", got)
+	}
+}
+
+func TestUpdateFromEmptyInstallDir(t *testing.T) {
+	// No installed tree at all (a first install): the full archive.
+	repo := newTestRepo(t, false)
+	rels := threeReleases(t, repo)
+	fsys := afero.NewMemMapFs()
+	cfg := repo.config(fsys, "0")
+	u, err := newTestClient(t, cfg).Update(context.Background())
+	if err != nil || u == nil || !u.Plan.Full {
+		t.Fatalf("update = %+v, %v", u, err)
+	}
+	wantTree(t, fsys, cfg.InstallDir, rels[2].files)
+}
+
+func TestUpdateBadPatchFallsBack(t *testing.T) {
+	repo := newTestRepo(t, false)
+	r10 := buildRelease(t, "1.0", releaseFiles(0))
+	r11 := buildRelease(t, "1.1", releaseFiles(1))
+	other := buildRelease(t, "1.1", releaseFiles(5))
+	repo.publishRelease("app", r10, nil, false, "")
+	// A signed patch that does not produce 1.1's tar (a broken publisher).
+	repo.publishRelease("app", r11, makePatch(t, r10, other), false, "")
+	fsys, cfg := osClientConfig(t, repo, "1.0")
+	writeTree(t, fsys, cfg.InstallDir, r10.files)
+	ctx := context.Background()
+
+	// First the archive is unreachable: the update fails, the failed patch
+	// is remembered.
+	repo.setHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if strings.HasSuffix(r.URL.Path, ".tar.gz") {
+			http.NotFound(w, r)
+			return true
+		}
+		return false
+	})
+	_, err := newTestClient(t, cfg).Update(ctx)
+	var de *DownloadError
+	if !errors.As(err, &de) || de.StatusCode != 404 {
+		t.Fatalf("err = %v, want a 404 on the archive", err)
+	}
+	wantTree(t, fsys, cfg.InstallDir, r10.files)
+	u, err := newTestClient(t, cfg).Check(ctx)
+	if err != nil || !u.Plan.Full || !strings.Contains(u.Plan.Reason, "failed before") {
+		t.Fatalf("after a failed patch: %+v, %v", u, err)
+	}
+
+	// Then it is back: the full archive is installed.
+	repo.setHook(nil)
+	if _, err := newTestClient(t, cfg).Update(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wantTree(t, fsys, cfg.InstallDir, r11.files)
+	if got := cacheFiles(t, fsys, cfg.CacheDir); got != "app-1.1.tar.gz installed.json" {
+		t.Errorf("cache holds %q", got)
+	}
+}
+
+func TestUpdateResumesInterruptedDownload(t *testing.T) {
+	repo := newTestRepo(t, false)
+	rels := threeReleases(t, repo)
+	fsys, cfg := osClientConfig(t, repo, "1.0")
+	cfg.ForceFull = true
+	archive := repo.file("targets/app-1.2.tar.gz")
+	cut := true
+	repo.setHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if strings.HasSuffix(r.URL.Path, ".tar.gz") && cut {
+			cut = false
+			cutAfter(w, archive, len(archive)/2)
+			return true
+		}
+		return false
+	})
+	if _, err := newTestClient(t, cfg).Update(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	wantTree(t, fsys, cfg.InstallDir, rels[2].files)
+	var ranges int
+	for _, p := range repo.requested() {
+		if strings.HasSuffix(p, ".tar.gz") {
+			ranges++
+		}
+	}
+	if ranges != 2 {
+		t.Errorf("%d archive requests, want 2", ranges)
+	}
+}
+
+func TestUpdateTamperedArchive(t *testing.T) {
+	repo := newTestRepo(t, false)
+	threeReleases(t, repo)
+	fsys, cfg := osClientConfig(t, repo, "1.0")
+	cfg.ForceFull = true
+	archive := repo.file("targets/app-1.2.tar.gz")
+	evil := bytes.Clone(archive)
+	evil[100] ^= 0xff
+	repo.setFile("targets/app-1.2.tar.gz", evil)
+	_, err := newTestClient(t, cfg).Update(context.Background())
+	if !errors.Is(err, ErrSecurity) || !strings.Contains(err.Error(), "app-1.2.tar.gz") {
+		t.Fatalf("err = %v", err)
+	}
+	if ok, _ := afero.Exists(fsys, cfg.InstallDir); ok {
+		t.Error("install dir created")
+	}
+	if got := cacheFiles(t, fsys, cfg.CacheDir); got != "" {
+		t.Errorf("cache holds %q", got)
 	}
 }

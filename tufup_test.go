@@ -1,7 +1,9 @@
 package notsotuf
 
 import (
+	"archive/tar"
 	"bufio"
+	"compress/gzip"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -12,6 +14,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -208,5 +211,85 @@ func diffManifests(t testing.TB, got, want manifest) {
 		if got[k] != want[k] {
 			t.Errorf("%s: installed %q, bundle %q", k, got[k], want[k])
 		}
+	}
+}
+
+// untarByHand extracts a fixture archive into dir with archive/tar, as a
+// user unpacking a release would.
+func untarByHand(t testing.TB, archive, dir string) {
+	f, err := os.Open(archive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := tar.NewReader(zr)
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			return
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(dir, filepath.FromSlash(hdr.Name))
+		switch hdr.Typeflag {
+		case tar.TypeDir:
+			err = os.MkdirAll(p, 0o755)
+		case tar.TypeSymlink:
+			err = os.Symlink(hdr.Linkname, p)
+		case tar.TypeReg:
+			var data []byte
+			if data, err = io.ReadAll(tr); err == nil {
+				err = os.WriteFile(p, data, hdr.FileInfo().Mode().Perm())
+			}
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestTufupUpdate(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("the fixture has symbolic links")
+	}
+	srv := tufupServer(t)
+	ctx := context.Background()
+	for _, tt := range []struct {
+		name, channel string
+		cachedBase    bool
+		want          string
+		files         string
+	}{
+		{"patch", "", true, "1.1.0", "demoapp-1.1.0.patch"},
+		{"two patches on channel a", "a", true, "2.0.0a1", "demoapp-1.1.0.patch demoapp-2.0.0a1.patch"},
+		{"full archive without base", "", false, "1.1.0", "demoapp-1.1.0.tar.gz"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			fsys := afero.NewOsFs()
+			cfg := tufupConfig(t, srv, fsys, dir, "1.0.0")
+			cfg.Channel = tt.channel
+			untarByHand(t, filepath.Join(tufupDir, "targets/demoapp-1.0.0.tar.gz"), cfg.InstallDir)
+			diffManifests(t, treeManifest(t, fsys, cfg.InstallDir), bundleManifest(t, "demoapp-1.0.0"))
+			if tt.cachedBase {
+				copyToFs(t, fsys, filepath.Join(tufupDir, "targets/demoapp-1.0.0.tar.gz"), filepath.Join(cfg.CacheDir, "demoapp-1.0.0.tar.gz"))
+			}
+			u, err := newTestClient(t, cfg).Update(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if u == nil || u.Version.String() != tt.want || planNames(u.Plan) != tt.files {
+				t.Fatalf("update = %+v", u)
+			}
+			diffManifests(t, treeManifest(t, fsys, cfg.InstallDir), bundleManifest(t, "demoapp-"+tt.want))
+			if u, err := newTestClient(t, cfg).Update(ctx); err != nil || u != nil {
+				t.Errorf("second update: %+v, %v", u, err)
+			}
+		})
 	}
 }
