@@ -1,6 +1,7 @@
 package notsotuf
 
 import (
+	"bytes"
 	"compress/gzip"
 	"context"
 	"crypto/sha256"
@@ -199,7 +200,7 @@ func (c *Client) Check(ctx context.Context) (*Update, error) {
 	}
 	r := &rels[t]
 	u := &Update{
-		Version: r.version, Required: r.meta.Required, UserMeta: r.meta.User,
+		Version: r.version, Required: r.meta.Required, UserMeta: compact(r.meta.User),
 		from: current, target: r, archive: plannedFile(r.archive),
 	}
 	if reason := c.planPatches(u, rels, t); reason != "" {
@@ -239,7 +240,10 @@ func (c *Client) planPatches(u *Update, rels []clientRelease, t int) string {
 	}
 	base := c.findBase(cur)
 	if base.kind == baseNone {
-		return fmt.Sprintf("no verified copy of the installed version %s to patch (no cached archive or tar, and the install directory does not match the signed tar hash)", u.from)
+		if _, hash := cur.tarHash(); hash == "" {
+			return fmt.Sprintf("no verified copy of the installed version %s to patch: none is cached and the repository signs no tar hash for it", u.from)
+		}
+		return fmt.Sprintf("no verified copy of the installed version %s to patch: none is cached and the install directory does not match its signed tar hash", u.from)
 	}
 	u.chain, u.base = chain, base
 	u.Plan = Plan{Files: files, Bytes: sum}
@@ -528,4 +532,16 @@ func (c *Client) installFile(ctx context.Context, in *installer, p string, limit
 	}
 	defer f.Close()
 	return in.installTar(ctx, f, limit)
+}
+
+// compact returns raw JSON without insignificant white space.
+func compact(raw json.RawMessage) json.RawMessage {
+	if raw == nil {
+		return nil
+	}
+	var b bytes.Buffer
+	if err := json.Compact(&b, raw); err != nil {
+		return raw
+	}
+	return b.Bytes()
 }

@@ -389,3 +389,18 @@ func (p *progressWriter) Write(b []byte) (int, error) {
 	}
 	return n, nil
 }
+
+// Hint gives advice on a download error (the CLI prints it).
+func (e *DownloadError) Hint() string {
+	switch {
+	case e.StatusCode == http.StatusNotFound:
+		return "check the repository URLs (metadata and targets)"
+	case e.StatusCode == 0:
+		var lm *metadata.ErrDownloadLengthMismatch
+		if errors.As(e.Err, &lm) {
+			return "the server sends more than the signed size: a broken or hostile server"
+		}
+		return "check the network connection and the repository URL; run the update again to resume"
+	}
+	return ""
+}

@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -225,6 +226,22 @@ func TestFetchTargetErrors(t *testing.T) {
 		prog := &progress{}
 		if err := srv.remote().fetchTarget(context.Background(), fsys, srv.srv.URL+"/blob", "/c/blob", 7, sha256hex(data), prog); err != nil || prog.done != 7 {
 			t.Fatal(err, prog.done)
+		}
+	})
+}
+
+func FuzzContentRangeStart(f *testing.F) {
+	for _, s := range []string{"bytes 100-199/200", "bytes */200", "bytes -1-2/3", "", "bytes 9223372036854775807-1/2"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		n, ok := contentRangeStart(s)
+		if ok && !strings.HasPrefix(s, "bytes ") {
+			t.Fatalf("%q accepted", s)
+		}
+		if ok && n < 0 {
+			// A negative start must never be used as an offset.
+			t.Fatalf("%q: negative start %d", s, n)
 		}
 	})
 }

@@ -375,3 +375,16 @@ func (c *tufClient) targetURL(base string, tf *metadata.TargetFiles) string {
 // discardLogger is the logger of a client given none: the library is silent
 // by default.
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// Hint gives advice on a security error (the CLI prints it).
+func (e *SecurityError) Hint() string {
+	switch {
+	case errors.Is(e.Err, &metadata.ErrExpiredMetadata{}):
+		return "the repository's maintainer must re-sign its metadata (notsotuf refresh); check this computer's clock too"
+	case errors.Is(e.Err, &metadata.ErrBadVersionNumber{}):
+		return "the server sent metadata older than this client has already seen: a stale mirror or a replay"
+	case errors.Is(e.Err, &metadata.ErrUnsignedMetadata{}):
+		return "the metadata is not signed by keys the trusted root names: check the trusted root (--root) and the repository URL"
+	}
+	return "do not install from this repository until its maintainer checks it (notsotuf verify)"
+}

@@ -517,3 +517,56 @@ func TestTargetInfoDelegation(t *testing.T) {
 		t.Fatalf("targetInfo(nope) = %+v, %v", got, err)
 	}
 }
+
+// mapTransport serves files from a map without a network.
+type mapTransport map[string][]byte
+
+func (m mapTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	data, ok := m[strings.TrimPrefix(req.URL.Path, "/")]
+	rec := httptest.NewRecorder()
+	if !ok {
+		http.NotFound(rec, req)
+	} else {
+		rec.Write(data)
+	}
+	return rec.Result(), nil
+}
+
+// FuzzRefresh feeds arbitrary bytes as one of the metadata files: refresh
+// must fail cleanly (never panic, never accept them) unless they are the
+// genuine file.
+func FuzzRefresh(f *testing.F) {
+	repo := newTestRepo(f, false)
+	repo.addTarget("app-1.0.tar.gz", []byte("x"), map[string]any{"user": nil, "tufup": map[string]any{"required": false}})
+	repo.publish()
+	roles := []string{"metadata/2.root.json", "metadata/timestamp.json", "metadata/snapshot.json", "metadata/targets.json"}
+	for i, r := range roles[1:] {
+		f.Add(uint8(i+1), repo.file(r))
+	}
+	f.Add(uint8(0), repo.file("metadata/1.root.json"))
+	f.Add(uint8(1), []byte(`{"signed":{"_type":"timestamp","version":99,"expires":"2099-01-01T00:00:00Z","meta":{"snapshot.json":{"version":1}},"spec_version":"1.0.31"},"signatures":[]}`))
+	f.Fuzz(func(t *testing.T, which uint8, data []byte) {
+		role := roles[int(which)%len(roles)]
+		files := mapTransport{}
+		repo.mu.Lock()
+		for k, v := range repo.files {
+			files[k] = v
+		}
+		repo.mu.Unlock()
+		genuine := bytes.Equal(files[role], data)
+		files[role] = data
+		rem := newRemote(&http.Client{Transport: files})
+		rem.attempts = 1
+		c := &tufClient{
+			fs: afero.NewMemMapFs(), dir: "/m", metadataURL: "http://repo.test/metadata", remote: rem,
+			now: func() time.Time { return testNow }, log: discardLogger(), bootstrap: repo.rootBytes(),
+		}
+		err := c.refresh(context.Background())
+		if err == nil && !genuine && role != "metadata/2.root.json" {
+			t.Fatalf("refresh accepted a forged %s", role)
+		}
+		if err == nil && role == "metadata/2.root.json" {
+			t.Fatalf("refresh accepted a forged root version 2")
+		}
+	})
+}
