@@ -212,6 +212,9 @@ func (c *tufClient) persistIfNew(data []byte) error {
 // updateTimestamp is step 5.4: the persisted timestamp, if it still
 // verifies, is the rollback floor for the one downloaded.
 func (c *tufClient) updateTimestamp(ctx context.Context) error {
+	if c.trusted.Root.Signed.IsExpired(c.trusted.RefTime) { // 5.3.10
+		return secErr("root.json", &metadata.ErrExpiredMetadata{Msg: "final root.json is expired"})
+	}
 	if local, err := c.readLocal(metadata.TIMESTAMP); err == nil {
 		if _, err := c.trusted.UpdateTimestamp(local); err != nil {
 			if !errors.Is(err, &metadata.ErrRepository{}) {
@@ -225,10 +228,17 @@ func (c *tufClient) updateTimestamp(ctx context.Context) error {
 		return fmt.Errorf("update timestamp: %w", err)
 	}
 	if _, err := c.trusted.UpdateTimestamp(data); err != nil {
-		if errors.Is(err, &metadata.ErrEqualVersionNumber{}) {
-			return nil // nothing new
+		if !errors.Is(err, &metadata.ErrEqualVersionNumber{}) {
+			return secErr("timestamp.json", err)
 		}
-		return secErr("timestamp.json", err)
+		data = nil // nothing new: keep the persisted one
+	}
+	// 5.4.5, checked here so that the error names the right file.
+	if c.trusted.Timestamp.Signed.IsExpired(c.trusted.RefTime) {
+		return secErr("timestamp.json", &metadata.ErrExpiredMetadata{Msg: "timestamp.json is expired"})
+	}
+	if data == nil {
+		return nil
 	}
 	return c.persist(metadata.TIMESTAMP, data)
 }

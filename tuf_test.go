@@ -570,3 +570,33 @@ func FuzzRefresh(f *testing.F) {
 		}
 	})
 }
+
+func TestRefreshExpiredAfterPersist(t *testing.T) {
+	// The repository stops re-signing: the client's persisted timestamp
+	// (the same version as the server's) expires.
+	repo := newTestRepo(t, false)
+	repo.root.Signed.Expires = repo.expires.AddDate(1, 0, 0)
+	repo.root.Signed.Version++
+	repo.signRoot()
+	fsys := afero.NewMemMapFs()
+	if err := repo.tufClient(fsys).refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	c := repo.tufClient(fsys)
+	c.now = func() time.Time { return repo.expires.Add(time.Hour) }
+	err := c.refresh(context.Background())
+	var exp *metadata.ErrExpiredMetadata
+	if !errors.As(err, &exp) || !strings.HasPrefix(err.Error(), "security: timestamp.json has expired") {
+		t.Fatalf("err = %v", err)
+	}
+	// An expired root is named as such.
+	repo.root.Signed.Expires = testNow.Add(time.Hour)
+	repo.root.Signed.Version++
+	repo.signRoot()
+	c = repo.tufClient(fsys)
+	c.now = func() time.Time { return testNow.Add(2 * time.Hour) }
+	err = c.refresh(context.Background())
+	if !errors.As(err, &exp) || !strings.HasPrefix(err.Error(), "security: root.json has expired") {
+		t.Fatalf("err = %v", err)
+	}
+}
