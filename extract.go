@@ -194,7 +194,7 @@ func (x *extractor) entry(tr *tar.Reader, hdr *tar.Header) error {
 		return nil
 	case tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
 		return x.bad1(hdr.Name, "device files and FIFOs are not allowed")
-	case tar.TypeDir, tar.TypeReg, tar.TypeRegA, tar.TypeSymlink, tar.TypeLink:
+	case tar.TypeDir, tar.TypeReg, tar.TypeSymlink, tar.TypeLink:
 	default:
 		return x.bad1(hdr.Name, "entry type %q is not allowed", hdr.Typeflag)
 	}
@@ -234,8 +234,7 @@ func (x *extractor) entry(tr *tar.Reader, hdr *tar.Header) error {
 		if err := x.fs.Mkdir(full, 0o700); err != nil {
 			return fmt.Errorf("%s: entry %q: %w", x.archive, hdr.Name, err)
 		}
-	case tar.TypeReg, tar.TypeRegA:
-		e.kind = tar.TypeReg
+	case tar.TypeReg: // archive/tar reports the old TypeRegA as TypeReg
 		if hdr.Size < 0 || hdr.Size > x.limit-x.m.size {
 			return fmt.Errorf("%s: entry %q: %d bytes exceed the limit of %d bytes: %w", x.archive, hdr.Name, hdr.Size, x.limit, ErrUnsafeArchive)
 		}

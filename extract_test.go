@@ -27,7 +27,6 @@ type testEnt struct {
 	mode int64
 	body string
 	link string
-	size int64 // header size override for regular files (0: len(body))
 }
 
 // buildTestTar builds a PAX tar of ents.

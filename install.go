@@ -357,7 +357,7 @@ func (in *installer) extractExecutable(ctx context.Context, staged, archive stri
 			return bad(err.Error())
 		case name == "" && hdr.Typeflag == tar.TypeDir:
 			continue
-		case hdr.Typeflag != tar.TypeReg && hdr.Typeflag != tar.TypeRegA:
+		case hdr.Typeflag != tar.TypeReg:
 			return bad("a single-executable archive holds one regular file and nothing else")
 		case strings.Contains(name, "/"):
 			return bad("the executable must be at the top of the archive")

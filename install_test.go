@@ -429,3 +429,45 @@ func TestInstallExecutableFaults(t *testing.T) {
 		}
 	}
 }
+
+// TestInstallRoundTrip checks that an installed tree gives back the exact
+// tar it came from when rebuilt with WriteTar: the client verifies the
+// installed version this way before applying a patch to it.
+func TestInstallRoundTrip(t *testing.T) {
+	fsys, root := tempOsFs(t)
+	src := filepath.Join(root, "src")
+	for _, d := range []string{"bin", "lib", "share/empty", "ro"} {
+		if err := fsys.MkdirAll(filepath.Join(src, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	files := map[string]os.FileMode{"bin/app": 0o755, "lib/libx.so.1": 0o750, "README": 0o644, "ro/f": 0o444}
+	for name, mode := range files {
+		if err := afero.WriteFile(fsys, filepath.Join(src, name), []byte("content of "+name), mode); err != nil {
+			t.Fatal(err)
+		}
+		fsys.Chmod(filepath.Join(src, name), mode)
+	}
+	if err := os.Symlink("libx.so.1", filepath.Join(src, "lib", "libx.so")); err != nil {
+		t.Fatal(err)
+	}
+	fsys.Chmod(filepath.Join(src, "ro"), 0o555)
+	t.Cleanup(func() { os.Chmod(filepath.Join(src, "ro"), 0o755) })
+	var t1 bytes.Buffer
+	if err := WriteTar(fsys, src, &t1); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(root, "app")
+	in := &installer{fs: fsys, dir: dir}
+	if err := in.installTar(context.Background(), bytes.NewReader(t1.Bytes()), int64(t1.Len())); err != nil {
+		t.Fatal(err)
+	}
+	var t2 bytes.Buffer
+	if err := WriteTar(fsys, dir, &t2); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(t1.Bytes(), t2.Bytes()) {
+		t.Fatalf("rebuilt tar differs (%d vs %d bytes):\n%s\nvs\n%s", t1.Len(), t2.Len(),
+			describeTree(treeSnapshot(t, fsys, src)), describeTree(treeSnapshot(t, fsys, dir)))
+	}
+}
