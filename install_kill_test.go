@@ -1,0 +1,126 @@
+package notsotuf
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/afero"
+)
+
+// killVersions returns two versions of an app of many small files, so that
+// an install takes long enough to be killed in the middle.
+func killVersions(t testing.TB) (v1, v2 []byte) {
+	mk := func(ver string, files int) []byte {
+		ents := []testEnt{{name: "./", typ: tar.TypeDir}, {name: "./bin/", typ: tar.TypeDir}, {name: "./bin/app", mode: 0o755, body: "app " + ver}}
+		for d := 0; d < 10; d++ {
+			ents = append(ents, testEnt{name: fmt.Sprintf("./d%d/", d), typ: tar.TypeDir})
+			for i := 0; i < files; i++ {
+				ents = append(ents, testEnt{name: fmt.Sprintf("./d%d/f%d-%s", d, i, ver), body: strings.Repeat(ver, 100+i)})
+			}
+		}
+		ents = append(ents, testEnt{name: "./link", typ: tar.TypeSymlink, link: "bin/app"})
+		return buildTestTar(t, ents...)
+	}
+	return mk("v1", 8), mk("v2", 6)
+}
+
+// TestInstallKillHelper is the child process of TestInstallKilled: it
+// installs the two versions alternately until it is killed.
+func TestInstallKillHelper(t *testing.T) {
+	dir := os.Getenv("NOTSOTUF_KILL_DIR")
+	if dir == "" {
+		t.Skip("child process of TestInstallKilled")
+	}
+	in := &installer{fs: afero.NewOsFs(), dir: dir}
+	for i := 0; ; i++ {
+		data, err := os.ReadFile(os.Getenv(fmt.Sprintf("NOTSOTUF_KILL_TAR%d", i%2+1)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := in.installTar(context.Background(), bytes.NewReader(data), int64(len(data))); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestInstallKilled kills a process that installs in a loop at random
+// instants, on a real disk: every time, recover must leave one of the two
+// versions complete, nothing else beside it, and the next install must work.
+func TestInstallKilled(t *testing.T) {
+	if os.Getenv("NOTSOTUF_KILL_DIR") != "" {
+		t.Skip("in the child")
+	}
+	rounds := 20
+	if testing.Short() {
+		rounds = 4
+	}
+	fsys, root := tempOsFs(t)
+	v1, v2 := killVersions(t)
+	tar1, tar2 := filepath.Join(root, "v1.tar"), filepath.Join(root, "v2.tar")
+	if err := os.WriteFile(tar1, v1, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(tar2, v2, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	apps := filepath.Join(root, "apps")
+	dir, want1 := installFixture(t, fsys, apps, v1)
+	in := &installer{fs: fsys, dir: dir}
+	if err := in.installTar(context.Background(), bytes.NewReader(v2), int64(len(v2))); err != nil {
+		t.Fatal(err)
+	}
+	want2 := treeSnapshot(t, fsys, dir)
+	// Time one install to spread the kills over a few of them.
+	start := time.Now()
+	if err := in.installTar(context.Background(), bytes.NewReader(v1), int64(len(v1))); err != nil {
+		t.Fatal(err)
+	}
+	one := time.Since(start)
+	midway := 0
+	for r := 0; r < rounds; r++ {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestInstallKillHelper$")
+		cmd.Env = append(os.Environ(), "NOTSOTUF_KILL_DIR="+dir, "NOTSOTUF_KILL_TAR1="+tar2, "NOTSOTUF_KILL_TAR2="+tar1)
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(50*time.Millisecond + time.Duration(rand.Int64N(int64(3*one))))
+		cmd.Process.Kill()
+		err := cmd.Wait()
+		if strings.Contains(out.String(), "FAIL") {
+			t.Fatalf("round %d: child failed: %v\n%s", r, err, out.String())
+		}
+		if len(siblingsOf(t, fsys, apps)) != len(wantSiblings) {
+			midway++
+		}
+		if err := in.recover(); err != nil {
+			t.Fatalf("round %d: recover: %v", r, err)
+		}
+		got := treeSnapshot(t, fsys, dir)
+		if !sameTree(got, want1) && !sameTree(got, want2) {
+			t.Fatalf("round %d: tree is neither v1 nor v2:\n%s", r, describeTree(got))
+		}
+		checkSiblings(t, fsys, apps)
+		next := v1
+		if sameTree(got, want1) {
+			next = v2
+		}
+		if err := in.installTar(context.Background(), bytes.NewReader(next), int64(len(next))); err != nil {
+			t.Fatalf("round %d: next install: %v", r, err)
+		}
+	}
+	t.Logf("%d rounds, %d killed in the middle of an install (one install: %v)", rounds, midway, one)
+	if !testing.Short() && midway == 0 {
+		t.Errorf("no kill landed in the middle of an install")
+	}
+}
