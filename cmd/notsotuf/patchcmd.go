@@ -1,0 +1,195 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/term"
+
+	"github.com/notsotuf/notsotuf"
+)
+
+const diffUsage = `usage: notsotuf diff [-q] [-workers N] OLD NEW PATCH
+
+Writes PATCH, a BSDIFF40 patch (bsdiff 4.x format) that turns OLD into NEW.
+Debian's bspatch and Python's bsdiff4 apply it. PATCH is written atomically.
+`
+
+const patchUsage = `usage: notsotuf patch [-q] OLD PATCH NEW
+
+Applies PATCH, a BSDIFF40 patch (from notsotuf diff, bsdiff or bsdiff4), to
+OLD and writes NEW atomically, with the permissions of OLD.
+`
+
+// runDiff implements "notsotuf diff OLD NEW PATCH".
+func runDiff(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("diff", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, diffUsage) }
+	quiet := fs.Bool("q", false, "no progress bar")
+	workers := fs.Int("workers", 0, "goroutines to use (0: all CPUs)")
+	if err := fs.Parse(args); err != nil {
+		return errUsage
+	}
+	if fs.NArg() != 3 {
+		fs.Usage()
+		return errUsage
+	}
+	oldPath, newPath, patchPath := fs.Arg(0), fs.Arg(1), fs.Arg(2)
+	old, err := os.ReadFile(oldPath)
+	if err != nil {
+		return err
+	}
+	new, err := os.ReadFile(newPath)
+	if err != nil {
+		return err
+	}
+	bar := newProgressBar(stderr, "diff", *quiet)
+	opts := &notsotuf.PatchOptions{Workers: *workers, Progress: bar.update}
+	err = writeFileAtomic(patchPath, 0o644, func(w io.Writer) error {
+		return notsotuf.Diff(old, new, w, opts)
+	})
+	bar.finish()
+	if err != nil {
+		return fmt.Errorf("writing %s: %w", patchPath, err)
+	}
+	return nil
+}
+
+// runPatch implements "notsotuf patch OLD PATCH NEW".
+func runPatch(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("patch", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, patchUsage) }
+	quiet := fs.Bool("q", false, "no progress bar")
+	if err := fs.Parse(args); err != nil {
+		return errUsage
+	}
+	if fs.NArg() != 3 {
+		fs.Usage()
+		return errUsage
+	}
+	oldPath, patchPath, newPath := fs.Arg(0), fs.Arg(1), fs.Arg(2)
+	old, err := os.Open(oldPath)
+	if err != nil {
+		return err
+	}
+	defer old.Close()
+	st, err := old.Stat()
+	if err != nil {
+		return err
+	}
+	if !st.Mode().IsRegular() {
+		return fmt.Errorf("%s is not a regular file", oldPath)
+	}
+	patch, err := os.Open(patchPath)
+	if err != nil {
+		return err
+	}
+	defer patch.Close()
+	bar := newProgressBar(stderr, "patch", *quiet)
+	err = writeFileAtomic(newPath, st.Mode().Perm(), func(w io.Writer) error {
+		_, err := notsotuf.Apply(old, st.Size(), patch, w, &notsotuf.PatchOptions{Progress: bar.update})
+		if errors.Is(err, notsotuf.ErrCorruptPatch) {
+			return fmt.Errorf("patch %s does not apply to %s: %w", patchPath, oldPath, err)
+		}
+		return err
+	})
+	bar.finish()
+	if err != nil {
+		return fmt.Errorf("writing %s: %w", newPath, err)
+	}
+	return nil
+}
+
+// errUsage reports bad arguments; the usage text is already printed.
+var errUsage = errors.New("bad arguments (see usage above)")
+
+// writeFileAtomic writes name through a temporary file in the same
+// directory, synced and renamed over name only when fill succeeds: after a
+// failure no partial output is left behind.
+func writeFileAtomic(name string, perm os.FileMode, fill func(w io.Writer) error) (err error) {
+	dir, base := filepath.Split(name)
+	if dir == "" {
+		dir = "."
+	}
+	f, err := os.CreateTemp(dir, "."+base+".tmp*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(tmp)
+		}
+	}()
+	bw := bufio.NewWriterSize(f, 256<<10)
+	if err = fill(bw); err != nil {
+		return err
+	}
+	if err = bw.Flush(); err != nil {
+		return err
+	}
+	if err = f.Chmod(perm); err != nil {
+		return err
+	}
+	if err = f.Sync(); err != nil {
+		return err
+	}
+	if err = f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, name)
+}
+
+// progressBar draws a one-line bar on a terminal; elsewhere it does nothing.
+type progressBar struct {
+	w     io.Writer
+	label string
+	on    bool
+	last  time.Time
+	drawn bool
+}
+
+func newProgressBar(w io.Writer, label string, quiet bool) *progressBar {
+	p := &progressBar{w: w, label: label}
+	if f, ok := w.(*os.File); ok && !quiet && term.IsTerminal(int(f.Fd())) {
+		p.on = true
+	}
+	return p
+}
+
+func (p *progressBar) update(done, total int64) {
+	if !p.on {
+		return
+	}
+	now := time.Now()
+	if done < total && now.Sub(p.last) < 100*time.Millisecond {
+		return
+	}
+	p.last = now
+	const width = 30
+	frac := 1.0
+	if total > 0 {
+		frac = float64(done) / float64(total)
+	}
+	n := int(frac * width)
+	fmt.Fprintf(p.w, "\r%-5s [%s%s] %3.0f%% %.1f/%.1f MiB", p.label,
+		strings.Repeat("=", n), strings.Repeat(" ", width-n), frac*100,
+		float64(done)/(1<<20), float64(total)/(1<<20))
+	p.drawn = true
+}
+
+func (p *progressBar) finish() {
+	if p.drawn {
+		fmt.Fprintln(p.w)
+	}
+}
