@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/spf13/afero"
@@ -73,19 +74,21 @@ type remote struct {
 	attempts int           // tries per request (first one included)
 	backoff  time.Duration // wait before the first retry; doubles each time
 	timeout  time.Duration // limit of one metadata request
+	stall    time.Duration // a target download receiving nothing this long is retried
 }
 
 const (
 	defaultAttempts = 4
 	defaultBackoff  = 500 * time.Millisecond
 	defaultTimeout  = 30 * time.Second
+	defaultStall    = 60 * time.Second
 )
 
 func newRemote(client *http.Client) *remote {
 	if client == nil {
 		client = defaultHTTPClient()
 	}
-	return &remote{client: client, attempts: defaultAttempts, backoff: defaultBackoff, timeout: defaultTimeout}
+	return &remote{client: client, attempts: defaultAttempts, backoff: defaultBackoff, timeout: defaultTimeout, stall: defaultStall}
 }
 
 // defaultHTTPClient is used when ClientConfig.HTTPClient is nil: Go's default
@@ -317,11 +320,35 @@ func restart(f afero.File, h hash.Hash) (int64, error) {
 // whether any byte was written. When the server ignores the Range and sends
 // the whole file, the part is emptied and filled from the start.
 func (r *remote) fetchRange(ctx context.Context, url string, f afero.File, h hash.Hash, have, length int64, prog *progress) (int64, bool, error) {
+	// A transfer that stalls (no byte for r.stall) is canceled and counts
+	// as a transient error, so the caller resumes it.
+	actx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stalled := false
+	var mu sync.Mutex
+	timer := time.AfterFunc(r.stall, func() {
+		mu.Lock()
+		stalled = true
+		mu.Unlock()
+		cancel()
+	})
+	defer timer.Stop()
+	have, wrote, err := r.copyRange(actx, url, f, h, have, length, prog, func() { timer.Reset(r.stall) })
+	mu.Lock()
+	defer mu.Unlock()
+	if err != nil && stalled && ctx.Err() == nil {
+		err = &DownloadError{URL: url, Err: fmt.Errorf("no data received for %v", r.stall)}
+	}
+	return have, wrote, err
+}
+
+func (r *remote) copyRange(ctx context.Context, url string, f afero.File, h hash.Hash, have, length int64, prog *progress, alive func()) (int64, bool, error) {
 	resp, err := r.get(ctx, url, have)
 	if err != nil {
 		return have, false, err
 	}
 	defer resp.Body.Close()
+	alive()
 	if have > 0 && resp.StatusCode == http.StatusOK {
 		if _, err := restart(f, h); err != nil {
 			return have, false, fmt.Errorf("download %s: %w", url, err)
@@ -337,7 +364,7 @@ func (r *remote) fetchRange(ctx context.Context, url string, f afero.File, h has
 	if _, err := f.Seek(have, io.SeekStart); err != nil {
 		return have, false, fmt.Errorf("download %s: %w", url, err)
 	}
-	w := &progressWriter{w: io.MultiWriter(f, h), prog: prog}
+	w := &progressWriter{w: io.MultiWriter(f, h), prog: prog, alive: alive}
 	n, err := io.Copy(w, io.LimitReader(resp.Body, length-have+1))
 	have += n
 	switch {
@@ -377,11 +404,13 @@ func (e *writeError) Error() string { return e.err.Error() }
 // progressWriter reports bytes written and tags write failures so they are
 // not mistaken for network errors.
 type progressWriter struct {
-	w    io.Writer
-	prog *progress
+	w     io.Writer
+	prog  *progress
+	alive func() // called on every write: the transfer is not stalled
 }
 
 func (p *progressWriter) Write(b []byte) (int, error) {
+	p.alive()
 	n, err := p.w.Write(b)
 	p.prog.add(int64(n))
 	if err != nil {

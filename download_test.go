@@ -245,3 +245,35 @@ func FuzzContentRangeStart(f *testing.F) {
 		}
 	})
 }
+
+func TestFetchTargetStalled(t *testing.T) {
+	// The server sends half, then nothing: the client gives up on that
+	// connection after the stall limit and resumes.
+	data := randomBytes(100_000, 5)
+	srv := newBlobServer(t, func(w http.ResponseWriter, r *http.Request, try int) {
+		if try == 1 {
+			w.Header().Set("Content-Length", strconv.Itoa(len(data)))
+			w.Write(data[:50_000])
+			w.(http.Flusher).Flush()
+			select {
+			case <-r.Context().Done():
+			case <-time.After(10 * time.Second):
+			}
+			return
+		}
+		http.ServeContent(w, r, "blob", time.Time{}, bytes.NewReader(data))
+	})
+	rem := srv.remote()
+	rem.stall = 200 * time.Millisecond
+	fsys := afero.NewMemMapFs()
+	start := time.Now()
+	if err := rem.fetchTarget(context.Background(), fsys, srv.srv.URL+"/blob", "/c/blob", int64(len(data)), sha256hex(data), &progress{}); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("took %v", d)
+	}
+	if len(srv.ranges) != 2 || srv.ranges[1] != "bytes=50000-" {
+		t.Errorf("ranges = %q", srv.ranges)
+	}
+}
