@@ -1,6 +1,7 @@
 package notsotuf
 
-// A real crash: a separate process (this test binary, re-executed) runs
+// A real crash of a whole update (install_kill_test.go does the same for
+// the installer alone): a separate process (this test binary, re-executed) runs
 // Client.Update on a real temporary directory and is killed with SIGKILL at
 // a random instant. A new client in this process then recovers and must see
 // the old version complete or the new version complete, and its next update
@@ -28,13 +29,13 @@ const (
 	crashEnv        = "NOTSOTUF_CRASH_HELPER" // "1" in the helper process
 	crashEnvMeta    = "NOTSOTUF_CRASH_METADATA_URL"
 	crashEnvTargets = "NOTSOTUF_CRASH_TARGETS_URL"
-	crashEnvRoot    = "NOTSOTUF_CRASH_ROOT"    // path of the trusted root.json
-	crashEnvDir     = "NOTSOTUF_CRASH_DIR"     // holds app/ and cache/
-	crashEnvFull    = "NOTSOTUF_CRASH_FULL"    // "1": force the full archive
-	crashEnvNow     = "NOTSOTUF_CRASH_NOW"     // the client's clock (RFC 3339)
-	crashReady      = "ready"                  // printed just before Update starts
-	crashDone       = "done"                   // printed when Update returned nil
-	crashIterations = 20
+	crashEnvRoot    = "NOTSOTUF_CRASH_ROOT" // path of the trusted root.json
+	crashEnvDir     = "NOTSOTUF_CRASH_DIR"  // holds app/ and cache/
+	crashEnvFull    = "NOTSOTUF_CRASH_FULL" // "1": force the full archive
+	crashEnvNow     = "NOTSOTUF_CRASH_NOW"  // the client's clock (RFC 3339)
+	crashReady      = "ready"               // printed just before Update starts
+	crashDone       = "done"                // printed when Update returned nil
+	crashIterations = 16
 )
 
 // crashConfig is the client configuration shared by the helper process and
@@ -94,7 +95,7 @@ func TestCrashKill(t *testing.T) {
 	}
 	iterations := crashIterations
 	if testing.Short() {
-		iterations = 6
+		iterations = 4
 	}
 	repo := newTestRepo(t, false)
 	v1 := buildRelease(t, "1.0", crashRelease(1))
