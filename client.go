@@ -379,8 +379,12 @@ func (c *Client) Install(ctx context.Context, u *Update) error {
 				return err // a network or security failure: the archive would meet it too
 			}
 			c.log.Warn("patching failed, downloading the full archive", "version", u.Version, "err", err)
-			if werr := writeFileAtomic(c.fs, c.failedMarker(u.Version), []byte(err.Error()+"\n"), 0o644); werr != nil {
-				c.log.Warn("cannot record the failed patch", "err", werr)
+			var be *baseError
+			if !errors.As(err, &be) {
+				// The patches are bad: do not try them again.
+				if werr := writeFileAtomic(c.fs, c.failedMarker(u.Version), []byte(err.Error()+"\n"), 0o644); werr != nil {
+					c.log.Warn("cannot record the failed patch", "err", werr)
+				}
 			}
 			prog.total += u.archive.Length
 		}
@@ -426,7 +430,7 @@ func (c *Client) patch(ctx context.Context, u *Update, prog *progress) (string, 
 	}
 	base, err := c.baseTar(ctx, u)
 	if err != nil {
-		return "", err
+		return "", &baseError{err}
 	}
 	dst := c.cachePath(tarName(c.app, u.Version))
 	if err := applyPatchChain(ctx, c.fs, base, steps, dst, nil); err != nil {
@@ -545,3 +549,10 @@ func compact(raw json.RawMessage) json.RawMessage {
 	}
 	return b.Bytes()
 }
+
+// baseError reports that the patch base (the installed version's tar)
+// could not be produced: the patches are not at fault.
+type baseError struct{ err error }
+
+func (e *baseError) Error() string { return e.err.Error() }
+func (e *baseError) Unwrap() error { return e.err }

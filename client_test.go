@@ -562,3 +562,41 @@ func TestUpdateTamperedArchive(t *testing.T) {
 		t.Errorf("cache holds %q", got)
 	}
 }
+
+func TestUpdateBaseGoneFallsBack(t *testing.T) {
+	// The install tree changes between Check and Install: the rebuilt base
+	// does not match, the full archive is installed, and the patches are
+	// not marked as failed.
+	repo := newTestRepo(t, false)
+	rels := threeReleases(t, repo)
+	fsys, cfg := osClientConfig(t, repo, "1.1")
+	writeTree(t, fsys, cfg.InstallDir, rels[1].files)
+	ctx := context.Background()
+	c := newTestClient(t, cfg)
+	u, err := c.Check(ctx)
+	if err != nil || u.Plan.Full || u.base.kind != baseInstalled {
+		t.Fatalf("check: %+v, %v", u, err)
+	}
+	afero.WriteFile(fsys, filepath.Join(cfg.InstallDir, "app"), []byte("changed"), 0o755)
+	repo.setHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if strings.HasSuffix(r.URL.Path, ".tar.gz") {
+			http.NotFound(w, r)
+			return true
+		}
+		return false
+	})
+	if err := c.Install(ctx, u); err == nil {
+		t.Fatal("install without the archive succeeded")
+	}
+	if ok, _ := afero.Exists(fsys, filepath.Join(cfg.CacheDir, "app-1.2.patch-failed")); ok {
+		t.Error("patch marked as failed")
+	}
+	repo.setHook(nil)
+	if err := c.Install(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+	wantTree(t, fsys, cfg.InstallDir, rels[2].files)
+	if got := strings.Join(targetRequests(repo), " "); got != "app-1.2.patch app-1.2.tar.gz app-1.2.tar.gz" {
+		t.Errorf("downloads %q", got)
+	}
+}
