@@ -1,0 +1,472 @@
+package notsotuf
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+
+	"github.com/spf13/afero"
+	"github.com/theupdateframework/go-tuf/v2/metadata"
+)
+
+// txn records the changes of one repository operation so that a failure can
+// put every file back: files it created are removed, files it overwrote get
+// their old content back, files it replaced by rename are renamed back.
+type txn struct {
+	fs      afero.Fs
+	created []string          // new files, removed on rollback
+	saved   map[string][]byte // previous content of overwritten files
+	order   []string          // overwritten files, in order
+	backups [][2]string       // {backup, final}: final was renamed to backup
+	dirs    []string          // directories created
+	deleted []string          // files to delete once committed
+}
+
+func newTxn(fsys afero.Fs) *txn { return &txn{fs: fsys, saved: map[string][]byte{}} }
+
+// mkdirAll creates dir (and parents) and remembers what it created.
+func (t *txn) mkdirAll(dir string) error {
+	var missing []string
+	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
+		ok, err := exists(t.fs, d)
+		if err != nil {
+			return err
+		}
+		if ok {
+			break
+		}
+		missing = append(missing, d)
+		if filepath.Dir(d) == d {
+			break
+		}
+	}
+	if err := t.fs.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("create directory %s: %w", dir, err)
+	}
+	t.dirs = append(t.dirs, missing...) // deepest first
+	return nil
+}
+
+// writeFile writes data to name atomically, saving the old content.
+func (t *txn) writeFile(name string, data []byte, perm os.FileMode) error {
+	old, err := afero.ReadFile(t.fs, name)
+	switch {
+	case err == nil:
+		if _, ok := t.saved[name]; !ok {
+			t.saved[name] = old
+			t.order = append(t.order, name)
+		}
+	case errors.Is(err, os.ErrNotExist):
+		if !slices.Contains(t.created, name) {
+			defer func() {
+				if ok, _ := exists(t.fs, name); ok {
+					t.created = append(t.created, name)
+				}
+			}()
+		}
+	default:
+		return fmt.Errorf("read %s: %w", name, err)
+	}
+	return writeFileAtomic(t.fs, name, data, perm)
+}
+
+// install renames the finished temporary file tmp to final. When final
+// exists it is first renamed aside (restored on rollback, deleted on commit).
+func (t *txn) install(tmp, final string) error {
+	ok, err := exists(t.fs, final)
+	if err != nil {
+		return err
+	}
+	if ok {
+		backup := tmp + ".old"
+		if err := t.fs.Rename(final, backup); err != nil {
+			return fmt.Errorf("rename %s: %w", final, err)
+		}
+		t.backups = append(t.backups, [2]string{backup, final})
+	}
+	if err := t.fs.Rename(tmp, final); err != nil {
+		return fmt.Errorf("rename %s to %s: %w", tmp, final, err)
+	}
+	if !ok {
+		t.created = append(t.created, final)
+	}
+	return nil
+}
+
+// deleteOnCommit schedules name for removal once everything else is written.
+func (t *txn) deleteOnCommit(name string) { t.deleted = append(t.deleted, name) }
+
+// rollback undoes everything, in reverse order. It returns the errors it met
+// (the repository may then need `notsotuf verify`).
+func (t *txn) rollback() error {
+	var errs []error
+	for i := len(t.order) - 1; i >= 0; i-- {
+		name := t.order[i]
+		if err := writeFileAtomic(t.fs, name, t.saved[name], 0o644); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for i := len(t.created) - 1; i >= 0; i-- {
+		if err := t.fs.Remove(t.created[i]); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	for i := len(t.backups) - 1; i >= 0; i-- {
+		b := t.backups[i]
+		if err := t.fs.Rename(b[0], b[1]); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, d := range t.dirs {
+		t.fs.Remove(d) // only succeeds when empty
+	}
+	t.order, t.created, t.backups, t.dirs = nil, nil, nil, nil
+	return errors.Join(errs...)
+}
+
+// commit deletes the files replaced or scheduled for deletion. The
+// repository is already consistent; a failure only leaves a stray file.
+func (t *txn) commit() error {
+	var errs []error
+	for _, b := range t.backups {
+		if err := t.fs.Remove(b[0]); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	for _, name := range t.deleted {
+		if err := t.fs.Remove(name); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// publishOptions says which metadata a repository change produces.
+type publishOptions struct {
+	// bump lists roles that get a new version (with a fresh expiry and new
+	// signatures). targets implies snapshot, snapshot implies timestamp.
+	bump []string
+	// days overrides the expiry (in days from now) of bumped roles.
+	days map[string]int
+	// resign lists roles whose current version only gets the signatures of
+	// the keys available here added (threshold signing).
+	resign []string
+	// newRoot is the next root version when root is bumped (already
+	// changed by the caller: keys, thresholds); nil means a copy of the
+	// current root.
+	newRoot *metadata.Metadata[metadata.RootType]
+	// partial allows writing metadata with fewer signatures than the
+	// threshold (`notsotuf sign --partial`).
+	partial bool
+}
+
+// publishResult reports what was signed.
+type publishResult struct {
+	Versions   map[string]int64
+	Signatures map[string][2]int // role -> {valid signatures, threshold}
+}
+
+// publish signs and writes new metadata in the order a client reads it
+// backwards: root, targets, snapshot, timestamp last. Nothing is written
+// until every role is signed; the caller rolls back t on error.
+func (r *Repository) publish(st *state, kr *keyring, opts publishOptions, t *txn) (*publishResult, error) {
+	bump := map[string]bool{}
+	for _, role := range opts.bump {
+		bump[role] = true
+	}
+	if bump[RoleTargets] {
+		bump[RoleSnapshot] = true
+	}
+	if bump[RoleSnapshot] {
+		bump[RoleTimestamp] = true
+	}
+	resign := map[string]bool{}
+	for _, role := range opts.resign {
+		if !bump[role] {
+			resign[role] = true
+		}
+	}
+	res := &publishResult{Versions: map[string]int64{}, Signatures: map[string][2]int{}}
+
+	trusted := &st.root.Signed // signs the next root
+	root := st.root
+	if bump[RoleRoot] {
+		if opts.newRoot != nil {
+			root = opts.newRoot
+		} else {
+			var err error
+			if root, err = cloneMeta(st.root); err != nil {
+				return nil, err
+			}
+		}
+		root.Signed.Version = st.root.Signed.Version + 1
+		root.Signed.Expires = r.expiry(RoleRoot, opts.days[RoleRoot])
+	}
+	files := map[string][]byte{}
+
+	// Root: signed by the keys of the root that trusts it and of itself.
+	if bump[RoleRoot] || resign[RoleRoot] {
+		signedBy := trusted
+		if resign[RoleRoot] && st.prevRoot != nil {
+			signedBy = &st.prevRoot.Signed
+		}
+		var sets []*signerSet
+		for _, rt := range []*metadata.RootType{signedBy, &root.Signed} {
+			s, err := kr.signersFor(rt, RoleRoot)
+			if err != nil {
+				return nil, err
+			}
+			if !opts.partial && (bump[RoleRoot] || resign[RoleRoot]) {
+				if err := s.enough(kr); err != nil {
+					if rt == signedBy && rt != &root.Signed {
+						return nil, fmt.Errorf("root version %d must be signed by the keys of root version %d: %w", root.Signed.Version, signedBy.Version, err)
+					}
+					return nil, err
+				}
+			}
+			sets = append(sets, s)
+		}
+		if err := signMeta(root, resign[RoleRoot], sets...); err != nil {
+			return nil, fmt.Errorf("sign root: %w", err)
+		}
+		data, err := encodeMeta(root)
+		if err != nil {
+			return nil, err
+		}
+		files[fmt.Sprintf("%d.root.json", root.Signed.Version)] = data
+		files["root.json"] = data
+		n1, th1 := countSignatures(root, signedBy, RoleRoot)
+		n2, th2 := countSignatures(root, &root.Signed, RoleRoot)
+		res.Signatures[RoleRoot] = [2]int{min(n1, n2), max(th1, th2)}
+		res.Versions[RoleRoot] = root.Signed.Version
+	}
+
+	sign := func(role string, md interface {
+		encode() ([]byte, error)
+		sign(keep bool, s *signerSet) error
+		count(root *metadata.RootType) (int, int)
+		version() int64
+	}) error {
+		s, err := kr.signersFor(&root.Signed, role)
+		if err != nil {
+			return err
+		}
+		if !opts.partial {
+			if err := s.enough(kr); err != nil {
+				return err
+			}
+		}
+		if err := md.sign(resign[role], s); err != nil {
+			return fmt.Errorf("sign %s: %w", role, err)
+		}
+		data, err := md.encode()
+		if err != nil {
+			return err
+		}
+		files[role+".json"] = data
+		n, th := md.count(&root.Signed)
+		res.Signatures[role] = [2]int{n, th}
+		res.Versions[role] = md.version()
+		return nil
+	}
+	if bump[RoleTargets] {
+		st.targets.Signed.Version++
+		st.targets.Signed.Expires = r.expiry(RoleTargets, opts.days[RoleTargets])
+	}
+	if bump[RoleTargets] || resign[RoleTargets] {
+		if err := sign(RoleTargets, metaOps[metadata.TargetsType]{st.targets, RoleTargets}); err != nil {
+			return nil, err
+		}
+	}
+	if bump[RoleSnapshot] {
+		st.snapshot.Signed.Version++
+		st.snapshot.Signed.Expires = r.expiry(RoleSnapshot, opts.days[RoleSnapshot])
+		st.snapshot.Signed.Meta = map[string]*metadata.MetaFiles{"targets.json": metadata.MetaFile(st.targets.Signed.Version)}
+	}
+	if bump[RoleSnapshot] || resign[RoleSnapshot] {
+		if err := sign(RoleSnapshot, metaOps[metadata.SnapshotType]{st.snapshot, RoleSnapshot}); err != nil {
+			return nil, err
+		}
+	}
+	if bump[RoleTimestamp] {
+		st.timestamp.Signed.Version++
+		st.timestamp.Signed.Expires = r.expiry(RoleTimestamp, opts.days[RoleTimestamp])
+		st.timestamp.Signed.Meta = map[string]*metadata.MetaFiles{"snapshot.json": metadata.MetaFile(st.snapshot.Signed.Version)}
+	}
+	if bump[RoleTimestamp] || resign[RoleTimestamp] {
+		if err := sign(RoleTimestamp, metaOps[metadata.TimestampType]{st.timestamp, RoleTimestamp}); err != nil {
+			return nil, err
+		}
+	}
+
+	// Everything is signed: write, timestamp last.
+	if err := t.mkdirAll(r.metaDir()); err != nil {
+		return nil, err
+	}
+	var order []string
+	if v := res.Versions[RoleRoot]; v > 0 {
+		order = append(order, fmt.Sprintf("%d.root.json", v), "root.json")
+	}
+	order = append(order, "targets.json", "snapshot.json", "timestamp.json")
+	for _, name := range order {
+		data, ok := files[name]
+		if !ok {
+			continue
+		}
+		if err := t.writeFile(r.metaPath(name), data, 0o644); err != nil {
+			return nil, err
+		}
+		r.log().Info("wrote metadata", "file", r.metaPath(name))
+	}
+	if bump[RoleRoot] {
+		st.prevRoot, st.root = st.root, root
+	}
+	return res, nil
+}
+
+// metaOps adapts a Metadata[T] to publish's signing steps.
+type metaOps[T metadata.Roles] struct {
+	md   *metadata.Metadata[T]
+	role string
+}
+
+func (m metaOps[T]) encode() ([]byte, error) { return encodeMeta(m.md) }
+func (m metaOps[T]) sign(keep bool, s *signerSet) error {
+	return signMeta(m.md, keep, s)
+}
+func (m metaOps[T]) count(root *metadata.RootType) (int, int) {
+	return countSignatures(m.md, root, m.role)
+}
+func (m metaOps[T]) version() int64 {
+	switch s := any(&m.md.Signed).(type) {
+	case *metadata.TargetsType:
+		return s.Version
+	case *metadata.SnapshotType:
+		return s.Version
+	case *metadata.TimestampType:
+		return s.Version
+	case *metadata.RootType:
+		return s.Version
+	}
+	return 0
+}
+
+func cloneMeta[T metadata.Roles](md *metadata.Metadata[T]) (*metadata.Metadata[T], error) {
+	data, err := encodeMeta(md)
+	if err != nil {
+		return nil, err
+	}
+	return (&metadata.Metadata[T]{}).FromBytes(data)
+}
+
+// Init creates the repository: the keys named in Config.KeyMap (a key file
+// that already exists is used as it is; keys listed in
+// Config.EncryptedKeys are encrypted with the passphrase from
+// r.Passphrase), and metadata version 1 of every role: 1.root.json,
+// root.json, targets.json (no targets), snapshot.json and timestamp.json,
+// with consistent_snapshot false. It refuses to overwrite an existing
+// repository. On failure, the keys and files it created are removed.
+func (r *Repository) Init() (err error) {
+	if err := r.Config.Validate(); err != nil {
+		return err
+	}
+	rootPath := r.metaPath("root.json")
+	if ok, err := exists(r.Fs, rootPath); err != nil {
+		return err
+	} else if ok {
+		return withHint(fmt.Errorf("repository %s already exists (%s)", r.Config.RepoDir, rootPath),
+			"use `notsotuf keys` to change keys, or init in an empty directory")
+	}
+	t := newTxn(r.Fs)
+	defer func() {
+		if err != nil {
+			if rerr := t.rollback(); rerr != nil {
+				err = errors.Join(err, fmt.Errorf("undoing init: %w", rerr))
+			}
+		}
+	}()
+	kr := r.newKeyring()
+	if err := t.mkdirAll(r.Config.KeysDir); err != nil {
+		return err
+	}
+	root := metadata.Root(r.expiry(RoleRoot, 0))
+	root.Signed.ConsistentSnapshot = false
+	// Create or reuse keys, in a stable order.
+	var names []string
+	for _, role := range Roles {
+		for _, n := range r.Config.KeyMap[role] {
+			if !slices.Contains(names, n) {
+				names = append(names, n)
+			}
+		}
+	}
+	pubs := map[string]*metadata.Key{}
+	for _, n := range names {
+		pub, err := readPublicKey(r.Fs, r.Config.KeysDir, n)
+		if err == nil {
+			r.log().Info("using existing key", "name", n)
+			kr.byPub[publicKeyHex(pub)] = n
+		} else if errors.Is(err, os.ErrNotExist) {
+			var pass []byte
+			if slices.Contains(r.Config.EncryptedKeys, n) {
+				if r.Passphrase == nil {
+					return withHint(fmt.Errorf("key %s: encryption asked but %w", n, ErrNoPassphrase),
+						"set NOTSOTUF_PASSPHRASE_%s, NOTSOTUF_PASSPHRASE or NOTSOTUF_PASSPHRASE_FILE", envKeyName(n))
+				}
+				if pass, err = r.Passphrase(n); err != nil {
+					return fmt.Errorf("key %s: %w", n, err)
+				}
+				if len(pass) == 0 {
+					return withHint(fmt.Errorf("key %s: encryption asked but %w", n, ErrNoPassphrase),
+						"set NOTSOTUF_PASSPHRASE_%s, NOTSOTUF_PASSPHRASE or NOTSOTUF_PASSPHRASE_FILE", envKeyName(n))
+				}
+			}
+			k, err := generateKeyFiles(r.Fs, r.Config.KeysDir, n, pass, r.Rand)
+			if err != nil {
+				return err
+			}
+			p := filepath.Join(r.Config.KeysDir, n)
+			t.created = append(t.created, p, p+".pub")
+			kr.add(k)
+			pub = k.pub
+			r.log().Info("created key", "name", n, "encrypted", pass != nil)
+		} else {
+			return err
+		}
+		k, _, err := tufKey(pub)
+		if err != nil {
+			return err
+		}
+		pubs[n] = k
+	}
+	for _, role := range Roles {
+		for _, n := range r.Config.KeyMap[role] {
+			if err := root.Signed.AddKey(pubs[n], role); err != nil {
+				return fmt.Errorf("role %s: key %s: %w", role, n, err)
+			}
+		}
+		root.Signed.Roles[role].Threshold = r.Config.Thresholds[role]
+	}
+	st := &state{
+		root:      root,
+		targets:   metadata.Targets(r.expiry(RoleTargets, 0)),
+		snapshot:  metadata.Snapshot(r.expiry(RoleSnapshot, 0)),
+		timestamp: metadata.Timestamp(r.expiry(RoleTimestamp, 0)),
+	}
+	if err := t.mkdirAll(r.targetsDir()); err != nil {
+		return err
+	}
+	// Version 1 of everything: publish bumps versions, so start from 0.
+	st.targets.Signed.Version = 0
+	st.snapshot.Signed.Version = 0
+	st.timestamp.Signed.Version = 0
+	initial := &metadata.Metadata[metadata.RootType]{Signed: root.Signed, Signatures: []metadata.Signature{}}
+	initial.Signed.Version = 0
+	st.root = initial
+	if _, err := r.publish(st, kr, publishOptions{bump: Roles, newRoot: root}, t); err != nil {
+		return err
+	}
+	return t.commit()
+}
