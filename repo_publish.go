@@ -75,6 +75,10 @@ func (t *txn) writeFile(name string, data []byte, perm os.FileMode) error {
 // install renames the finished temporary file tmp to final. When final
 // exists it is first renamed aside (restored on rollback, deleted on commit).
 func (t *txn) install(tmp, final string) error {
+	// Temporary files are created 0600; published files are world-readable.
+	if err := t.fs.Chmod(tmp, 0o644); err != nil {
+		return fmt.Errorf("chmod %s: %w", tmp, err)
+	}
 	ok, err := exists(t.fs, final)
 	if err != nil {
 		return err

@@ -1,0 +1,530 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/notsotuf/notsotuf"
+	"github.com/spf13/afero"
+)
+
+func init() {
+	register(command{"init", "--app NAME [flags]", "create keys and an empty signed repository", cmdInit})
+	register(command{"add", "VERSION BUNDLE_DIR [--required] [--meta JSON] [--skip-patch]", "publish a release (archive + patch)", cmdAdd})
+	register(command{"remove", "VERSION", "withdraw a release, repairing the patch chain", cmdRemove})
+	register(command{"keys", "create|list|add|revoke|replace ...", "manage signing keys (root changes are signed by old and new keys)", cmdKeys})
+	register(command{"sign", "ROLE [--expires DAYS] [--partial]", "add signatures to a role, or re-sign it with a new expiry", cmdSign})
+	register(command{"refresh", "[--within DURATION]", "re-sign metadata that expires soon (for cron)", cmdRefresh})
+	register(command{"status", "[--json]", "show versions, expiry, keys and releases", cmdStatus})
+	register(command{"verify", "[--repo-dir DIR] [--app NAME]", "check the whole repository as a client would", cmdVerify})
+	register(command{"serve", "[--addr 127.0.0.1:8080] [--repo-dir DIR]", "serve the repository over HTTP (stop with Ctrl-C)", cmdServe})
+}
+
+// passphrase finds the passphrase of an encrypted key: NOTSOTUF_PASSPHRASE_<KEY>
+// (the key name upper-cased, other characters as '_'), then
+// NOTSOTUF_PASSPHRASE, then the file named by NOTSOTUF_PASSPHRASE_FILE
+// (first line). It never prompts.
+func passphrase(env *cliEnv) func(name string) ([]byte, error) {
+	return func(name string) ([]byte, error) {
+		if p := env.getenv("NOTSOTUF_PASSPHRASE_" + envSuffix(name)); p != "" {
+			return []byte(p), nil
+		}
+		if p := env.getenv("NOTSOTUF_PASSPHRASE"); p != "" {
+			return []byte(p), nil
+		}
+		if f := env.getenv("NOTSOTUF_PASSPHRASE_FILE"); f != "" {
+			data, err := afero.ReadFile(env.fs, f)
+			if err != nil {
+				return nil, fmt.Errorf("NOTSOTUF_PASSPHRASE_FILE: %w", err)
+			}
+			line, _, _ := strings.Cut(string(data), "\n")
+			line = strings.TrimRight(line, "\r")
+			if line == "" {
+				return nil, fmt.Errorf("NOTSOTUF_PASSPHRASE_FILE %s: empty passphrase", f)
+			}
+			return []byte(line), nil
+		}
+		return nil, nil
+	}
+}
+
+func envSuffix(name string) string {
+	return strings.Map(func(r rune) rune {
+		switch {
+		case r >= 'a' && r <= 'z':
+			return r - 'a' + 'A'
+		case r >= 'A' && r <= 'Z', r >= '0' && r <= '9':
+			return r
+		}
+		return '_'
+	}, name)
+}
+
+func (env *cliEnv) repository(cfg notsotuf.Config) *notsotuf.Repository {
+	return &notsotuf.Repository{
+		Fs:         env.fs,
+		Config:     cfg,
+		Now:        env.now,
+		Logger:     env.logger,
+		Passphrase: passphrase(env),
+	}
+}
+
+// openRepo loads the configuration file and returns the repository.
+func openRepo(env *cliEnv, configPath string) (*notsotuf.Repository, error) {
+	cfg, err := notsotuf.LoadConfig(env.fs, configPath)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, &hinted{err, fmt.Sprintf("run `notsotuf init --app NAME` first, or run notsotuf in the directory holding %s (or pass --config)", configPath)}
+		}
+		return nil, err
+	}
+	return env.repository(cfg), nil
+}
+
+// hinted attaches a hint to an error from the command line layer.
+type hinted struct {
+	err  error
+	hint string
+}
+
+func (h *hinted) Error() string { return h.err.Error() }
+func (h *hinted) Unwrap() error { return h.err }
+func (h *hinted) Hint() string  { return h.hint }
+
+func configFlag(fs interface {
+	StringVar(*string, string, string, string)
+}) *string {
+	p := new(string)
+	fs.StringVar(p, "config", notsotuf.ConfigFile, "configuration `file` written by init")
+	return p
+}
+
+// roleInts parses "root=2,targets=1".
+func roleInts(flagName, s string, into map[string]int) error {
+	if s == "" {
+		return nil
+	}
+	for _, part := range strings.Split(s, ",") {
+		role, val, ok := strings.Cut(strings.TrimSpace(part), "=")
+		n, err := strconv.Atoi(val)
+		if !ok || err != nil || n < 1 {
+			return usagef("--%s %q: want ROLE=N[,ROLE=N...] with N >= 1", flagName, part)
+		}
+		switch role {
+		case notsotuf.RoleRoot, notsotuf.RoleTargets, notsotuf.RoleSnapshot, notsotuf.RoleTimestamp:
+		default:
+			return usagef("--%s %q: role must be root, targets, snapshot or timestamp", flagName, part)
+		}
+		into[role] = n
+	}
+	return nil
+}
+
+func cmdInit(env *cliEnv, args []string) error {
+	fs := newFlags(env, "init", "--app NAME [flags]")
+	cfgPath := configFlag(fs)
+	app := fs.String("app", "", "application `name` (letters, digits, '_', '-'); required")
+	repoDir := fs.String("repo-dir", "repository", "repository `dir` (metadata/ and targets/ below it)")
+	keysDir := fs.String("keys-dir", "keystore", "key store `dir`")
+	encrypt := fs.String("encrypt", "", "encrypt the keys of these `roles` (comma-separated, or \"all\"); passphrase from NOTSOTUF_PASSPHRASE[_<KEY>] or NOTSOTUF_PASSPHRASE_FILE")
+	thresholds := fs.String("threshold", "", "signatures needed per role, e.g. `root=2` (default 1 each)")
+	nkeys := fs.String("keys", "", "number of keys per role, e.g. `root=3` (default: the threshold); extra keys are named ROLE-2, ROLE-3, ...")
+	expires := fs.String("expires", "", "days a new version stays valid, e.g. `timestamp=2,targets=90` (default root=365,targets=30,snapshot=7,timestamp=1)")
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return usagef("init takes no arguments (got %q)", pos[0])
+	}
+	if *app == "" {
+		return usagef("init: --app NAME is required")
+	}
+	if err := notsotuf.ValidAppName(*app); err != nil {
+		return err
+	}
+	if ok, _ := afero.Exists(env.fs, *cfgPath); ok {
+		return &hinted{fmt.Errorf("config %s already exists", *cfgPath), "this directory already has a repository; use `notsotuf status`"}
+	}
+	cfg := notsotuf.DefaultConfig(*app)
+	cfg.RepoDir, cfg.KeysDir = *repoDir, *keysDir
+	if err := roleInts("threshold", *thresholds, cfg.Thresholds); err != nil {
+		return err
+	}
+	if err := roleInts("expires", *expires, cfg.ExpirationDays); err != nil {
+		return err
+	}
+	counts := map[string]int{}
+	if err := roleInts("keys", *nkeys, counts); err != nil {
+		return err
+	}
+	for _, role := range notsotuf.Roles {
+		n := max(counts[role], cfg.Thresholds[role])
+		names := []string{role}
+		for i := 2; i <= n; i++ {
+			names = append(names, fmt.Sprintf("%s-%d", role, i))
+		}
+		cfg.KeyMap[role] = names
+	}
+	if *encrypt != "" {
+		for _, role := range strings.Split(*encrypt, ",") {
+			role = strings.TrimSpace(role)
+			if role == "all" {
+				for _, r := range notsotuf.Roles {
+					cfg.EncryptedKeys = append(cfg.EncryptedKeys, cfg.KeyMap[r]...)
+				}
+				continue
+			}
+			names, ok := cfg.KeyMap[role]
+			if !ok {
+				return usagef("--encrypt %q: want roles (root, targets, snapshot, timestamp) or all", role)
+			}
+			cfg.EncryptedKeys = append(cfg.EncryptedKeys, names...)
+		}
+	}
+	repo := env.repository(cfg)
+	if err := repo.Init(); err != nil {
+		return err
+	}
+	if err := repo.Config.Save(env.fs, *cfgPath); err != nil {
+		return err
+	}
+	fmt.Fprintf(env.stdout, "initialized repository for %s\n  metadata: %s\n  targets:  %s\n  keys:     %s\n  config:   %s\n",
+		cfg.AppName, filepath.Join(cfg.RepoDir, "metadata"), filepath.Join(cfg.RepoDir, "targets"), cfg.KeysDir, *cfgPath)
+	fmt.Fprintf(env.stdout, "keep the root key (%s) offline; the snapshot and timestamp keys are the online keys `notsotuf refresh` uses\n",
+		filepath.Join(cfg.KeysDir, cfg.KeyMap[notsotuf.RoleRoot][0]))
+	return nil
+}
+
+func cmdAdd(env *cliEnv, args []string) error {
+	fs := newFlags(env, "add", "VERSION BUNDLE_DIR [--required] [--meta JSON] [--skip-patch]")
+	cfgPath := configFlag(fs)
+	required := fs.Bool("required", false, "clients must install this release before any newer one")
+	meta := fs.String("meta", "", "custom `JSON` published with the release (e.g. a changelog; integers and strings, no floats)")
+	skipPatch := fs.Bool("skip-patch", false, "publish the archive only (clients download it in full)")
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 2 {
+		return usagef("add needs VERSION and BUNDLE_DIR")
+	}
+	repo, err := openRepo(env, *cfgPath)
+	if err != nil {
+		return err
+	}
+	opts := notsotuf.AddOptions{Version: pos[0], BundleDir: pos[1], Required: *required, SkipPatch: *skipPatch}
+	if *meta != "" {
+		opts.UserMeta = json.RawMessage(*meta)
+	}
+	res, err := repo.Add(env.ctx, opts)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(env.stdout, "added %s %s\n  archive %s (%d bytes, tar %d bytes)\n", repo.Config.AppName, res.Version, res.Archive.Name, res.Archive.Length, res.Archive.TarSize)
+	if res.Patch != nil {
+		fmt.Fprintf(env.stdout, "  patch   %s (%d bytes, from %s)\n", res.Patch.Name, res.Patch.Length, res.From)
+	}
+	return nil
+}
+
+func cmdRemove(env *cliEnv, args []string) error {
+	fs := newFlags(env, "remove", "VERSION")
+	cfgPath := configFlag(fs)
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return usagef("remove needs VERSION")
+	}
+	repo, err := openRepo(env, *cfgPath)
+	if err != nil {
+		return err
+	}
+	if err := repo.Remove(env.ctx, pos[0]); err != nil {
+		return err
+	}
+	fmt.Fprintf(env.stdout, "removed %s %s\n", repo.Config.AppName, pos[0])
+	return nil
+}
+
+func cmdKeys(env *cliEnv, args []string) error {
+	usage := "create NAME [--encrypt] | list | add ROLE NAME [--threshold N] [--encrypt] | revoke ROLE NAME|KEYID [--threshold N] | replace ROLE OLD NEW [--encrypt]"
+	if len(args) == 0 {
+		return usagef("keys needs a subcommand: %s", usage)
+	}
+	sub := args[0]
+	fs := newFlags(env, "keys "+sub, usage)
+	cfgPath := configFlag(fs)
+	encrypt := fs.Bool("encrypt", false, "encrypt a new private key (passphrase from NOTSOTUF_PASSPHRASE[_<KEY>] or NOTSOTUF_PASSPHRASE_FILE)")
+	threshold := fs.Int("threshold", 0, "set the role's threshold to `N`")
+	pos, err := parseFlags(fs, args[1:])
+	if err != nil {
+		return err
+	}
+	repo, err := openRepo(env, *cfgPath)
+	if err != nil {
+		return err
+	}
+	want := map[string]int{"create": 1, "list": 0, "add": 2, "revoke": 2, "replace": 3}
+	n, ok := want[sub]
+	if !ok {
+		return usagef("keys %s: unknown subcommand; want %s", sub, usage)
+	}
+	if len(pos) != n {
+		return usagef("keys %s: want %d arguments, got %d", sub, n, len(pos))
+	}
+	save := func() error { return repo.Config.Save(env.fs, *cfgPath) }
+	switch sub {
+	case "create":
+		id, err := repo.CreateKey(pos[0], *encrypt)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(env.stdout, "created key %s (id %s) in %s\n", pos[0], id, repo.Config.KeysDir)
+		return save()
+	case "list":
+		st, err := repo.Status()
+		if err != nil {
+			return err
+		}
+		tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ROLE\tTHRESHOLD\tKEY ID\tNAME\tPRIVATE KEY HERE")
+		for _, r := range st.Roles {
+			for _, k := range r.Keys {
+				name := k.Name
+				if name == "" {
+					name = "-"
+				}
+				fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%v\n", r.Role, r.Threshold, k.ID, name, k.Private)
+			}
+		}
+		return tw.Flush()
+	case "add":
+		if err := repo.AddKey(pos[0], pos[1], *threshold, *encrypt); err != nil {
+			return err
+		}
+		fmt.Fprintf(env.stdout, "key %s added to role %s\n", pos[1], pos[0])
+		return save()
+	case "revoke":
+		if err := repo.RevokeKey(pos[0], pos[1], *threshold); err != nil {
+			return err
+		}
+		fmt.Fprintf(env.stdout, "key %s revoked from role %s\n", pos[1], pos[0])
+		return save()
+	default: // replace
+		if err := repo.ReplaceKey(pos[0], pos[1], pos[2], *encrypt); err != nil {
+			return err
+		}
+		fmt.Fprintf(env.stdout, "key %s replaced by %s in role %s\n", pos[1], pos[2], pos[0])
+		return save()
+	}
+}
+
+func cmdSign(env *cliEnv, args []string) error {
+	fs := newFlags(env, "sign", "ROLE [--expires DAYS] [--partial]")
+	cfgPath := configFlag(fs)
+	days := fs.Int("expires", 0, "publish a new version expiring in `DAYS` days (default: add signatures to the current version)")
+	partial := fs.Bool("partial", false, "write the metadata even if it has fewer signatures than the threshold")
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return usagef("sign needs ROLE")
+	}
+	repo, err := openRepo(env, *cfgPath)
+	if err != nil {
+		return err
+	}
+	res, err := repo.Sign(notsotuf.SignOptions{Role: pos[0], ExpiresDays: *days, Partial: *partial})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(env.stdout, "%s version %d: %d of %d signatures; wrote %s\n", res.Role, res.Version, res.Signatures, res.Threshold, strings.Join(res.Written, ", "))
+	if res.Signatures < res.Threshold {
+		fmt.Fprintf(env.stdout, "threshold not met yet: run `notsotuf sign %s --partial` where the other keys are\n", res.Role)
+	}
+	return nil
+}
+
+func cmdRefresh(env *cliEnv, args []string) error {
+	fs := newFlags(env, "refresh", "[--within DURATION]")
+	cfgPath := configFlag(fs)
+	within := fs.Duration("within", 0, "re-sign roles expiring within this `duration` (e.g. 12h; default: half of each role's lifetime, at most 720h)")
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 0 {
+		return usagef("refresh takes no arguments")
+	}
+	repo, err := openRepo(env, *cfgPath)
+	if err != nil {
+		return err
+	}
+	res, err := repo.Refresh(*within)
+	if res != nil {
+		if len(res.Resigned) == 0 {
+			fmt.Fprintln(env.stdout, "nothing expires soon")
+		}
+		for i, role := range res.Resigned {
+			fmt.Fprintf(env.stdout, "re-signed %s, expires %s\n", role, res.Expires[i])
+		}
+	}
+	return err
+}
+
+func cmdStatus(env *cliEnv, args []string) error {
+	fs := newFlags(env, "status", "[--json]")
+	cfgPath := configFlag(fs)
+	asJSON := fs.Bool("json", false, "print JSON")
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 0 {
+		return usagef("status takes no arguments")
+	}
+	repo, err := openRepo(env, *cfgPath)
+	if err != nil {
+		return err
+	}
+	st, err := repo.Status()
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(env.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(st)
+	}
+	fmt.Fprintf(env.stdout, "app %s, repository %s\n\n", st.App, repo.Config.RepoDir)
+	tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ROLE\tVERSION\tEXPIRES\tIN\tSIGNATURES\t")
+	for _, r := range st.Roles {
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%d/%d\t%s\n", r.Role, r.Version, r.Expires.Format(time.RFC3339), r.ExpiresIn, r.Signatures, r.Threshold, r.Warning)
+	}
+	tw.Flush()
+	fmt.Fprintln(env.stdout)
+	if len(st.Releases) == 0 {
+		fmt.Fprintln(env.stdout, "no releases yet: `notsotuf add VERSION BUNDLE_DIR`")
+	} else {
+		tw = tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "VERSION\tARCHIVE\tSIZE\tPATCH\tPATCH SIZE\tREQUIRED")
+		for _, r := range st.Releases {
+			patch, psize := "-", "-"
+			if r.Patch != "" {
+				patch, psize = r.Patch, strconv.FormatInt(r.PatchSize, 10)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%v\n", r.Version, r.Archive, r.ArchiveSize, patch, psize, r.Required)
+		}
+		tw.Flush()
+	}
+	for _, w := range st.Warnings {
+		fmt.Fprintf(env.stderr, "notsotuf: warning: %s\n", w)
+	}
+	return nil
+}
+
+func cmdVerify(env *cliEnv, args []string) error {
+	fs := newFlags(env, "verify", "[--repo-dir DIR] [--app NAME]")
+	cfgPath := configFlag(fs)
+	repoDir := fs.String("repo-dir", "", "verify this repository `dir` instead of the configured one (e.g. a tufup repository)")
+	app := fs.String("app", "", "application `name` (default: from the config, or from the target names)")
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 0 {
+		return usagef("verify takes no arguments")
+	}
+	var repo *notsotuf.Repository
+	if *repoDir != "" {
+		cfg := notsotuf.DefaultConfig(*app)
+		if c, err := notsotuf.LoadConfig(env.fs, *cfgPath); err == nil && *app == "" {
+			cfg.AppName = c.AppName
+		}
+		cfg.RepoDir = *repoDir
+		repo = env.repository(cfg)
+	} else {
+		if repo, err = openRepo(env, *cfgPath); err != nil {
+			return err
+		}
+		if *app != "" {
+			repo.Config.AppName = *app
+		}
+	}
+	rep, err := repo.Verify(env.ctx)
+	if rep != nil {
+		for _, w := range rep.Warnings {
+			fmt.Fprintf(env.stderr, "notsotuf: warning: %s\n", w)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(env.stdout, "ok: %s verified (root versions 1-%d, %d target files, %d patches applied)\n",
+		repo.Config.RepoDir, rep.RootVersions, rep.Targets, rep.Patches)
+	return nil
+}
+
+func cmdServe(env *cliEnv, args []string) error {
+	fs := newFlags(env, "serve", "[--addr 127.0.0.1:8080] [--repo-dir DIR]")
+	cfgPath := configFlag(fs)
+	addr := fs.String("addr", "127.0.0.1:8080", "listen `address` (loopback by default; the repository is public data, but serve it from a real web server in production)")
+	repoDir := fs.String("repo-dir", "", "repository `dir` (default: from the config)")
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 0 {
+		return usagef("serve takes no arguments")
+	}
+	dir := *repoDir
+	if dir == "" {
+		repo, err := openRepo(env, *cfgPath)
+		if err != nil {
+			return err
+		}
+		dir = repo.Config.RepoDir
+	}
+	if fi, err := env.fs.Stat(filepath.Join(dir, "metadata")); err != nil || !fi.IsDir() {
+		return fmt.Errorf("repository %s: no metadata directory", dir)
+	}
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", *addr, err)
+	}
+	base := "http://" + ln.Addr().String()
+	fmt.Fprintf(env.stdout, "serving %s\n  metadata URL: %s/metadata/\n  targets URL:  %s/targets/\npress Ctrl-C to stop\n", dir, base, base)
+	srv := &http.Server{
+		Handler:           http.FileServer(afero.NewHttpFs(afero.NewReadOnlyFs(afero.NewBasePathFs(env.fs, dir))).Dir("/")),
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	select {
+	case err := <-done:
+		return err
+	case <-env.ctx.Done():
+		ctx, cancel := contextWithTimeout(5 * time.Second)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			return err
+		}
+		fmt.Fprintln(env.stdout, "stopped")
+		return nil
+	}
+}

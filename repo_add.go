@@ -1,0 +1,533 @@
+package notsotuf
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/spf13/afero"
+	"github.com/theupdateframework/go-tuf/v2/metadata"
+)
+
+// AddOptions describes a release to add.
+type AddOptions struct {
+	Version   string          // PEP 440; must be newer than every release
+	BundleDir string          // the directory tree to release (read through Repository.Fs)
+	Required  bool            // clients must install this release before newer ones
+	UserMeta  json.RawMessage // published as custom.user (no floats); nil for none
+	SkipPatch bool            // publish the archive only
+}
+
+// TargetInfo describes a published target file.
+type TargetInfo struct {
+	Name    string `json:"name"`
+	Length  int64  `json:"length"`
+	SHA256  string `json:"sha256"`
+	TarSize int64  `json:"tar_size,omitempty"` // size of the uncompressed tar it gives
+	TarHash string `json:"tar_hash,omitempty"` // sha256 of that tar
+}
+
+// AddResult reports a published release.
+type AddResult struct {
+	Version Version
+	Archive TargetInfo
+	Patch   *TargetInfo // nil for the first release or with SkipPatch
+	From    string      // version the patch applies to
+}
+
+// release is one version in targets metadata.
+type release struct {
+	version     Version
+	archive     string
+	archiveFile *metadata.TargetFiles
+	archiveMeta ArchiveMeta
+	patch       string // "" when none
+	patchFile   *metadata.TargetFiles
+	patchMeta   PatchMeta
+}
+
+// releases lists the app's releases in targets metadata, oldest first. Other
+// targets (other apps, unparsable names) are returned as names in others.
+func (r *Repository) releases(t *metadata.TargetsType) (rels []*release, others []string, err error) {
+	byVer := map[string]*release{}
+	get := func(v Version) *release {
+		k := v.String()
+		if byVer[k] == nil {
+			byVer[k] = &release{version: v}
+		}
+		return byVer[k]
+	}
+	names := make([]string, 0, len(t.Targets))
+	for n := range t.Targets {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	var patchOnly []string
+	for _, n := range names {
+		tf := t.Targets[n]
+		tn, perr := ParseTargetName(n)
+		if perr != nil || tn.App != r.Config.AppName {
+			others = append(others, n)
+			continue
+		}
+		rel := get(tn.Version)
+		switch tn.Kind {
+		case KindArchive:
+			rel.archive, rel.archiveFile = n, tf
+			if rel.archiveMeta, err = ParseArchiveMeta(tf.Custom); err != nil {
+				return nil, nil, fmt.Errorf("targets.json: target %s: %w", n, err)
+			}
+		case KindPatch:
+			rel.patch, rel.patchFile = n, tf
+			if rel.patchMeta, err = ParsePatchMeta(tf.Custom); err != nil {
+				return nil, nil, fmt.Errorf("targets.json: target %s: %w", n, err)
+			}
+		}
+	}
+	for _, rel := range byVer {
+		if rel.archive == "" {
+			patchOnly = append(patchOnly, rel.patch)
+			continue
+		}
+		rels = append(rels, rel)
+	}
+	slices.SortFunc(rels, func(a, b *release) int { return a.version.Compare(b.version) })
+	slices.Sort(patchOnly)
+	return rels, append(others, patchOnly...), nil
+}
+
+func (r *Repository) workDir() (string, func(), error) {
+	d, err := afero.TempDir(r.Fs, "", "notsotuf-work-")
+	if err != nil {
+		return "", nil, fmt.Errorf("work directory: %w", err)
+	}
+	return d, func() { r.Fs.RemoveAll(d) }, nil
+}
+
+// checkSigners fails early, before any expensive work, when the keys of a
+// role that will be re-signed are not all here.
+func (r *Repository) checkSigners(st *state, kr *keyring, roles ...string) error {
+	for _, role := range roles {
+		s, err := kr.signersFor(&st.root.Signed, role)
+		if err != nil {
+			return err
+		}
+		if err := s.enough(kr); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Add publishes a release: the deterministic archive of the bundle
+// (<app>-<version>.tar.gz), a patch from the newest release's tar (verified by
+// applying it), and new targets, snapshot and timestamp metadata. The target
+// files are written under temporary names and renamed into place before the
+// metadata, timestamp last; on any error everything it wrote is removed and
+// the repository is as it was.
+func (r *Repository) Add(ctx context.Context, opts AddOptions) (res *AddResult, err error) {
+	v, err := ParseVersion(opts.Version)
+	if err != nil {
+		return nil, err
+	}
+	if len(bytes.TrimSpace(opts.UserMeta)) > 0 {
+		if err := ValidateUserMeta(opts.UserMeta); err != nil {
+			return nil, withHint(fmt.Errorf("--meta: %w", err), "write numbers as integers or strings, e.g. {\"size\": \"1.5\"}")
+		}
+	}
+	fi, err := r.Fs.Stat(opts.BundleDir)
+	if err != nil {
+		return nil, withHint(fmt.Errorf("bundle directory %s: %w", opts.BundleDir, err), "give the directory holding the built application")
+	}
+	if !fi.IsDir() {
+		return nil, fmt.Errorf("bundle directory %s: not a directory", opts.BundleDir)
+	}
+	st, err := r.load()
+	if err != nil {
+		return nil, err
+	}
+	rels, _, err := r.releases(&st.targets.Signed)
+	if err != nil {
+		return nil, err
+	}
+	var prev *release
+	if len(rels) > 0 {
+		prev = rels[len(rels)-1]
+		if v.Compare(prev.version) <= 0 {
+			return nil, withHint(fmt.Errorf("version %s is not newer than the latest release %s", v, prev.version),
+				"releases must be added in increasing PEP 440 order (1.0.dev1 < 1.0a1 < 1.0rc1 < 1.0 < 1.0.post1)")
+		}
+	}
+	archiveName := ArchiveName(r.Config.AppName, v)
+	patchName := PatchName(r.Config.AppName, v)
+	for _, n := range []string{archiveName, patchName} {
+		p := filepath.Join(r.targetsDir(), n)
+		if ok, err := exists(r.Fs, p); err != nil {
+			return nil, err
+		} else if ok {
+			return nil, withHint(fmt.Errorf("target file %s already exists but is not in targets.json", p), "remove the stray file")
+		}
+	}
+	kr := r.newKeyring()
+	if err := r.checkSigners(st, kr, RoleTargets, RoleSnapshot, RoleTimestamp); err != nil {
+		return nil, err
+	}
+	work, cleanup, err := r.workDir()
+	if err != nil {
+		return nil, err
+	}
+	defer cleanup()
+	t := newTxn(r.Fs)
+	var temps []string
+	defer func() {
+		for _, p := range temps {
+			r.Fs.Remove(p)
+		}
+		if err != nil {
+			if rerr := t.rollback(); rerr != nil {
+				err = errors.Join(err, fmt.Errorf("undoing add: %w", rerr))
+			}
+		}
+	}()
+	if err := t.mkdirAll(r.targetsDir()); err != nil {
+		return nil, err
+	}
+
+	// Archive, and the raw tar for the patch, in one pass.
+	r.log().Info("writing archive", "name", archiveName, "bundle", opts.BundleDir)
+	archTmp, err := afero.TempFile(r.Fs, r.targetsDir(), "."+archiveName+".tmp-*")
+	if err != nil {
+		return nil, fmt.Errorf("create archive in %s: %w", r.targetsDir(), err)
+	}
+	temps = append(temps, archTmp.Name())
+	newTar := filepath.Join(work, "new.tar")
+	tarFile, err := r.Fs.Create(newTar)
+	if err != nil {
+		archTmp.Close()
+		return nil, fmt.Errorf("create %s: %w", newTar, err)
+	}
+	tarSize, tarHash, err := writeArchive(r.Fs, opts.BundleDir, archTmp, tarFile)
+	err = errors.Join(err, closeSync(archTmp), tarFile.Close())
+	if err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	res = &AddResult{Version: v}
+	res.Archive, err = targetInfo(r.Fs, archTmp.Name(), archiveName)
+	if err != nil {
+		return nil, err
+	}
+	res.Archive.TarSize, res.Archive.TarHash = tarSize, tarHash
+
+	var patchTmp string
+	if prev != nil && !opts.SkipPatch {
+		prevTar := filepath.Join(work, "prev.tar")
+		if _, _, err := r.extractRelease(prev, prevTar, true); err != nil {
+			return nil, err
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		r.log().Info("computing patch", "name", patchName, "from", prev.version.String())
+		pf, err := afero.TempFile(r.Fs, r.targetsDir(), "."+patchName+".tmp-*")
+		if err != nil {
+			return nil, fmt.Errorf("create patch in %s: %w", r.targetsDir(), err)
+		}
+		patchTmp = pf.Name()
+		temps = append(temps, patchTmp)
+		err = makePatch(ctx, r.Fs, prevTar, newTar, pf)
+		if err = errors.Join(err, closeSync(pf)); err != nil {
+			return nil, fmt.Errorf("patch %s: %w", patchName, err)
+		}
+		if err := r.checkPatch(prevTar, patchTmp, tarSize, tarHash); err != nil {
+			return nil, fmt.Errorf("patch %s failed its check (nothing was published): %w", patchName, err)
+		}
+		pi, err := targetInfo(r.Fs, patchTmp, patchName)
+		if err != nil {
+			return nil, err
+		}
+		pi.TarSize, pi.TarHash = tarSize, tarHash
+		res.Patch, res.From = &pi, prev.version.String()
+	}
+
+	// Metadata entries.
+	am := ArchiveMeta{User: opts.UserMeta, Required: opts.Required, TarSize: tarSize, TarHash: tarHash}
+	custom, err := am.Custom()
+	if err != nil {
+		return nil, fmt.Errorf("--meta: %w", err)
+	}
+	st.targets.Signed.Targets[archiveName] = newTargetFile(archiveName, res.Archive, custom)
+	if res.Patch != nil {
+		pc, err := PatchMeta{TarSize: tarSize, TarHash: tarHash}.Custom()
+		if err != nil {
+			return nil, err
+		}
+		st.targets.Signed.Targets[patchName] = newTargetFile(patchName, *res.Patch, pc)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	// Publish: target files first, then metadata.
+	if err := t.install(archTmp.Name(), filepath.Join(r.targetsDir(), archiveName)); err != nil {
+		return nil, err
+	}
+	if patchTmp != "" {
+		if err := t.install(patchTmp, filepath.Join(r.targetsDir(), patchName)); err != nil {
+			return nil, err
+		}
+	}
+	if _, err := r.publish(st, kr, publishOptions{bump: []string{RoleTargets}}, t); err != nil {
+		return nil, err
+	}
+	if err := t.commit(); err != nil {
+		r.log().Warn("cleanup after add", "err", err)
+	}
+	return res, nil
+}
+
+func closeSync(f afero.File) error {
+	return errors.Join(f.Sync(), f.Close())
+}
+
+func targetInfo(fsys afero.Fs, path, name string) (TargetInfo, error) {
+	n, sum, err := hashFile(fsys, path)
+	if err != nil {
+		return TargetInfo{}, err
+	}
+	return TargetInfo{Name: name, Length: n, SHA256: sum}, nil
+}
+
+func newTargetFile(name string, ti TargetInfo, custom json.RawMessage) *metadata.TargetFiles {
+	sum, _ := hex.DecodeString(ti.SHA256)
+	c := custom
+	return &metadata.TargetFiles{Length: ti.Length, Hashes: metadata.Hashes{"sha256": sum}, Custom: &c, Path: name}
+}
+
+// targetPath returns the file of a target, refusing names that are not
+// plain file names.
+func (r *Repository) targetPath(name string) (string, error) {
+	if name == "" || strings.ContainsAny(name, `/\`) || name == "." || name == ".." || filepath.IsAbs(name) {
+		return "", fmt.Errorf("target name %q: not a plain file name", name)
+	}
+	return filepath.Join(r.targetsDir(), name), nil
+}
+
+// checkTargetFile checks a target file's length and sha256 against its
+// metadata, streaming it.
+func (r *Repository) checkTargetFile(name string, tf *metadata.TargetFiles) error {
+	p, err := r.targetPath(name)
+	if err != nil {
+		return err
+	}
+	want, ok := tf.Hashes["sha256"]
+	if !ok {
+		return fmt.Errorf("target %s: no sha256 hash in targets.json", name)
+	}
+	n, sum, err := hashFile(r.Fs, p)
+	if err != nil {
+		return fmt.Errorf("target %s: %w", name, err)
+	}
+	if n != tf.Length {
+		return fmt.Errorf("target file %s: %d bytes, targets.json says %d", p, n, tf.Length)
+	}
+	if sum != hex.EncodeToString(want) {
+		return fmt.Errorf("target file %s: sha256 %s, targets.json says %x", p, sum, []byte(want))
+	}
+	return nil
+}
+
+// extractRelease decompresses a release's archive into dst (after checking
+// the archive against its metadata when check is set) and returns the
+// uncompressed tar's size and sha256. When the release's metadata records
+// its tar hash, a mismatch is an error.
+func (r *Repository) extractRelease(rel *release, dst string, check bool) (int64, string, error) {
+	if check {
+		if err := r.checkTargetFile(rel.archive, rel.archiveFile); err != nil {
+			return 0, "", err
+		}
+	}
+	p, err := r.targetPath(rel.archive)
+	if err != nil {
+		return 0, "", err
+	}
+	f, err := r.Fs.Open(p)
+	if err != nil {
+		return 0, "", fmt.Errorf("archive %s: %w", p, err)
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		return 0, "", fmt.Errorf("archive %s: %w", p, err)
+	}
+	out, err := r.Fs.Create(dst)
+	if err != nil {
+		return 0, "", fmt.Errorf("create %s: %w", dst, err)
+	}
+	h := sha256.New()
+	n, err := io.Copy(io.MultiWriter(out, h), zr)
+	err = errors.Join(err, out.Close())
+	if err != nil {
+		return 0, "", fmt.Errorf("archive %s: decompressing: %w", p, err)
+	}
+	sum := hex.EncodeToString(h.Sum(nil))
+	if rel.archiveMeta.TarHash != "" && (rel.archiveMeta.TarHash != sum || rel.archiveMeta.TarSize != n) {
+		return 0, "", fmt.Errorf("archive %s: uncompressed tar is %d bytes sha256 %s, its metadata says %d bytes sha256 %s",
+			p, n, sum, rel.archiveMeta.TarSize, rel.archiveMeta.TarHash)
+	}
+	return n, sum, nil
+}
+
+// checkPatch applies the patch file to the tar oldTar and compares the result
+// with the expected size and sha256.
+func (r *Repository) checkPatch(oldTar, patchPath string, wantSize int64, wantHash string) error {
+	old, err := r.Fs.Open(oldTar)
+	if err != nil {
+		return err
+	}
+	defer old.Close()
+	ofi, err := old.Stat()
+	if err != nil {
+		return err
+	}
+	pf, err := r.Fs.Open(patchPath)
+	if err != nil {
+		return err
+	}
+	defer pf.Close()
+	h := sha256.New()
+	n, err := applyPatch(old, ofi.Size(), pf, h)
+	if err != nil {
+		return err
+	}
+	if sum := hex.EncodeToString(h.Sum(nil)); n != wantSize || sum != wantHash {
+		return fmt.Errorf("applying it gives %d bytes sha256 %s, want %d bytes sha256 %s", n, sum, wantSize, wantHash)
+	}
+	return nil
+}
+
+// Remove withdraws the release version (any release, not only the newest):
+// its archive and patch leave targets metadata and the targets directory.
+// When a newer release has a patch from it, that patch is replaced by a new
+// one from the previous release (or dropped when the removed release was the
+// oldest), so the patch chain stays unbroken.
+func (r *Repository) Remove(ctx context.Context, version string) (err error) {
+	v, err := ParseVersion(version)
+	if err != nil {
+		return err
+	}
+	st, err := r.load()
+	if err != nil {
+		return err
+	}
+	rels, _, err := r.releases(&st.targets.Signed)
+	if err != nil {
+		return err
+	}
+	idx := slices.IndexFunc(rels, func(rel *release) bool { return rel.version.Compare(v) == 0 })
+	if idx < 0 {
+		var have []string
+		for _, rel := range rels {
+			have = append(have, rel.version.String())
+		}
+		return withHint(fmt.Errorf("version %s: no such release in targets.json", v), "releases: %s", strings.Join(have, ", "))
+	}
+	kr := r.newKeyring()
+	if err := r.checkSigners(st, kr, RoleTargets, RoleSnapshot, RoleTimestamp); err != nil {
+		return err
+	}
+	t := newTxn(r.Fs)
+	var temps []string
+	defer func() {
+		for _, p := range temps {
+			r.Fs.Remove(p)
+		}
+		if err != nil {
+			if rerr := t.rollback(); rerr != nil {
+				err = errors.Join(err, fmt.Errorf("undoing remove: %w", rerr))
+			}
+		}
+	}()
+	gone := rels[idx]
+	for _, n := range []string{gone.archive, gone.patch} {
+		if n == "" {
+			continue
+		}
+		delete(st.targets.Signed.Targets, n)
+		p, err := r.targetPath(n)
+		if err != nil {
+			return err
+		}
+		t.deleteOnCommit(p)
+	}
+	if idx+1 < len(rels) && rels[idx+1].patch != "" {
+		next := rels[idx+1]
+		if idx == 0 {
+			// Nothing older to patch from.
+			delete(st.targets.Signed.Targets, next.patch)
+			p, _ := r.targetPath(next.patch)
+			t.deleteOnCommit(p)
+		} else {
+			prev := rels[idx-1]
+			work, cleanup, err := r.workDir()
+			if err != nil {
+				return err
+			}
+			defer cleanup()
+			prevTar, nextTar := filepath.Join(work, "prev.tar"), filepath.Join(work, "next.tar")
+			if _, _, err := r.extractRelease(prev, prevTar, true); err != nil {
+				return err
+			}
+			n, sum, err := r.extractRelease(next, nextTar, true)
+			if err != nil {
+				return err
+			}
+			if n != next.patchMeta.TarSize || sum != next.patchMeta.TarHash {
+				return fmt.Errorf("release %s: its archive's tar (%d bytes, sha256 %s) differs from what its patch gives (%d bytes, sha256 %s)",
+					next.version, n, sum, next.patchMeta.TarSize, next.patchMeta.TarHash)
+			}
+			r.log().Info("computing patch across the gap", "name", next.patch, "from", prev.version.String())
+			pf, err := afero.TempFile(r.Fs, r.targetsDir(), "."+next.patch+".tmp-*")
+			if err != nil {
+				return err
+			}
+			temps = append(temps, pf.Name())
+			err = makePatch(ctx, r.Fs, prevTar, nextTar, pf)
+			if err = errors.Join(err, closeSync(pf)); err != nil {
+				return fmt.Errorf("patch %s: %w", next.patch, err)
+			}
+			if err := r.checkPatch(prevTar, pf.Name(), n, sum); err != nil {
+				return fmt.Errorf("patch %s failed its check (nothing was changed): %w", next.patch, err)
+			}
+			pi, err := targetInfo(r.Fs, pf.Name(), next.patch)
+			if err != nil {
+				return err
+			}
+			st.targets.Signed.Targets[next.patch] = newTargetFile(next.patch, pi, *next.patchFile.Custom)
+			p, _ := r.targetPath(next.patch)
+			if err := t.install(pf.Name(), p); err != nil {
+				return err
+			}
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if _, err := r.publish(st, kr, publishOptions{bump: []string{RoleTargets}}, t); err != nil {
+		return err
+	}
+	if err := t.commit(); err != nil {
+		r.log().Warn("cleanup after remove", "err", err)
+	}
+	return nil
+}
