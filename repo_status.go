@@ -272,12 +272,20 @@ func (r *Repository) Verify(ctx context.Context) (*VerifyReport, error) {
 	}
 
 	// The patch chain.
-	rels, others, err := r.releases(&targets.Signed)
+	rr := r
+	if r.Config.AppName == "" {
+		// No configuration (a repository made elsewhere): the app is the
+		// one the target names give.
+		copied := *r
+		copied.Config.AppName = inferApp(names)
+		rr = &copied
+	}
+	rels, others, err := rr.releases(&targets.Signed)
 	if err != nil {
 		return rep, &VerifyError{Problems: []string{err.Error()}}
 	}
 	for _, o := range others {
-		rep.Warnings = append(rep.Warnings, fmt.Sprintf("target %s is not a release of %s", o, r.Config.AppName))
+		rep.Warnings = append(rep.Warnings, fmt.Sprintf("target %s is not a release of %s", o, rr.Config.AppName))
 	}
 	work, cleanup, err := r.workDir()
 	if err != nil {
@@ -327,4 +335,14 @@ func (r *Repository) Verify(ctx context.Context) (*VerifyReport, error) {
 		return rep, &VerifyError{Problems: problems}
 	}
 	return rep, nil
+}
+
+// inferApp returns the app name of the first release target name.
+func inferApp(names []string) string {
+	for _, n := range names {
+		if tn, err := ParseTargetName(n); err == nil {
+			return tn.App
+		}
+	}
+	return ""
 }
