@@ -291,6 +291,9 @@ func loadMeta[T metadata.Roles](r *Repository, name string) (*metadata.Metadata[
 // load reads the repository's current metadata (without verifying it: see
 // Verify).
 func (r *Repository) load() (*state, error) {
+	if err := r.recoverJournal(); err != nil {
+		return nil, err
+	}
 	var st state
 	var err error
 	if st.root, err = loadMeta[metadata.RootType](r, "root.json"); err != nil {

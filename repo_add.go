@@ -186,7 +186,7 @@ func (r *Repository) Add(ctx context.Context, opts AddOptions) (res *AddResult, 
 		return nil, err
 	}
 	defer cleanup()
-	t := newTxn(r.Fs)
+	t := r.newTxn()
 	var temps []string
 	defer func() {
 		for _, p := range temps {
@@ -291,7 +291,7 @@ func (r *Repository) Add(ctx context.Context, opts AddOptions) (res *AddResult, 
 		return nil, err
 	}
 	if err := t.commit(); err != nil {
-		r.log().Warn("cleanup after add", "err", err)
+		return nil, err
 	}
 	return res, nil
 }
@@ -446,7 +446,7 @@ func (r *Repository) Remove(ctx context.Context, version string) (err error) {
 	if err := r.checkSigners(st, kr, RoleTargets, RoleSnapshot, RoleTimestamp); err != nil {
 		return err
 	}
-	t := newTxn(r.Fs)
+	t := r.newTxn()
 	var temps []string
 	defer func() {
 		for _, p := range temps {
@@ -526,8 +526,5 @@ func (r *Repository) Remove(ctx context.Context, version string) (err error) {
 	if _, err := r.publish(st, kr, publishOptions{bump: []string{RoleTargets}}, t); err != nil {
 		return err
 	}
-	if err := t.commit(); err != nil {
-		r.log().Warn("cleanup after remove", "err", err)
-	}
-	return nil
+	return t.commit()
 }

@@ -1,7 +1,9 @@
 package notsotuf
 
 import (
+	"encoding/json"
 	"errors"
+	"io"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,20 +13,42 @@ import (
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 )
 
-// txn records the changes of one repository operation so that a failure can
-// put every file back: files it created are removed, files it overwrote get
-// their old content back, files it replaced by rename are renamed back.
+// txn is one repository change. Before its commit point it only creates
+// new files (temporary target and metadata files, keys) that rollback
+// removes. Its commit point is a journal file listing renames (temporary
+// file -> published name, in the order a client needs: target files, root,
+// targets, snapshot, timestamp last) and files to delete; it then performs
+// them. A crash after the commit point is rolled forward by the next
+// command (see Repository.recoverJournal); an error while performing the
+// renames undoes them, restoring the files they replaced.
 type txn struct {
-	fs      afero.Fs
-	created []string          // new files, removed on rollback
-	saved   map[string][]byte // previous content of overwritten files
-	order   []string          // overwritten files, in order
-	backups [][2]string       // {backup, final}: final was renamed to backup
-	dirs    []string          // directories created
-	deleted []string          // files to delete once committed
+	fs        afero.Fs
+	journal   string
+	steps     []txnStep
+	deletes   []string
+	created   []string          // files created before the commit point
+	dirs      []string          // directories created
+	savedData map[string][]byte // published name -> content it had (small files)
+	savedFile map[string]string // published name -> copy of the file it replaces
 }
 
-func newTxn(fsys afero.Fs) *txn { return &txn{fs: fsys, saved: map[string][]byte{}} }
+type txnStep struct {
+	Src string `json:"src"`
+	Dst string `json:"dst"`
+}
+
+type journalJSON struct {
+	Renames []txnStep `json:"renames"`
+	Deletes []string  `json:"deletes"`
+}
+
+// journalName is the commit journal, in the repository directory.
+const journalName = ".notsotuf-journal.json"
+
+func (r *Repository) newTxn() *txn {
+	return &txn{fs: r.Fs, journal: filepath.Join(r.Config.RepoDir, journalName),
+		savedData: map[string][]byte{}, savedFile: map[string]string{}}
+}
 
 // mkdirAll creates dir (and parents) and remembers what it created.
 func (t *txn) mkdirAll(dir string) error {
@@ -49,32 +73,39 @@ func (t *txn) mkdirAll(dir string) error {
 	return nil
 }
 
-// writeFile writes data to name atomically, saving the old content.
-func (t *txn) writeFile(name string, data []byte, perm os.FileMode) error {
+// stage writes data to a temporary file beside name, to be renamed to name
+// at commit. The current content of name is kept for undo.
+func (t *txn) stage(name string, data []byte, perm os.FileMode) error {
 	old, err := afero.ReadFile(t.fs, name)
 	switch {
 	case err == nil:
-		if _, ok := t.saved[name]; !ok {
-			t.saved[name] = old
-			t.order = append(t.order, name)
+		if _, ok := t.savedData[name]; !ok {
+			t.savedData[name] = old
 		}
-	case errors.Is(err, os.ErrNotExist):
-		if !slices.Contains(t.created, name) {
-			defer func() {
-				if ok, _ := exists(t.fs, name); ok {
-					t.created = append(t.created, name)
-				}
-			}()
-		}
-	default:
+	case !errors.Is(err, os.ErrNotExist):
 		return fmt.Errorf("read %s: %w", name, err)
 	}
-	return writeFileAtomic(t.fs, name, data, perm)
+	dir, base := filepath.Split(name)
+	f, err := afero.TempFile(t.fs, dir, "."+base+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", name, err)
+	}
+	t.created = append(t.created, f.Name())
+	_, err = f.Write(data)
+	if err = errors.Join(err, f.Sync(), f.Close()); err != nil {
+		return fmt.Errorf("write %s: %w", name, err)
+	}
+	if err := t.fs.Chmod(f.Name(), perm); err != nil {
+		return fmt.Errorf("write %s: %w", name, err)
+	}
+	t.steps = append(t.steps, txnStep{f.Name(), name})
+	return nil
 }
 
-// install renames the finished temporary file tmp to final. When final
-// exists it is first renamed aside (restored on rollback, deleted on commit).
+// install schedules the finished temporary file tmp to become final. When
+// final exists, a copy of it is kept for undo.
 func (t *txn) install(tmp, final string) error {
+	t.created = append(t.created, tmp)
 	// Temporary files are created 0600; published files are world-readable.
 	if err := t.fs.Chmod(tmp, 0o644); err != nil {
 		return fmt.Errorf("chmod %s: %w", tmp, err)
@@ -85,66 +116,155 @@ func (t *txn) install(tmp, final string) error {
 	}
 	if ok {
 		backup := tmp + ".old"
-		if err := t.fs.Rename(final, backup); err != nil {
-			return fmt.Errorf("rename %s: %w", final, err)
+		t.created = append(t.created, backup)
+		if err := copyFile(t.fs, final, backup); err != nil {
+			return err
 		}
-		t.backups = append(t.backups, [2]string{backup, final})
+		t.savedFile[final] = backup
+		t.deletes = append(t.deletes, backup)
 	}
-	if err := t.fs.Rename(tmp, final); err != nil {
-		return fmt.Errorf("rename %s to %s: %w", tmp, final, err)
+	t.steps = append(t.steps, txnStep{tmp, final})
+	return nil
+}
+
+func copyFile(fsys afero.Fs, src, dst string) error {
+	in, err := fsys.Open(src)
+	if err != nil {
+		return err
 	}
-	if !ok {
-		t.created = append(t.created, final)
+	defer in.Close()
+	out, err := fsys.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return fmt.Errorf("copy %s: %w", src, err)
+	}
+	_, err = io.Copy(out, in)
+	if err = errors.Join(err, out.Sync(), out.Close()); err != nil {
+		return fmt.Errorf("copy %s to %s: %w", src, dst, err)
 	}
 	return nil
 }
 
-// deleteOnCommit schedules name for removal once everything else is written.
-func (t *txn) deleteOnCommit(name string) { t.deleted = append(t.deleted, name) }
+// deleteOnCommit schedules name for removal once everything else is done.
+func (t *txn) deleteOnCommit(name string) { t.deletes = append(t.deletes, name) }
 
-// rollback undoes everything, in reverse order. It returns the errors it met
-// (the repository may then need `notsotuf verify`).
+// rollback removes what was created before the commit point. It returns
+// the errors it met.
 func (t *txn) rollback() error {
 	var errs []error
-	for i := len(t.order) - 1; i >= 0; i-- {
-		name := t.order[i]
-		if err := writeFileAtomic(t.fs, name, t.saved[name], 0o644); err != nil {
-			errs = append(errs, err)
-		}
-	}
 	for i := len(t.created) - 1; i >= 0; i-- {
 		if err := t.fs.Remove(t.created[i]); err != nil && !errors.Is(err, os.ErrNotExist) {
-			errs = append(errs, err)
-		}
-	}
-	for i := len(t.backups) - 1; i >= 0; i-- {
-		b := t.backups[i]
-		if err := t.fs.Rename(b[0], b[1]); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	for _, d := range t.dirs {
 		t.fs.Remove(d) // only succeeds when empty
 	}
-	t.order, t.created, t.backups, t.dirs = nil, nil, nil, nil
+	t.created, t.dirs = nil, nil
 	return errors.Join(errs...)
 }
 
-// commit deletes the files replaced or scheduled for deletion. The
-// repository is already consistent; a failure only leaves a stray file.
+// commit writes the journal (the commit point), performs its renames and
+// deletions, and removes it. If a rename fails, the renames done are undone
+// and the error returned; the caller then calls rollback.
 func (t *txn) commit() error {
-	var errs []error
-	for _, b := range t.backups {
-		if err := t.fs.Remove(b[0]); err != nil && !errors.Is(err, os.ErrNotExist) {
-			errs = append(errs, err)
+	if len(t.steps) == 0 && len(t.deletes) == 0 {
+		return nil
+	}
+	data, err := json.MarshalIndent(journalJSON{Renames: t.steps, Deletes: t.deletes}, "", " ")
+	if err != nil {
+		return err
+	}
+	if err := writeFileAtomic(t.fs, t.journal, data, 0o644); err != nil {
+		return fmt.Errorf("journal: %w", err)
+	}
+	for i, s := range t.steps {
+		if err := t.fs.Rename(s.Src, s.Dst); err != nil {
+			err = fmt.Errorf("rename %s to %s: %w", s.Src, s.Dst, err)
+			if uerr := t.undo(i); uerr != nil {
+				t.created = nil // the journal needs them to roll forward
+				return errors.Join(err, fmt.Errorf("undoing it failed (the next notsotuf command will complete the change from %s): %w", t.journal, uerr))
+			}
+			return err
 		}
 	}
-	for _, name := range t.deleted {
+	t.created = nil // now published
+	for _, name := range t.deletes {
 		if err := t.fs.Remove(name); err != nil && !errors.Is(err, os.ErrNotExist) {
-			errs = append(errs, err)
+			// The change is complete; a leftover file is only untidy.
+			continue
 		}
 	}
-	return errors.Join(errs...)
+	// The change is complete. A journal left behind (if this fails) is
+	// harmless: replaying it finds nothing left to do.
+	t.fs.Remove(t.journal)
+	return nil
+}
+
+// undo reverts the first n renames, newest first, and removes the journal.
+func (t *txn) undo(n int) error {
+	var errs []error
+	for i := n - 1; i >= 0; i-- {
+		s := t.steps[i]
+		if err := t.fs.Rename(s.Dst, s.Src); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if old, ok := t.savedData[s.Dst]; ok {
+			if err := writeFileAtomic(t.fs, s.Dst, old, 0o644); err != nil {
+				errs = append(errs, err)
+			}
+		} else if b, ok := t.savedFile[s.Dst]; ok {
+			if err := copyFile(t.fs, b, s.Dst); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	if err := t.fs.Remove(t.journal); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// recoverJournal completes a change interrupted after its commit point (a
+// crash, a power cut): the renames still to do are done (a rename whose
+// source is gone was done), then the deletions. Every command that reads the
+// repository's metadata calls it first.
+func (r *Repository) recoverJournal() error {
+	p := filepath.Join(r.Config.RepoDir, journalName)
+	data, err := afero.ReadFile(r.Fs, p)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("journal %s: %w", p, err)
+	}
+	var j journalJSON
+	if err := json.Unmarshal(data, &j); err != nil {
+		return fmt.Errorf("journal %s: %w", p, err)
+	}
+	r.log().Warn("completing an interrupted change", "journal", p)
+	for _, s := range j.Renames {
+		ok, err := exists(r.Fs, s.Src)
+		if err != nil {
+			return fmt.Errorf("journal %s: %w", p, err)
+		}
+		if !ok {
+			continue
+		}
+		if err := r.Fs.Rename(s.Src, s.Dst); err != nil {
+			return fmt.Errorf("journal %s: rename %s to %s: %w", p, s.Src, s.Dst, err)
+		}
+	}
+	for _, name := range j.Deletes {
+		r.Fs.Remove(name)
+	}
+	if err := r.Fs.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("journal %s: %w", p, err)
+	}
+	return nil
 }
 
 // publishOptions says which metadata a repository change produces.
@@ -172,9 +292,9 @@ type publishResult struct {
 	Signatures map[string][2]int // role -> {valid signatures, threshold}
 }
 
-// publish signs and writes new metadata in the order a client reads it
-// backwards: root, targets, snapshot, timestamp last. Nothing is written
-// until every role is signed; the caller rolls back t on error.
+// publish signs new metadata and stages it in t, in the order a client reads
+// it backwards: root, targets, snapshot, timestamp last. The caller commits
+// t (or rolls it back on error).
 func (r *Repository) publish(st *state, kr *keyring, opts publishOptions, t *txn) (*publishResult, error) {
 	bump := map[string]bool{}
 	for _, role := range opts.bump {
@@ -305,7 +425,8 @@ func (r *Repository) publish(st *state, kr *keyring, opts publishOptions, t *txn
 		}
 	}
 
-	// Everything is signed: write, timestamp last.
+	// Everything is signed: stage the files, to be renamed into place at
+	// commit in this order, timestamp last.
 	if err := t.mkdirAll(r.metaDir()); err != nil {
 		return nil, err
 	}
@@ -319,10 +440,9 @@ func (r *Repository) publish(st *state, kr *keyring, opts publishOptions, t *txn
 		if !ok {
 			continue
 		}
-		if err := t.writeFile(r.metaPath(name), data, 0o644); err != nil {
+		if err := t.stage(r.metaPath(name), data, 0o644); err != nil {
 			return nil, err
 		}
-		r.log().Info("wrote metadata", "file", r.metaPath(name))
 	}
 	if bump[RoleRoot] {
 		st.prevRoot, st.root = st.root, root
@@ -383,7 +503,7 @@ func (r *Repository) Init() (err error) {
 		return withHint(fmt.Errorf("repository %s already exists (%s)", r.Config.RepoDir, rootPath),
 			"use `notsotuf keys` to change keys, or init in an empty directory")
 	}
-	t := newTxn(r.Fs)
+	t := r.newTxn()
 	defer func() {
 		if err != nil {
 			if rerr := t.rollback(); rerr != nil {

@@ -61,7 +61,7 @@ func (r *Repository) Sign(opts SignOptions) (res *SignResult, err error) {
 	} else {
 		po.resign = []string{opts.Role}
 	}
-	t := newTxn(r.Fs)
+	t := r.newTxn()
 	defer func() {
 		if err != nil {
 			if rerr := t.rollback(); rerr != nil {
@@ -154,7 +154,7 @@ func (r *Repository) Refresh(within time.Duration) (res *RefreshResult, err erro
 		bump = append(bump, role)
 	}
 	if len(bump) > 0 {
-		t := newTxn(r.Fs)
+		t := r.newTxn()
 		pr, err := r.publish(st, kr, publishOptions{bump: bump}, t)
 		if err != nil {
 			if rerr := t.rollback(); rerr != nil {
@@ -245,7 +245,7 @@ func (r *Repository) changeRoot(role string, edit func(root *metadata.RootType, 
 	if role != RoleRoot {
 		bump = append(bump, role)
 	}
-	t := newTxn(r.Fs)
+	t := r.newTxn()
 	defer func() {
 		if err != nil {
 			if rerr := t.rollback(); rerr != nil {

@@ -189,6 +189,12 @@ type VerifyReport struct {
 // failure is a *VerifyError listing every problem found.
 func (r *Repository) Verify(ctx context.Context) (*VerifyReport, error) {
 	rep := &VerifyReport{}
+	if ok, err := exists(r.Fs, filepath.Join(r.Config.RepoDir, journalName)); err != nil {
+		return nil, err
+	} else if ok {
+		return nil, withHint(fmt.Errorf("verify %s: a change was interrupted (journal %s)", r.Config.RepoDir, journalName),
+			"run `notsotuf status` to complete it, then verify again")
+	}
 	first, err := r.readMeta("1.root.json")
 	if err != nil {
 		return nil, err
