@@ -317,12 +317,3 @@ func readSigningKey(fsys afero.Fs, dir, name string, pass func(name string) ([]b
 	}
 	return &signingKey{name: name, pub: ed25519.PublicKey(pub), priv: priv}, nil
 }
-
-// isEncryptedKey reports whether the private key file of name is encrypted.
-func isEncryptedKey(fsys afero.Fs, dir, name string) (bool, error) {
-	kf, err := readKeyFile(fsys, filepath.Join(dir, name))
-	if err != nil {
-		return false, err
-	}
-	return kf.Encrypted != nil, nil
-}

@@ -25,6 +25,9 @@ func makePatch(ctx context.Context, fsys afero.Fs, oldTar, newTar string, w io.W
 }
 
 // applyPatch applies patch to old (oldSize bytes), streaming the result to w.
+// The patch is passed as a plain io.Reader: Apply reads an io.ReaderAt patch
+// from several goroutines, and afero's in-memory files do not support
+// concurrent ReadAt (it moves the shared offset).
 func applyPatch(old io.ReaderAt, oldSize int64, patch io.Reader, w io.Writer) (int64, error) {
-	return Apply(old, oldSize, patch, w, nil)
+	return Apply(old, oldSize, struct{ io.Reader }{patch}, w, nil)
 }
