@@ -246,7 +246,7 @@ func (r *Repository) Add(ctx context.Context, opts AddOptions) (res *AddResult, 
 		}
 		patchTmp = pf.Name()
 		temps = append(temps, patchTmp)
-		err = makePatch(ctx, r.Fs, prevTar, newTar, pf)
+		err = diffTarFiles(ctx, r.Fs, prevTar, newTar, pf)
 		if err = errors.Join(err, closeSync(pf)); err != nil {
 			return nil, fmt.Errorf("patch %s: %w", patchName, err)
 		}
@@ -406,7 +406,7 @@ func (r *Repository) checkPatch(oldTar, patchPath string, wantSize int64, wantHa
 	}
 	defer pf.Close()
 	h := sha256.New()
-	n, err := applyPatch(old, ofi.Size(), pf, h)
+	n, err := applyPatchStream(old, ofi.Size(), pf, h)
 	if err != nil {
 		return err
 	}
@@ -502,7 +502,7 @@ func (r *Repository) Remove(ctx context.Context, version string) (err error) {
 				return err
 			}
 			temps = append(temps, pf.Name())
-			err = makePatch(ctx, r.Fs, prevTar, nextTar, pf)
+			err = diffTarFiles(ctx, r.Fs, prevTar, nextTar, pf)
 			if err = errors.Join(err, closeSync(pf)); err != nil {
 				return fmt.Errorf("patch %s: %w", next.patch, err)
 			}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"crypto/sha256"
 	"fmt"
 	"io/fs"
@@ -19,7 +18,7 @@ import (
 func TestMain(m *testing.M) {
 	testscript.Main(m, map[string]func(){
 		"notsotuf": func() {
-			os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
+			os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 		},
 	})
 }
