@@ -16,6 +16,7 @@ import (
 	"io"
 	"math/bits"
 	"runtime"
+	"sort"
 	"sync"
 
 	"github.com/notsotuf/notsotuf/internal/bsdiff/bzip2"
@@ -71,7 +72,7 @@ func match(old, new []byte, o *DiffOptions) []op {
 	if len(new) == 0 {
 		return nil
 	}
-	m := newMatcher(old, o.Workers)
+	m := newMatcher(old, new)
 	chunkSize := o.chunkSize
 	if chunkSize <= 0 {
 		chunkSize = defaultChunk
@@ -113,27 +114,53 @@ func match(old, new []byte, o *DiffOptions) []op {
 	return ops
 }
 
-// matcher finds long matches of new in old through old's suffix array.
+// matcher finds long matches of new in old through a suffix array of old,
+// or of the part of old that the tar pre-pass did not pair.
 type matcher struct {
-	old []byte
-	sa  []int32
+	old  []byte
+	text []byte // what the suffix array indexes: old, or old minus claimed members
+	sa   []int32
 	// bucket[k] is the first index of sa whose suffix begins with the two
 	// bytes k>>8, k&0xff or sorts after them; bucket[65536] = len(sa).
 	bucket []int32
+	pieces []piece // text to old offsets; nil when text is old
+	spans  []span  // direct matches from the tar pre-pass, by newPos
 }
 
-func newMatcher(old []byte, workers int) *matcher {
-	m := &matcher{old: old, sa: make([]int32, len(old))}
-	sais.Build(old, m.sa)
+// piece says that text[textPos:] continues old[oldPos:] up to the next piece.
+type piece struct{ textPos, oldPos int }
+
+func newMatcher(old, new []byte) *matcher {
+	m := &matcher{old: old, text: old}
+	var claimed []span
+	m.spans, claimed = pairMembers(old, new)
+	if len(claimed) > 0 {
+		free := len(old)
+		for _, c := range claimed {
+			free -= c.n
+		}
+		m.text = make([]byte, 0, free)
+		at := 0
+		for _, c := range append(claimed, span{oldPos: len(old)}) {
+			if c.oldPos > at {
+				m.pieces = append(m.pieces, piece{textPos: len(m.text), oldPos: at})
+				m.text = append(m.text, old[at:c.oldPos]...)
+			}
+			at = c.oldPos + c.n
+		}
+	}
+	text := m.text
+	m.sa = make([]int32, len(text))
+	sais.Build(text, m.sa)
 	m.bucket = make([]int32, 65537)
 	// Count suffixes by their first two bytes; a one-byte suffix sorts
 	// first among those starting with its byte.
 	cnt := make([]int32, 65536)
-	for i := 0; i+1 < len(old); i++ {
-		cnt[int(old[i])<<8|int(old[i+1])]++
+	for i := 0; i+1 < len(text); i++ {
+		cnt[int(text[i])<<8|int(text[i+1])]++
 	}
-	if len(old) > 0 {
-		cnt[int(old[len(old)-1])<<8]++
+	if len(text) > 0 {
+		cnt[int(text[len(text)-1])<<8]++
 	}
 	var sum int32
 	for k := range cnt {
@@ -141,8 +168,34 @@ func newMatcher(old []byte, workers int) *matcher {
 		sum += cnt[k]
 	}
 	m.bucket[65536] = sum
-	_ = workers
 	return m
+}
+
+// oldPos maps an offset of text to old.
+func (m *matcher) oldPos(t int) int {
+	if m.pieces == nil {
+		return t
+	}
+	i := sort.Search(len(m.pieces), func(i int) bool { return m.pieces[i].textPos > t }) - 1
+	return m.pieces[i].oldPos + t - m.pieces[i].textPos
+}
+
+// find returns a long match of new[scan:end] in old: the pre-pass's pairing
+// if scan lies in a paired member, else search's.
+func (m *matcher) find(new []byte, scan, end int) (pos, n int) {
+	if len(m.spans) > 0 {
+		i := sort.Search(len(m.spans), func(i int) bool { return m.spans[i].newPos > scan }) - 1
+		if i >= 0 && scan < m.spans[i].newPos+m.spans[i].n {
+			p := m.spans[i].oldPos + scan - m.spans[i].newPos
+			return p, matchLen(m.old[p:], new[scan:end])
+		}
+	}
+	pos, n = m.search(new[scan:end])
+	if m.pieces != nil {
+		pos = m.oldPos(pos)
+		n = matchLen(m.old[pos:], new[scan:end])
+	}
+	return pos, n
 }
 
 // matchLen is the length of the common prefix of a and b.
@@ -166,7 +219,7 @@ func matchLen(a, b []byte) int {
 // prefix of both bounds is skipped at each step, so long runs of equal
 // bytes cost O(log n + match length) instead of a quadratic scan.
 func (m *matcher) search(target []byte) (pos, n int) {
-	old, sa := m.old, m.sa
+	old, sa := m.text, m.sa
 	if len(sa) == 0 || len(target) == 0 {
 		return 0, 0
 	}
@@ -228,7 +281,7 @@ func (m *matcher) diffRange(new []byte, start, end int) []op {
 		scan += n
 		scsc := scan
 		for ; scan < end; scan++ {
-			pos, n = m.search(new[scan:end])
+			pos, n = m.find(new, scan, end)
 			for ; scsc < scan+n; scsc++ {
 				if at(scsc) {
 					oldScore++
