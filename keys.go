@@ -192,8 +192,10 @@ func openSeed(enc *encryptedJSON, passphrase []byte) ([]byte, error) {
 	if enc.KDF != "scrypt" || enc.Cipher != "nacl-secretbox" {
 		return nil, fmt.Errorf("unsupported encryption %s/%s", enc.KDF, enc.Cipher)
 	}
-	// Bound the work an edited key file can ask for (2^20 is 1 GiB of memory).
-	if enc.N < 2 || enc.N > 1<<20 || enc.N&(enc.N-1) != 0 || enc.R < 1 || enc.R > 32 || enc.P < 1 || enc.P > 16 {
+	// Bound the work an edited key file can ask for: scrypt needs 128*N*r
+	// bytes, at most 1 GiB here.
+	if enc.N < 2 || enc.N > 1<<20 || enc.N&(enc.N-1) != 0 || enc.R < 1 || enc.R > 32 || enc.P < 1 || enc.P > 4 ||
+		int64(enc.N)*int64(enc.R) > 1<<23 {
 		return nil, fmt.Errorf("scrypt parameters n=%d r=%d p=%d out of range", enc.N, enc.R, enc.P)
 	}
 	salt, err1 := hex.DecodeString(enc.Salt)
