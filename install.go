@@ -58,11 +58,12 @@ type journal struct {
 // then removes the old tree and the journal. Files the new version no longer
 // has go away with the old tree. Between the two renames dir does not exist:
 // a crash exactly there leaves the journal, and recover (run by the next
-// process that uses an installer for dir) completes the swap. On Windows a
-// directory holding a running executable or an open file cannot be renamed:
-// tree mode fails there (cleanly, before or at the first rename, leaving the
-// old version in place) while the application runs; use single-executable
-// mode or install from a separate process.
+// process that uses an installer for dir) completes the swap. If dir cannot
+// be moved aside, the update is abandoned (journal and staged tree removed,
+// dir untouched). On Windows a directory holding a running executable or an
+// open file cannot be renamed: tree mode fails there that way while the
+// application runs from dir; use single-executable mode, or install from a
+// separate process (a launcher outside dir) once the application exits.
 //
 // Single-executable mode (singleExe true) treats dir as the path of one
 // executable file. The new file is written to <exe>.notsotuf-new, synced,
@@ -111,8 +112,16 @@ func (in *installer) recover() error {
 	if in.singleExe {
 		return in.recoverExe()
 	}
-	return in.recoverTree()
+	err := in.recoverTree()
+	if errors.Is(err, errInstallAbandoned) {
+		return nil // the installed version is intact and nothing is left over
+	}
+	return err
 }
+
+// errInstallAbandoned means a committed tree swap was given up before it
+// changed anything: the installed tree could not be moved aside.
+var errInstallAbandoned = errors.New("update abandoned")
 
 func (in *installer) recoverTree() error {
 	staged, old, jpath := in.siblings()
@@ -161,8 +170,18 @@ func (in *installer) recoverTree() error {
 					return err
 				}
 			}
-			if err := in.rename(in.dir, old); err != nil {
-				return err
+			if err := in.fs.Rename(in.dir, old); err != nil {
+				// Nothing has changed yet: give the new version up rather
+				// than retry forever (on Windows a running program in the
+				// tree forbids the rename).
+				in.logger().Warn("cannot move the installed tree aside, abandoning the update", "dir", in.dir, "err", err)
+				if rerr := in.remove(jpath); rerr != nil {
+					return rerr
+				}
+				if rerr := in.removeTree(staged); rerr != nil {
+					return rerr
+				}
+				return fmt.Errorf("%w: moving %s aside (is a program in it running?): %w", errInstallAbandoned, in.dir, err)
 			}
 		}
 		if err := in.rename(staged, in.dir); err != nil {
@@ -227,9 +246,12 @@ func (in *installer) installTar(ctx context.Context, r io.Reader, limit int64) e
 	committed = true
 	in.logger().Debug("install committed", "dir", in.dir, "journal", jpath)
 	err = in.recoverTree()
-	if err != nil {
+	if err != nil && !errors.Is(err, errInstallAbandoned) {
 		in.logger().Warn("finishing the install failed, retrying", "dir", in.dir, "err", err)
 		err = in.recoverTree()
+	}
+	if errors.Is(err, errInstallAbandoned) {
+		return fmt.Errorf("install %s: %w", in.dir, err)
 	}
 	if err != nil {
 		// Keep the application runnable: put the previous tree back if the

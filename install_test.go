@@ -471,3 +471,41 @@ func TestInstallRoundTrip(t *testing.T) {
 			describeTree(treeSnapshot(t, fsys, src)), describeTree(treeSnapshot(t, fsys, dir)))
 	}
 }
+
+// lockedDirFs refuses to rename one directory, as Windows does for a
+// directory holding a running executable.
+type lockedDirFs struct {
+	afero.Fs
+	locked string
+}
+
+func (l lockedDirFs) Rename(oldname, newname string) error {
+	if filepath.Clean(oldname) == filepath.Clean(l.locked) {
+		return &os.LinkError{Op: "rename", Old: oldname, New: newname, Err: errors.New("access is denied")}
+	}
+	return l.Fs.Rename(oldname, newname)
+}
+
+func TestInstallTreeInUse(t *testing.T) {
+	fsys, root := tempOsFs(t)
+	v1, v2 := installVersions(t, false) // lockedDirFs hides afero.Linker
+	dir, want1 := installFixture(t, fsys, root, v1)
+	locked := lockedDirFs{Fs: fsys, locked: dir}
+	in := &installer{fs: locked, dir: dir}
+	err := in.installTar(context.Background(), bytes.NewReader(v2), int64(len(v2)))
+	if !errors.Is(err, errInstallAbandoned) || !strings.Contains(err.Error(), "access is denied") {
+		t.Fatalf("err = %v", err)
+	}
+	if got := treeSnapshot(t, fsys, dir); !sameTree(got, want1) {
+		t.Errorf("tree changed:\n%s", describeTree(got))
+	}
+	checkSiblings(t, fsys, root)
+	if err := in.recover(); err != nil {
+		t.Fatal(err)
+	}
+	// Once the directory is free, the update goes through.
+	if err := (&installer{fs: fsys, dir: dir}).installTar(context.Background(), bytes.NewReader(v2), int64(len(v2))); err != nil {
+		t.Fatal(err)
+	}
+	checkSiblings(t, fsys, root)
+}
