@@ -1,0 +1,179 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/notsotuf/notsotuf"
+	"github.com/spf13/afero"
+)
+
+func init() {
+	const args = "--app NAME --current VERSION --install-dir DIR --metadata-url URL [flags]"
+	register(command{"check", args, "check a repository for a newer release of an installed app", cmdCheck})
+	register(command{"update", args, "download and install the newest release of an installed app", cmdUpdate})
+}
+
+// clientFlags are the flags of check and update.
+type clientFlags struct {
+	app, current, installDir, cacheDir string
+	metadataURL, targetsURL, root      string
+	pre                                string
+	full                               bool
+}
+
+func newClientFlags(env *cliEnv, name string) (*flag.FlagSet, *clientFlags) {
+	f := &clientFlags{}
+	fs := newFlags(env, name, "--app NAME --current VERSION --install-dir DIR --metadata-url URL [flags]")
+	fs.StringVar(&f.app, "app", "", "application name (as in the target names)")
+	fs.StringVar(&f.current, "current", "", "installed version")
+	fs.StringVar(&f.installDir, "install-dir", "", "directory of the installed application")
+	fs.StringVar(&f.cacheDir, "cache-dir", "", "cache directory for trusted metadata and downloads (default: the user cache dir/notsotuf/APP)")
+	fs.StringVar(&f.metadataURL, "metadata-url", "", "base URL of the repository's metadata")
+	fs.StringVar(&f.targetsURL, "targets-url", "", "base URL of the repository's targets (default: the metadata URL with /metadata replaced by /targets)")
+	fs.StringVar(&f.root, "root", "", "trusted root.json to start from (default: the one in the cache dir)")
+	fs.StringVar(&f.pre, "pre", "", "pre-release channel: a, b or rc (default: final releases only)")
+	fs.BoolVar(&f.full, "full", false, "always download the full archive, never patches")
+	return fs, f
+}
+
+// config turns the flags into a client configuration.
+func (f *clientFlags) config(env *cliEnv) (notsotuf.ClientConfig, error) {
+	var cfg notsotuf.ClientConfig
+	for _, req := range []struct{ name, val string }{
+		{"--app", f.app}, {"--current", f.current}, {"--install-dir", f.installDir}, {"--metadata-url", f.metadataURL},
+	} {
+		if req.val == "" {
+			return cfg, usagef("%s is required", req.name)
+		}
+	}
+	cacheDir := f.cacheDir
+	if cacheDir == "" {
+		base, err := os.UserCacheDir()
+		if err != nil {
+			return cfg, usagef("--cache-dir is required here: %v", err)
+		}
+		cacheDir = filepath.Join(base, "notsotuf", f.app)
+	}
+	targetsURL := f.targetsURL
+	if targetsURL == "" {
+		base, ok := strings.CutSuffix(strings.TrimRight(f.metadataURL, "/"), "/metadata")
+		if !ok {
+			return cfg, usagef("--targets-url is required when --metadata-url does not end in /metadata")
+		}
+		targetsURL = base + "/targets"
+	}
+	rootFile := f.root
+	if rootFile == "" {
+		rootFile = filepath.Join(cacheDir, "metadata", "root.json")
+	}
+	root, err := afero.ReadFile(env.fs, rootFile)
+	if err != nil {
+		if f.root == "" && errors.Is(err, os.ErrNotExist) {
+			return cfg, usagef("--root is required: no trusted root in %s yet", filepath.Dir(rootFile))
+		}
+		return cfg, fmt.Errorf("trusted root: %w", err)
+	}
+	return notsotuf.ClientConfig{
+		App: f.app, CurrentVersion: f.current, InstallDir: f.installDir, CacheDir: cacheDir,
+		MetadataURL: f.metadataURL, TargetsURL: targetsURL, TrustedRoot: root,
+		Fs: env.fs, Now: env.now, Logger: env.logger, Channel: f.pre, ForceFull: f.full,
+	}, nil
+}
+
+func cmdCheck(env *cliEnv, args []string) error {
+	fs, f := newClientFlags(env, "check")
+	if pos, err := parseFlags(fs, args); err != nil {
+		return err
+	} else if len(pos) > 0 {
+		return usagef("unexpected argument %q", pos[0])
+	}
+	cfg, err := f.config(env)
+	if err != nil {
+		return err
+	}
+	c, err := notsotuf.NewClient(cfg)
+	if err != nil {
+		return err
+	}
+	u, err := c.Check(env.ctx)
+	if err != nil {
+		return err
+	}
+	if u == nil {
+		fmt.Fprintf(env.stdout, "%s %s is up to date\n", f.app, c.Current())
+		return nil
+	}
+	describeUpdate(env.stdout, f.app, c.Current(), u)
+	return nil
+}
+
+// describeUpdate prints what an update will install and download.
+func describeUpdate(w io.Writer, app string, from notsotuf.Version, u *notsotuf.Update) {
+	req := ""
+	if u.Required {
+		req = " (required)"
+	}
+	fmt.Fprintf(w, "%s %s is available%s (installed: %s)\n", app, u.Version, req, from)
+	if u.Plan.Full {
+		fmt.Fprintf(w, "download: full archive, %s (%s)\n", size(u.Plan.Bytes), u.Plan.Reason)
+	} else {
+		fmt.Fprintf(w, "download: %d patch(es), %s\n", len(u.Plan.Files), size(u.Plan.Bytes))
+	}
+	if len(u.UserMeta) > 0 {
+		fmt.Fprintf(w, "release metadata: %s\n", compactJSON(u.UserMeta))
+	}
+}
+
+func cmdUpdate(env *cliEnv, args []string) error {
+	fs, f := newClientFlags(env, "update")
+	if pos, err := parseFlags(fs, args); err != nil {
+		return err
+	} else if len(pos) > 0 {
+		return usagef("unexpected argument %q", pos[0])
+	}
+	cfg, err := f.config(env)
+	if err != nil {
+		return err
+	}
+	bar := newProgressBar(env.stderr, "update", false)
+	cfg.Progress = bar.update
+	c, err := notsotuf.NewClient(cfg)
+	if err != nil {
+		return err
+	}
+	if err := c.Recover(); err != nil {
+		return err
+	}
+	from := c.Current()
+	u, err := c.Update(env.ctx)
+	bar.finish()
+	if err != nil {
+		return err
+	}
+	if u == nil {
+		fmt.Fprintf(env.stdout, "%s %s is up to date\n", f.app, from)
+		return nil
+	}
+	how := "full archive"
+	if !u.Plan.Full {
+		how = fmt.Sprintf("%d patch(es)", len(u.Plan.Files))
+	}
+	fmt.Fprintf(env.stdout, "updated %s %s -> %s (%s, %s)\n", f.app, from, u.Version, how, size(u.Plan.Bytes))
+	return nil
+}
+
+func compactJSON(raw []byte) string {
+	var b bytes.Buffer
+	if err := json.Compact(&b, raw); err != nil {
+		return string(raw)
+	}
+	return b.String()
+}
