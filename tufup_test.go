@@ -293,3 +293,31 @@ func TestTufupUpdate(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkTufupUpdate measures a whole update of the tufup fixture
+// (refresh, download, patch or full archive, install) on a real disk.
+func BenchmarkTufupUpdate(b *testing.B) {
+	if runtime.GOOS == "windows" {
+		b.Skip("the fixture has symbolic links")
+	}
+	srv := tufupServer(b)
+	for _, full := range []bool{false, true} {
+		b.Run(map[bool]string{false: "patch", true: "full"}[full], func(b *testing.B) {
+			for b.Loop() {
+				b.StopTimer()
+				dir := b.TempDir()
+				fsys := afero.NewOsFs()
+				cfg := tufupConfig(b, srv, fsys, dir, "1.0.0")
+				cfg.ForceFull = full
+				untarByHand(b, filepath.Join(tufupDir, "targets/demoapp-1.0.0.tar.gz"), cfg.InstallDir)
+				copyToFs(b, fsys, filepath.Join(tufupDir, "targets/demoapp-1.0.0.tar.gz"), filepath.Join(cfg.CacheDir, "demoapp-1.0.0.tar.gz"))
+				c := newTestClient(b, cfg)
+				b.StartTimer()
+				u, err := c.Update(context.Background())
+				if err != nil || u == nil {
+					b.Fatal(u, err)
+				}
+			}
+		})
+	}
+}
