@@ -12,6 +12,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
 
@@ -79,7 +80,10 @@ type tarManifest struct {
 //     backslash, not starting with "/" (absolute or UNC) or with a Windows
 //     drive ("C:"), no empty, "." or ".." element. A single leading "./" is
 //     removed (tufup's layout: a top entry "./" and members "./file"); plain
-//     "file" members are accepted as well. A trailing "/" is allowed.
+//     "file" members are accepted as well. A trailing "/" is allowed. On
+//     Windows, elements must also be names Windows stores as given: none of
+//     the characters <>:"|?* or control characters, no trailing dot or
+//     space, no device name (CON, NUL, COM1...).
 //   - The top entry ("./" or "."), if present, must be a directory; its mode
 //     is given to dst.
 //   - Names are unique, and no two names differ only in case (they would
@@ -96,7 +100,9 @@ type tarManifest struct {
 //     directory, following the archive's other symbolic links, it stays inside
 //     the tree. Dangling links inside the tree are allowed. The links are
 //     created through [afero.Linker]; a filesystem without symbolic links
-//     (afero.MemMapFs) fails on them with an error naming the entry.
+//     (afero.MemMapFs), or Windows without the right to create them
+//     (Developer Mode or administrator), fails on them with an error naming
+//     the entry.
 //   - A hard link must name an earlier regular file of the archive; it is
 //     extracted as a copy of that file.
 //
@@ -413,8 +419,37 @@ func cleanEntryName(raw string) (string, error) {
 		case ".", "..":
 			return "", fmt.Errorf("path element %q is not allowed", el)
 		}
+		if runtime.GOOS == "windows" {
+			if err := checkWindowsElement(el); err != nil {
+				return "", err
+			}
+		}
 	}
 	return s, nil
+}
+
+// checkWindowsElement refuses a path element that Windows would not store
+// under that name: reserved characters (':' names an alternate data stream),
+// a trailing dot or space (dropped), or a device name such as NUL or COM1.
+func checkWindowsElement(el string) error {
+	for _, r := range el {
+		if r < 0x20 || strings.ContainsRune(`<>:"|?*`, r) {
+			return fmt.Errorf("path element %q: character %q is not allowed on Windows", el, r)
+		}
+	}
+	if strings.HasSuffix(el, ".") || strings.HasSuffix(el, " ") {
+		return fmt.Errorf("path element %q ends with a dot or a space, which Windows drops", el)
+	}
+	stem, _, _ := strings.Cut(el, ".")
+	stem = strings.ToUpper(strings.TrimRight(stem, " "))
+	switch stem {
+	case "CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$":
+		return fmt.Errorf("path element %q is a Windows device name", el)
+	}
+	if len(stem) == 4 && (strings.HasPrefix(stem, "COM") || strings.HasPrefix(stem, "LPT")) && '0' <= stem[3] && stem[3] <= '9' {
+		return fmt.Errorf("path element %q is a Windows device name", el)
+	}
+	return nil
 }
 
 // checkPathChars refuses empty, absolute, drive-relative and backslash paths.

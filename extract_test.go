@@ -408,3 +408,16 @@ func FuzzExtract(f *testing.F) {
 		}
 	})
 }
+
+func TestCheckWindowsElement(t *testing.T) {
+	for _, el := range []string{"a:b", "x?", "f|g", "tab\there", "trail.", "trail ", "NUL", "nul.txt", "Com1", "lpt9.log", "CON ", "conin$"} {
+		if err := checkWindowsElement(el); err == nil {
+			t.Errorf("%q accepted", el)
+		}
+	}
+	for _, el := range []string{"a", "nul2", "console", "COM10", "com", ".hidden", "a b", "LPTX"} {
+		if err := checkWindowsElement(el); err != nil {
+			t.Errorf("%q refused: %v", el, err)
+		}
+	}
+}

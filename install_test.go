@@ -509,3 +509,28 @@ func TestInstallTreeInUse(t *testing.T) {
 	}
 	checkSiblings(t, fsys, root)
 }
+
+func FuzzInstallExecutable(f *testing.F) {
+	f.Add(exeArchive(f, "binary"))
+	f.Add(buildTestTar(f, testEnt{name: "./", typ: tar.TypeDir}, testEnt{name: "./a", body: "1"}, testEnt{name: "./b", body: "2"}))
+	f.Add(buildTestTar(f, testEnt{name: "a", typ: tar.TypeSymlink, link: "/etc/passwd"}))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		fsys := afero.NewMemMapFs()
+		afero.WriteFile(fsys, "/bin/app", []byte("old"), 0o755)
+		in := &installer{fs: fsys, dir: "/bin/app", singleExe: true}
+		err := in.installExecutable(context.Background(), bytes.NewReader(data), 1<<16)
+		if s := siblingsOf(t, fsys, "/bin"); len(s) != 1 || s[0] != "app" {
+			t.Fatalf("/bin holds %q", s)
+		}
+		b, rerr := afero.ReadFile(fsys, "/bin/app")
+		if rerr != nil {
+			t.Fatal(rerr)
+		}
+		if err != nil && string(b) != "old" {
+			t.Fatalf("failed install (%v) changed the executable", err)
+		}
+		if len(b) > 1<<16 {
+			t.Fatalf("executable of %d bytes beyond the limit", len(b))
+		}
+	})
+}
