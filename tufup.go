@@ -67,7 +67,10 @@ type TufupImportResult struct {
 	// Config is the notsotuf configuration to save (with [Config.Save]):
 	// the same repository and keys, expiry days and thresholds as tufup's.
 	Config Config
-	Keys   []TufupKey
+	// TufupKeysDir is tufup's key store as read (Config.KeysDir differs
+	// from it when keys were converted).
+	TufupKeysDir string
+	Keys         []TufupKey
 	// Written lists the key files written to Config.KeysDir (empty when
 	// tufup's key store is used as it is).
 	Written []string
@@ -210,7 +213,7 @@ func ImportTufup(fsys afero.Fs, imp TufupImport) (*TufupImportResult, error) {
 	if imp.KeysDir != "" {
 		cfg.KeysDir = filepath.Clean(imp.KeysDir)
 	}
-	res := &TufupImportResult{}
+	res := &TufupImportResult{TufupKeysDir: cfg.KeysDir}
 	for _, s := range ignored {
 		res.Warnings = append(res.Warnings, "tufup setting ignored: "+s)
 	}
