@@ -183,8 +183,8 @@ func TestImportTufupEncrypted(t *testing.T) {
 		t.Errorf("passphrases asked for %v", asked)
 	}
 	for _, name := range []string{"root", "targets"} {
-		if enc, err := isEncryptedKey(fsys, newKeys, name); err != nil || !enc {
-			t.Errorf("%s: converted key encrypted=%v err=%v", name, enc, err)
+		if kf, err := readKeyFile(fsys, filepath.Join(newKeys, name)); err != nil || kf.Encrypted == nil || kf.KeyVal.Private != "" {
+			t.Errorf("%s: converted key not encrypted (err %v)", name, err)
 		}
 		k, err := readSigningKey(fsys, newKeys, name, pass)
 		if err != nil {
