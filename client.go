@@ -167,7 +167,10 @@ type installedRecord struct {
 func (c *Client) recordPath() string { return filepath.Join(c.cacheDir, "installed.json") }
 
 // Current returns the installed version: ClientConfig.CurrentVersion, or the
-// version this client's cache records as installed since, if newer.
+// version this client's cache records as installed since, if newer (so a
+// process still running the old version does not install the same update
+// twice). Installing an older version by hand should go with removing the
+// cache directory's installed.json.
 func (c *Client) Current() Version {
 	data, err := afero.ReadFile(c.fs, c.recordPath())
 	if err != nil {
@@ -316,7 +319,9 @@ func (c *Client) findBase(cur *clientRelease) baseSource {
 
 // Update checks for a newer release (see [Client.Check]) and installs it
 // (see [Client.Install]). It returns the release installed, or nil when the
-// installed version was up to date.
+// installed version was up to date. It installs one release: when a
+// required release stood before a newer one, the next Update continues
+// from it.
 func (c *Client) Update(ctx context.Context) (*Update, error) {
 	u, err := c.Check(ctx)
 	if err != nil || u == nil {
