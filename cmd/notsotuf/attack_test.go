@@ -14,7 +14,7 @@ package main
 //	                          mirror of the repository and play the attacker on it, so
 //	                          the publisher's own repository stays genuine)
 //	server-mode MODE [GLOB]   how to answer for files whose base name matches GLOB (default *):
-//	                          normal | endless (the file, then bytes without end) |
+//	                          normal | endless (the file if it exists, then bytes without end) |
 //	                          trickle (headers, then one byte per 200 ms) | hang (no answer) |
 //	                          missing (404)
 //	requests                  print the paths requested since the last call
@@ -148,7 +148,7 @@ func (s *attackServer) serve(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	data, err := os.ReadFile(file)
-	if err != nil {
+	if err != nil && mode != "endless" {
 		http.NotFound(w, r)
 		return
 	}
