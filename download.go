@@ -222,7 +222,9 @@ func (p *progress) add(n int64) {
 // while they stream in; an existing part (an interrupted download) is
 // re-hashed and continued with an HTTP Range request. dst appears only once
 // length and hash match. On a hash mismatch the part is removed and a
-// *SecurityError is returned. A dst that already matches is kept as is.
+// *SecurityError is returned; a resumed download (whose first bytes may
+// come from an earlier, broken or hostile connection) is first retried once
+// from the start. A dst that already matches is kept as is.
 func (r *remote) fetchTarget(ctx context.Context, fsys afero.Fs, url, dst string, length int64, sha256hex string, prog *progress) error {
 	if size, sum, err := hashFile(fsys, dst); err == nil && size == length && sum == sha256hex {
 		prog.add(length)
@@ -251,39 +253,55 @@ func (r *remote) fetchTarget(ctx context.Context, fsys afero.Fs, url, dst string
 	}
 	prog.add(have)
 
-	fails := 0
-	for have < length {
-		next, wrote, err := r.fetchRange(ctx, url, f, h, have, length, prog)
-		have = next
-		if err == nil {
+	// pieced: the part holds bytes of more than one response (a resumed
+	// download). Its prefix may come from an earlier, hostile or broken
+	// connection, so a hash mismatch of a pieced file is first retried once
+	// from the start before it counts as a security failure.
+	for retried := false; ; retried = true {
+		pieced := false
+		fails := 0
+		for have < length {
+			pieced = pieced || have > 0
+			next, wrote, err := r.fetchRange(ctx, url, f, h, have, length, prog)
+			have = next
+			if err == nil {
+				break
+			}
+			if ctx.Err() != nil {
+				return err
+			}
+			if !transient(err) {
+				var lm *metadata.ErrDownloadLengthMismatch
+				if errors.As(err, &lm) {
+					f.Close()
+					f = nil
+					fsys.Remove(part)
+				}
+				return err
+			}
+			if wrote {
+				fails = 0 // the connection was cut after progress: resume at once
+				continue
+			}
+			fails++
+			if fails >= max1(r.attempts) {
+				return err
+			}
+			if werr := r.wait(ctx, fails); werr != nil {
+				return werr
+			}
+		}
+		sum := hex.EncodeToString(h.Sum(nil))
+		if have == length && sum == sha256hex {
 			break
 		}
-		if ctx.Err() != nil {
-			return err
-		}
-		if !transient(err) {
-			var lm *metadata.ErrDownloadLengthMismatch
-			if errors.As(err, &lm) {
-				f.Close()
-				f = nil
-				fsys.Remove(part)
+		if pieced && !retried {
+			prog.add(-have)
+			if have, err = restart(f, h); err != nil {
+				return fmt.Errorf("download %s: %s: %w", url, part, err)
 			}
-			return err
-		}
-		if wrote {
-			fails = 0 // the connection was cut after progress: resume at once
 			continue
 		}
-		fails++
-		if fails >= max1(r.attempts) {
-			return err
-		}
-		if werr := r.wait(ctx, fails); werr != nil {
-			return werr
-		}
-	}
-	sum := hex.EncodeToString(h.Sum(nil))
-	if have != length || sum != sha256hex {
 		f.Close()
 		f = nil
 		fsys.Remove(part)

@@ -20,6 +20,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/notsotuf/notsotuf/internal/bsdiff/bzip2"
 	"github.com/spf13/afero"
@@ -424,5 +425,45 @@ func TestHostilePatchChainSignedSize(t *testing.T) {
 	}
 	if strings.Join(names, " ") != "base.tar evil.patch" {
 		t.Errorf("left behind: %v", names)
+	}
+}
+
+// TestHostilePoisonedPart: a hostile connection left wrong bytes in the
+// partial download (e.g. a slow server cut off by the deadline). Resuming
+// from there cannot give the signed hash; the client must start over once
+// instead of reporting the honest repository as tampered. A server that
+// really sends wrong bytes is still reported, after one fresh attempt.
+func TestHostilePoisonedPart(t *testing.T) {
+	data := randomBytes(64<<10, 5)
+	fsys := afero.NewMemMapFs()
+	if err := afero.WriteFile(fsys, "/cache/blob.part", []byte("{{{{{{{{{{"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	honest := newBlobServer(t, func(w http.ResponseWriter, r *http.Request, try int) {
+		http.ServeContent(w, r, "blob", time.Time{}, bytes.NewReader(data))
+	})
+	err := honest.remote().fetchTarget(context.Background(), fsys, honest.srv.URL+"/blob", "/cache/blob", int64(len(data)), sha256hex(data), nil)
+	if err != nil {
+		t.Fatalf("honest server after a poisoned part: %v", err)
+	}
+	if got, _ := afero.ReadFile(fsys, "/cache/blob"); !bytes.Equal(got, data) {
+		t.Fatal("downloaded file differs")
+	}
+	if strings.Join(honest.ranges, ",") != "bytes=10-," {
+		t.Errorf("requests with ranges %q, want a resume then one fresh download", honest.ranges)
+	}
+
+	evil := bytes.Clone(data)
+	evil[5000] ^= 1
+	liar := newBlobServer(t, func(w http.ResponseWriter, r *http.Request, try int) {
+		http.ServeContent(w, r, "blob", time.Time{}, bytes.NewReader(evil))
+	})
+	afero.WriteFile(fsys, "/cache/other.part", data[:1000], 0o644)
+	err = liar.remote().fetchTarget(context.Background(), fsys, liar.srv.URL+"/blob", "/cache/other", int64(len(data)), sha256hex(data), nil)
+	if !errors.Is(err, ErrSecurity) || len(liar.ranges) != 2 {
+		t.Fatalf("lying server: err = %v after %d requests, want a security error after 2", err, len(liar.ranges))
+	}
+	if ok, _ := afero.Exists(fsys, "/cache/other.part"); ok {
+		t.Error("part of a lying server kept")
 	}
 }
