@@ -105,11 +105,9 @@ func ParseVersion(s string) (Version, error) {
 		v.dev = int64(n)
 	}
 	if m[10] != "" {
-		for _, part := range strings.FieldsFunc(strings.ToLower(m[10]), func(r rune) bool {
+		v.local = strings.FieldsFunc(strings.ToLower(m[10]), func(r rune) bool {
 			return r == '-' || r == '_' || r == '.'
-		}) {
-			v.local = append(v.local, part)
-		}
+		})
 	}
 	return v, nil
 }
