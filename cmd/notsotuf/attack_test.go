@@ -18,10 +18,11 @@ package main
 //	                          trickle (headers, then one byte per 200 ms) | hang (no answer) |
 //	                          missing (404)
 //	requests                  print the paths requested since the last call
-//	client [flags] CMD        run the library client in-process: check | update | recover
-//	                          (install dir $WORK/install, cache $WORK/cache, trusted root
-//	                          $WORK/trusted-root.json, clock $NOTSOTUF_NOW); flags:
-//	                          -timeout D (context deadline), -full, -v
+//	client [flags] CMD        run `notsotuf check|update` (the CLI) on the script's app:
+//	                          install dir $WORK/install, cache $WORK/cache, trusted root
+//	                          $WORK/trusted-root.json, clock $NOTSOTUF_NOW; flags:
+//	                          -full, -v, -timeout D (the same through the library,
+//	                          in-process, with a context deadline)
 //	save-state NAME           record the install dir and the trusted metadata
 //	unchanged NAME            fail unless both are as recorded by save-state NAME
 //	tamper FILE               flip one byte in the middle of FILE
@@ -204,17 +205,41 @@ func cmdRequests(ts *testscript.TestScript, neg bool, args []string) {
 	}
 }
 
-// cmdClient runs the library client the way an application embedding it
-// would, and prints errors the way the CLI does.
+// cmdClient runs the client as an application would meet it: `notsotuf
+// check|update` (the real CLI, in a child process) with the script's
+// install dir, cache, trusted root, repository URL and clock. The CLI has
+// no deadline flag, so with -timeout the same steps run in-process through
+// the library with a context deadline, printing what the CLI prints.
 func cmdClient(ts *testscript.TestScript, neg bool, args []string) {
 	fl := flag.NewFlagSet("client", flag.ContinueOnError)
-	timeout := fl.Duration("timeout", 0, "context deadline")
+	timeout := fl.Duration("timeout", 0, "context deadline (runs the library in-process)")
 	full := fl.Bool("full", false, "force the full archive")
 	verbose := fl.Bool("v", false, "log to stderr")
-	if err := fl.Parse(args); err != nil || fl.NArg() != 1 {
-		ts.Fatalf("usage: client [-timeout D] [-full] [-v] check|update|recover")
+	if err := fl.Parse(args); err != nil || fl.NArg() != 1 || (fl.Arg(0) != "check" && fl.Arg(0) != "update") {
+		ts.Fatalf("usage: client [-timeout D] [-full] [-v] check|update")
 	}
 	work := ts.Getenv("WORK")
+	cmd := fl.Arg(0)
+	if *timeout == 0 {
+		cli := []string{cmd, "--app", "demo", "--current", "0.0",
+			"--install-dir", filepath.Join(work, "install"), "--cache-dir", filepath.Join(work, "cache"),
+			"--metadata-url", ts.Getenv("REPO_URL") + "/metadata", "--root", filepath.Join(work, "trusted-root.json")}
+		if *full {
+			cli = append(cli, "--full")
+		}
+		if *verbose {
+			cli = append([]string{"-v"}, cli...)
+		}
+		err := ts.Exec("notsotuf", cli...)
+		if err != nil && !neg {
+			ts.Fatalf("notsotuf %s: %v", cmd, err)
+		}
+		if err == nil && neg {
+			ts.Fatalf("notsotuf %s succeeded", cmd)
+		}
+		return
+	}
+
 	root, err := os.ReadFile(filepath.Join(work, "trusted-root.json"))
 	ts.Check(err)
 	cfg := notsotuf.ClientConfig{
@@ -234,20 +259,14 @@ func cmdClient(ts *testscript.TestScript, neg bool, args []string) {
 	if *verbose {
 		cfg.Logger = slog.New(slog.NewTextHandler(ts.Stderr(), &slog.HandlerOptions{Level: slog.LevelInfo}))
 	}
-	ctx := context.Background()
-	if *timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, *timeout)
-		defer cancel()
-	}
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
 	start := time.Now()
-	err = runClient(ctx, cfg, fl.Arg(0), ts.Stdout())
-	if *timeout > 0 {
-		// The deadline is honoured: no hang beyond it (plus slack for
-		// cleanup on a loaded machine).
-		if took := time.Since(start); took > *timeout+5*time.Second {
-			ts.Fatalf("client took %v with a %v deadline", took.Round(time.Millisecond), *timeout)
-		}
+	err = runClient(ctx, cfg, cmd, ts.Stdout())
+	// The deadline is honoured: no hang beyond it (plus slack for cleanup
+	// on a loaded machine).
+	if took := time.Since(start); took > *timeout+5*time.Second {
+		ts.Fatalf("client took %v with a %v deadline", took.Round(time.Millisecond), *timeout)
 	}
 	if err != nil {
 		for _, line := range strings.Split(strings.TrimSpace(err.Error()), "\n") {
@@ -256,49 +275,44 @@ func cmdClient(ts *testscript.TestScript, neg bool, args []string) {
 		if hint := notsotuf.ErrorHint(err); hint != "" {
 			fmt.Fprintf(ts.Stderr(), "notsotuf: hint: %s\n", hint)
 		}
-		if errors.Is(err, notsotuf.ErrSecurity) {
-			fmt.Fprintln(ts.Stderr(), "client: security error")
-		}
 		if !neg {
-			ts.Fatalf("client %s failed", fl.Arg(0))
+			ts.Fatalf("client %s failed", cmd)
 		}
 		return
 	}
 	if neg {
-		ts.Fatalf("client %s succeeded", fl.Arg(0))
+		ts.Fatalf("client %s succeeded", cmd)
 	}
 }
 
+// runClient is check or update through the library, printing the first
+// line the CLI prints.
 func runClient(ctx context.Context, cfg notsotuf.ClientConfig, cmd string, stdout io.Writer) error {
 	c, err := notsotuf.NewClient(cfg)
 	if err != nil {
 		return err
 	}
-	switch cmd {
-	case "check":
-		u, err := c.Check(ctx)
-		if err != nil {
+	from := c.Current()
+	var u *notsotuf.Update
+	if cmd == "check" {
+		u, err = c.Check(ctx)
+	} else {
+		if err := c.Recover(); err != nil {
 			return err
 		}
-		if u == nil {
-			fmt.Fprintf(stdout, "up to date (%s)\n", c.Current())
-			return nil
-		}
-		fmt.Fprintf(stdout, "update available: %s (full=%v, %d bytes)\n", u.Version, u.Plan.Full, u.Plan.Bytes)
-	case "update":
-		u, err := c.Update(ctx)
-		if err != nil {
-			return err
-		}
-		if u == nil {
-			fmt.Fprintf(stdout, "up to date (%s)\n", c.Current())
-			return nil
-		}
-		fmt.Fprintf(stdout, "installed %s (full=%v)\n", u.Version, u.Plan.Full)
-	case "recover":
-		return c.Recover()
+		u, err = c.Update(ctx)
+	}
+	switch {
+	case err != nil:
+		return err
+	case u == nil:
+		fmt.Fprintf(stdout, "%s %s is up to date\n", cfg.App, from)
+	case cmd == "check":
+		fmt.Fprintf(stdout, "%s %s is available (installed: %s)\n", cfg.App, u.Version, from)
+	case u.Plan.Full:
+		fmt.Fprintf(stdout, "updated %s %s -> %s (full archive)\n", cfg.App, from, u.Version)
 	default:
-		return fmt.Errorf("unknown client command %q", cmd)
+		fmt.Fprintf(stdout, "updated %s %s -> %s (%d patch(es))\n", cfg.App, from, u.Version, len(u.Plan.Files))
 	}
 	return nil
 }
