@@ -172,6 +172,15 @@ func (c *Config) Save(fsys afero.Fs, name string) error {
 // the archives <app>-<version>.tar.gz and patches <app>-<version>.patch.
 //
 // Every operation either completes or leaves the repository as it was.
+// New files are written under temporary names first; the commit point is a
+// journal (.notsotuf-journal.json in Config.RepoDir) listing the renames
+// that publish them (target files, then root, targets, snapshot and
+// timestamp last). An error undoes the renames done; a crash after the
+// commit point is completed by the next operation that reads the
+// repository, and Verify refuses to pass while a journal is pending.
+//
+// A Repository is not safe for concurrent use, and two processes must not
+// change the same repository at once.
 type Repository struct {
 	Fs     afero.Fs
 	Config Config
