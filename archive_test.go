@@ -19,7 +19,9 @@ import (
 	"github.com/spf13/afero"
 )
 
-const tufupFixture = "/work/shared/interop/tufup-demoapp"
+// tufupFixture is the repository made by tufup 0.10.0 (a copy of
+// shared/interop/tufup-demoapp).
+const tufupFixture = "testdata/tufup-demoapp"
 
 // tufupFixtureDir returns the tufup interop fixture, or skips the test when
 // it is not on this machine.

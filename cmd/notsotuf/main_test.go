@@ -34,11 +34,7 @@ func TestScripts(t *testing.T) {
 			// A fixed clock, so expiry dates in outputs are stable.
 			env.Setenv("NOTSOTUF_NOW", "2026-01-01T00:00:00Z")
 			env.Setenv("GOOS_TEST", runtime.GOOS)
-			if f := os.Getenv("NOTSOTUF_TUFUP_FIXTURE"); f != "" {
-				env.Setenv("TUFUP_FIXTURE", f)
-			} else {
-				env.Setenv("TUFUP_FIXTURE", "/work/shared/interop/tufup-demoapp")
-			}
+			env.Setenv("TUFUP_FIXTURE", tufupFixture())
 			return nil
 		},
 		Condition: func(cond string) (bool, error) {
@@ -46,11 +42,7 @@ func TestScripts(t *testing.T) {
 			case "symlinks":
 				return runtime.GOOS != "windows", nil
 			case "tufup":
-				dir := os.Getenv("NOTSOTUF_TUFUP_FIXTURE")
-				if dir == "" {
-					dir = "/work/shared/interop/tufup-demoapp"
-				}
-				_, err := os.Stat(filepath.Join(dir, "metadata", "root.json"))
+				_, err := os.Stat(filepath.Join(tufupFixture(), "metadata", "root.json"))
 				return err == nil, nil
 			}
 			return false, fmt.Errorf("unknown condition %q", cond)
@@ -174,4 +166,17 @@ func cmdCopytree(ts *testscript.TestScript, neg bool, args []string) {
 		return os.WriteFile(out, data, 0o644)
 	})
 	ts.Check(err)
+}
+
+// tufupFixture returns the absolute path of the repository made by tufup
+// (testdata/tufup-demoapp at the module root), or $NOTSOTUF_TUFUP_FIXTURE.
+func tufupFixture() string {
+	if f := os.Getenv("NOTSOTUF_TUFUP_FIXTURE"); f != "" {
+		return f
+	}
+	abs, err := filepath.Abs(filepath.Join("..", "..", "testdata", "tufup-demoapp"))
+	if err != nil {
+		return ""
+	}
+	return abs
 }
