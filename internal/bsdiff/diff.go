@@ -49,6 +49,12 @@ type op struct {
 }
 
 // Diff writes a BSDIFF40 patch that turns old into new.
+//
+// The matcher is bsdiff's greedy one over a suffix array of old, run on
+// chunks of new in parallel. When old and new are both tar archives, a new
+// member whose data equals an old member's (same path, or same content) is
+// matched to it directly and that old member is left out of the suffix
+// array, which then covers only what changed.
 func Diff(old, new []byte, w io.Writer, opts *DiffOptions) error {
 	var o DiffOptions
 	if opts != nil {
@@ -71,6 +77,9 @@ const defaultChunk = 4 << 20
 func match(old, new []byte, o *DiffOptions) []op {
 	if len(new) == 0 {
 		return nil
+	}
+	if o.Progress != nil {
+		o.Progress(0, int64(len(new)))
 	}
 	m := newMatcher(old, new)
 	chunkSize := o.chunkSize

@@ -8,7 +8,7 @@ import (
 	"time"
 )
 
-func makeTar(t *testing.T, mtime time.Time, files map[string][]byte, order []string) []byte {
+func makeTar(t testing.TB, mtime time.Time, files map[string][]byte, order []string) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
@@ -67,4 +67,24 @@ func TestTarPairing(t *testing.T) {
 	if s, _ := pairMembers(old[:700], new); s != nil {
 		t.Fatal("paired members of a truncated tar")
 	}
+}
+
+// FuzzDiffRoundTrip checks that any old/new pair, tar or not, round-trips.
+func FuzzDiffRoundTrip(f *testing.F) {
+	r := rand.New(rand.NewPCG(13, 14))
+	files := map[string][]byte{"./a": randBytes(r, 1500, 256), "./b": bytes.Repeat([]byte("b"), 700)}
+	order := []string{"./a", "./b"}
+	oldTar := makeTar(f, time.Unix(1, 0), files, order)
+	files["./c"] = files["./a"]
+	newTar := makeTar(f, time.Unix(2, 0), files, append(order, "./c"))
+	f.Add(oldTar, newTar)
+	f.Add([]byte("abcabcabc"), []byte("abcXabcabcY"))
+	f.Add([]byte{}, []byte{0, 0, 0})
+	f.Fuzz(func(t *testing.T, old, new []byte) {
+		patch := diff(t, old, new)
+		got, err := apply(old, patch, true)
+		if err != nil || !bytes.Equal(got, new) {
+			t.Fatalf("round trip: err=%v equal=%v", err, bytes.Equal(got, new))
+		}
+	})
 }
