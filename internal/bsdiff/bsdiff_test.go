@@ -347,3 +347,30 @@ func compressTo(w io.Writer, data []byte) error {
 	}
 	return zw.Close()
 }
+
+func benchPair() (old, new []byte) {
+	r := rand.New(rand.NewPCG(15, 16))
+	old = randBytes(r, 4<<20, 64)
+	return old, mutate(r, old, 2000)
+}
+
+func BenchmarkDiff(b *testing.B) {
+	old, new := benchPair()
+	b.SetBytes(int64(len(new)))
+	for b.Loop() {
+		if err := Diff(old, new, io.Discard, nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkApply(b *testing.B) {
+	old, new := benchPair()
+	patch := diff(b, old, new)
+	b.SetBytes(int64(len(new)))
+	for b.Loop() {
+		if _, err := Apply(bytes.NewReader(old), int64(len(old)), bytes.NewReader(patch), io.Discard, nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -41,6 +41,7 @@ type Writer struct {
 	inflight []chan encoded
 	wroteHdr bool
 	pool     chan *encoder
+	blocks   chan []byte // block buffers to reuse
 }
 
 type encoded struct {
@@ -55,7 +56,7 @@ func NewWriter(w io.Writer, workers int) *Writer {
 	if workers < 1 {
 		workers = 1
 	}
-	zw := &Writer{w: w, workers: workers, runByte: -1, pool: make(chan *encoder, workers)}
+	zw := &Writer{w: w, workers: workers, runByte: -1, pool: make(chan *encoder, workers), blocks: make(chan []byte, workers+1)}
 	zw.block = make([]byte, 0, blockMax+5)
 	return zw
 }
@@ -117,7 +118,12 @@ func (zw *Writer) endBlock() error {
 		return nil
 	}
 	blk := zw.block
-	zw.block = make([]byte, 0, blockMax+5)
+	select {
+	case b := <-zw.blocks:
+		zw.block = b[:0]
+	default:
+		zw.block = make([]byte, 0, blockMax+5)
+	}
 	ch := make(chan encoded, 1)
 	var enc *encoder
 	select {
@@ -127,6 +133,10 @@ func (zw *Writer) endBlock() error {
 	}
 	go func() {
 		ch <- enc.encode(blk)
+		select {
+		case zw.blocks <- blk:
+		default:
+		}
 		select {
 		case zw.pool <- enc:
 		default:
