@@ -187,6 +187,7 @@ func (in *installer) recoverTree() error {
 		if err := in.rename(staged, in.dir); err != nil {
 			return err
 		}
+		syncDir(in.fs, filepath.Dir(staged)) // the swap is on disk before the journal goes
 	case !dirOK && oldOK:
 		in.logger().Warn("staged tree missing, restoring the previous install", "dir", in.dir)
 		if err := in.rename(old, in.dir); err != nil {
@@ -235,6 +236,13 @@ func (in *installer) installTar(ctx context.Context, r io.Reader, limit int64) e
 	}
 	if err := verifyTree(in.fs, staged, m); err != nil {
 		return fmt.Errorf("install %s: %w", in.dir, err)
+	}
+	// Files were synced as they were written; their directory entries too,
+	// before the journal makes the staged tree the one recover keeps.
+	for _, e := range m.entries {
+		if e.kind == tar.TypeDir {
+			syncDir(in.fs, filepath.Join(staged, filepath.FromSlash(e.name)))
+		}
 	}
 	syncDir(in.fs, staged)
 	if err := ctx.Err(); err != nil {
