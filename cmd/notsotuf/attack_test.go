@@ -26,6 +26,8 @@ package main
 //	save-state NAME           record the install dir and the trusted metadata
 //	unchanged NAME            fail unless both are as recorded by save-state NAME
 //	tamper FILE               flip one byte in the middle of FILE
+//	append FILE TEXT          append TEXT to FILE
+//	replace FILE OLD NEW      replace the first OLD in FILE by NEW (fails if absent)
 //	mkapp DIR SEED            write a small application tree derived from SEED
 //
 // The scripts live in their own directory because TestScripts (main_test.go)
@@ -88,6 +90,8 @@ func TestAttacks(t *testing.T) {
 			"save-state":  cmdSaveState,
 			"unchanged":   cmdUnchanged,
 			"tamper":      cmdTamper,
+			"append":      cmdAppend,
+			"replace":     cmdReplace,
 			"mkapp":       cmdMkapp,
 		},
 	})
@@ -419,6 +423,29 @@ func cmdTamper(ts *testscript.TestScript, neg bool, args []string) {
 	}
 	data[len(data)/2] ^= 0x01
 	ts.Check(os.WriteFile(p, data, 0o644))
+}
+
+func cmdAppend(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 2 {
+		ts.Fatalf("usage: append FILE TEXT")
+	}
+	f, err := os.OpenFile(ts.MkAbs(args[0]), os.O_WRONLY|os.O_APPEND, 0)
+	ts.Check(err)
+	_, err = f.WriteString(args[1])
+	ts.Check(errors.Join(err, f.Close()))
+}
+
+func cmdReplace(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 3 {
+		ts.Fatalf("usage: replace FILE OLD NEW")
+	}
+	p := ts.MkAbs(args[0])
+	data, err := os.ReadFile(p)
+	ts.Check(err)
+	if !strings.Contains(string(data), args[1]) {
+		ts.Fatalf("replace: %q not in %s", args[1], p)
+	}
+	ts.Check(os.WriteFile(p, []byte(strings.Replace(string(data), args[1], args[2], 1)), 0o644))
 }
 
 func cmdMkapp(ts *testscript.TestScript, neg bool, args []string) {
