@@ -110,8 +110,14 @@ http {
   server {
     listen 127.0.0.1:$1;
     access_log $work/nginx/ranges.log ranges;
-    location /plain/ {
-      alias $srv/;
+    # The configuration docs/hosting.md shows, under a /plain/ prefix.
+    location /plain/metadata/ {
+      alias $srv/metadata/;
+      add_header Cache-Control "no-cache";
+    }
+    location /plain/targets/ {
+      alias $srv/targets/;
+      add_header Cache-Control "no-cache";
     }
     location /forced/ {
       alias $srv/;
@@ -143,6 +149,8 @@ enc=$(curl -sS -o /dev/null -D - -H 'Accept-Encoding: gzip' "$base/plain/targets
 [ "$enc" = gzip ] || fail "/plain/ does not gzip application/gzip for a client asking for gzip (got '$enc')"
 enc=$(curl -sS -o /dev/null -D - "$base/forced/metadata/timestamp.json" | tr -d '\r' | awk -F': ' 'tolower($1)=="content-encoding"{print $2}')
 [ "$enc" = gzip ] || fail "/forced/ does not claim Content-Encoding: gzip"
+cc=$(curl -sS -o /dev/null -D - "$base/plain/metadata/timestamp.json" | tr -d '\r' | awk -F': ' 'tolower($1)=="cache-control"{print $2}')
+[ "$cc" = no-cache ] || fail "/plain/metadata/ does not send Cache-Control: no-cache (got '$cc')"
 status=$(curl -sS -o /dev/null -w '%{http_code}' -H 'Range: bytes=100-' "$base/plain/targets/demo-2.0.tar.gz")
 [ "$status" = 206 ] || fail "nginx answered a Range request with $status"
 

@@ -20,7 +20,7 @@ func cmdImportTufup(env *cliEnv, args []string) error {
 	tufupCfg := fs.String("config", notsotuf.TufupConfigFile, "tufup's configuration `file` (its repo_dir and keys_dir are relative to the file's directory)")
 	repoDir := fs.String("repo-dir", "", "the tufup repository `dir` (default: repo_dir from tufup's config)")
 	keysDir := fs.String("keys-dir", "", "tufup's key store `dir` (default: keys_dir from tufup's config)")
-	newKeys := fs.String("new-keys-dir", "", "where keys are written in notsotuf's format when some are encrypted (default: the key store's path + \"-notsotuf\")")
+	newKeys := fs.String("new-keys-dir", "", "`dir` where keys are written in notsotuf's format when some are encrypted (default: the key store's path + \"-notsotuf\")")
 	out := fs.String("out", notsotuf.ConfigFile, "notsotuf configuration `file` to write")
 	force := fs.Bool("force", false, "overwrite an existing notsotuf configuration file")
 	pos, err := parseFlags(fs, args)
