@@ -260,6 +260,11 @@ type state struct {
 	targets   *metadata.Metadata[metadata.TargetsType]
 	snapshot  *metadata.Metadata[metadata.SnapshotType]
 	timestamp *metadata.Metadata[metadata.TimestampType]
+	// raw is the content of the metadata files as loaded (path -> bytes):
+	// a change commits only if they are still the same, so that two
+	// notsotuf processes (an add and a cron refresh) cannot both publish
+	// the same version numbers.
+	raw map[string][]byte
 }
 
 // maxMetadataSize bounds metadata files read from the repository.
@@ -286,9 +291,17 @@ func (r *Repository) readMeta(name string) ([]byte, error) {
 }
 
 func loadMeta[T metadata.Roles](r *Repository, name string) (*metadata.Metadata[T], error) {
+	return loadStateMeta[T](r, nil, name)
+}
+
+// loadStateMeta is loadMeta that also records the bytes read in st.raw.
+func loadStateMeta[T metadata.Roles](r *Repository, st *state, name string) (*metadata.Metadata[T], error) {
 	data, err := r.readMeta(name)
 	if err != nil {
 		return nil, err
+	}
+	if st != nil {
+		st.raw[r.metaPath(name)] = data
 	}
 	md, err := (&metadata.Metadata[T]{}).FromBytes(data)
 	if err != nil {
@@ -303,23 +316,23 @@ func (r *Repository) load() (*state, error) {
 	if err := r.recoverJournal(); err != nil {
 		return nil, err
 	}
-	var st state
+	st := state{raw: map[string][]byte{}}
 	var err error
-	if st.root, err = loadMeta[metadata.RootType](r, "root.json"); err != nil {
+	if st.root, err = loadStateMeta[metadata.RootType](r, &st, "root.json"); err != nil {
 		return nil, err
 	}
 	if v := st.root.Signed.Version; v > 1 {
-		if st.prevRoot, err = loadMeta[metadata.RootType](r, fmt.Sprintf("%d.root.json", v-1)); err != nil {
+		if st.prevRoot, err = loadStateMeta[metadata.RootType](r, &st, fmt.Sprintf("%d.root.json", v-1)); err != nil {
 			return nil, err
 		}
 	}
-	if st.targets, err = loadMeta[metadata.TargetsType](r, "targets.json"); err != nil {
+	if st.targets, err = loadStateMeta[metadata.TargetsType](r, &st, "targets.json"); err != nil {
 		return nil, err
 	}
-	if st.snapshot, err = loadMeta[metadata.SnapshotType](r, "snapshot.json"); err != nil {
+	if st.snapshot, err = loadStateMeta[metadata.SnapshotType](r, &st, "snapshot.json"); err != nil {
 		return nil, err
 	}
-	if st.timestamp, err = loadMeta[metadata.TimestampType](r, "timestamp.json"); err != nil {
+	if st.timestamp, err = loadStateMeta[metadata.TimestampType](r, &st, "timestamp.json"); err != nil {
 		return nil, err
 	}
 	return &st, nil

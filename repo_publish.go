@@ -1,6 +1,7 @@
 package notsotuf
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -30,6 +31,7 @@ type txn struct {
 	dirs      []string          // directories created
 	savedData map[string][]byte // published name -> content it had (small files)
 	savedFile map[string]string // published name -> copy of the file it replaces
+	expect    map[string][]byte // metadata as loaded: commit refuses if it changed since
 }
 
 type txnStep struct {
@@ -169,6 +171,13 @@ func (t *txn) rollback() error {
 func (t *txn) commit() error {
 	if len(t.steps) == 0 && len(t.deletes) == 0 {
 		return nil
+	}
+	for name, want := range t.expect {
+		got, err := afero.ReadFile(t.fs, name)
+		if err != nil || !bytes.Equal(got, want) {
+			return &hintError{fmt.Errorf("%s changed while this command ran; nothing was published", name),
+				"another notsotuf (a cron `notsotuf refresh`?) changed the repository at the same time: run the command again"}
+		}
 	}
 	data, err := json.MarshalIndent(journalJSON{Renames: t.steps, Deletes: t.deletes}, "", " ")
 	if err != nil {
@@ -425,6 +434,7 @@ func (r *Repository) publish(st *state, kr *keyring, opts publishOptions, t *txn
 		}
 	}
 
+	t.expect = st.raw
 	// Everything is signed: stage the files, to be renamed into place at
 	// commit in this order, timestamp last.
 	if err := t.mkdirAll(r.metaDir()); err != nil {

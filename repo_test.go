@@ -312,3 +312,58 @@ func TestAddFailsCleanly(t *testing.T) {
 		}
 	}
 }
+
+// hookFs calls hook once, when a file whose name contains match is created.
+type hookFs struct {
+	afero.Fs
+	match string
+	hook  func()
+}
+
+func (h *hookFs) OpenFile(name string, flag int, perm os.FileMode) (afero.File, error) {
+	if h.hook != nil && flag&os.O_CREATE != 0 && strings.Contains(name, h.match) {
+		hook := h.hook
+		h.hook = nil
+		hook()
+	}
+	return h.Fs.OpenFile(name, flag, perm)
+}
+
+// Two notsotuf processes at once (an add and a cron refresh): the one that
+// commits second sees that the metadata changed under it and publishes
+// nothing, instead of reusing version numbers.
+func TestConcurrentChangeRefused(t *testing.T) {
+	ctx := context.Background()
+	mem := afero.NewMemMapFs()
+	r := newTestRepository(mem, "/w")
+	if err := r.Init(); err != nil {
+		t.Fatal(err)
+	}
+	makeTestBundle(t, mem, "/w/b1", 1)
+	if _, err := r.Add(ctx, AddOptions{Version: "1.0", BundleDir: "/w/b1"}); err != nil {
+		t.Fatal(err)
+	}
+	makeTestBundle(t, mem, "/w/b2", 2)
+	other := newTestRepository(mem, "/w")
+	other.Now = func() time.Time { return repoTestNow.Add(20 * time.Hour) }
+	hooked := newTestRepository(&hookFs{Fs: mem, match: "demo-1.1.tar.gz", hook: func() {
+		if res, err := other.Refresh(0); err != nil || len(res.Resigned) != 1 {
+			t.Errorf("concurrent refresh: %+v, %v", res, err)
+		}
+	}}, "/w")
+	before := repoTreeState(t, mem, "/w/repository/targets")
+	_, err := hooked.Add(ctx, AddOptions{Version: "1.1", BundleDir: "/w/b2"})
+	if err == nil || !strings.Contains(err.Error(), "changed while this command ran") || ErrorHint(err) == "" {
+		t.Fatalf("Add during a refresh: %v", err)
+	}
+	if got := repoTreeState(t, mem, "/w/repository/targets"); got != before {
+		t.Fatalf("targets changed:\n%s\nwas\n%s", got, before)
+	}
+	if _, err := other.Verify(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Run again: it goes through.
+	if _, err := r.Add(ctx, AddOptions{Version: "1.1", BundleDir: "/w/b2"}); err != nil {
+		t.Fatal(err)
+	}
+}
