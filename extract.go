@@ -28,9 +28,16 @@ var ErrUnsafeArchive = errors.New("unsafe archive")
 // stops reading the archive.
 const maxExtractErrors = 10
 
-// maxLinkHops bounds the symbolic links followed while checking where a
-// symbolic link of an archive points.
-const maxLinkHops = 255
+// Bounds of the names in an archive and of the work to check a symbolic
+// link: a name or link target is at most maxNameLen bytes (PATH_MAX), an
+// element at most maxElemLen (NAME_MAX); resolving a link follows at most
+// maxLinkHops links and takes at most maxLinkSteps steps.
+const (
+	maxNameLen   = 4096
+	maxElemLen   = 255
+	maxLinkHops  = 255
+	maxLinkSteps = 4096
+)
 
 // entryError reports one archive entry that breaks an extraction rule.
 type entryError struct {
@@ -59,7 +66,8 @@ type manifestEntry struct {
 type tarManifest struct {
 	entries []*manifestEntry
 	byKey   map[string]*manifestEntry // key: strings.ToLower(name)
-	size    int64                     // bytes of file content written
+	byName  map[string]*manifestEntry
+	size    int64 // bytes of file content written
 }
 
 // extractTar extracts the tar archive read from r into the directory dst of
@@ -76,7 +84,8 @@ type tarManifest struct {
 // reports up to ten of them before it gives up (entries that break a rule are
 // not written):
 //
-//   - A name is a relative slash-separated path: not empty, no NUL byte, no
+//   - A name is a relative slash-separated path of at most 4096 bytes, with
+//     elements of at most 255 bytes: not empty, no NUL byte, no
 //     backslash, not starting with "/" (absolute or UNC) or with a Windows
 //     drive ("C:"), no empty, "." or ".." element. A single leading "./" is
 //     removed (tufup's layout: a top entry "./" and members "./file"); plain
@@ -95,10 +104,11 @@ type tarManifest struct {
 //   - Allowed types: directory, regular file, symbolic link, hard link. Device
 //     files, FIFOs, contiguous and sparse files are refused. PAX global
 //     headers are skipped.
-//   - A symbolic link's target is relative (same checks as a name, except
-//     that "." and ".." elements are allowed), and resolved from the link's
-//     directory, following the archive's other symbolic links, it stays inside
-//     the tree. Dangling links inside the tree are allowed. The links are
+//   - A symbolic link's target is relative (not empty, no NUL byte or
+//     backslash, no leading "/" or drive), and resolved from the link's
+//     directory, following the archive's other symbolic links (at most 255,
+//     in at most 4096 steps), it stays inside the tree; targets are at most
+//     4096 bytes. Dangling links inside the tree are allowed. The links are
 //     created through [afero.Linker]; a filesystem without symbolic links
 //     (afero.MemMapFs), or Windows without the right to create them
 //     (Developer Mode or administrator), fails on them with an error naming
@@ -132,7 +142,7 @@ func extractTar(ctx context.Context, fsys afero.Fs, dst, archive string, r io.Re
 		dst:     dst,
 		archive: archive,
 		limit:   limit,
-		m:       &tarManifest{byKey: make(map[string]*manifestEntry)},
+		m:       &tarManifest{byKey: make(map[string]*manifestEntry), byName: make(map[string]*manifestEntry)},
 	}
 	err := x.run(tar.NewReader(&ctxReader{ctx: ctx, r: capped}))
 	if capped.exceeded {
@@ -290,14 +300,21 @@ func (x *extractor) entry(tr *tar.Reader, hdr *tar.Header) error {
 func (x *extractor) add(e *manifestEntry) {
 	x.m.entries = append(x.m.entries, e)
 	x.m.byKey[strings.ToLower(e.name)] = e
+	x.m.byName[e.name] = e
 }
 
 // parents checks the parents of name and creates the missing ones.
 func (x *extractor) parents(raw, name string) error {
-	elems := strings.Split(name, "/")
-	for i := 1; i < len(elems); i++ {
-		p := strings.Join(elems[:i], "/")
-		if e, ok := x.m.byKey[strings.ToLower(p)]; ok {
+	for i := 0; i < len(name); i++ {
+		if name[i] != '/' {
+			continue
+		}
+		p := name[:i]
+		e, ok := x.m.byName[p]
+		if !ok {
+			e, ok = x.m.byKey[strings.ToLower(p)]
+		}
+		if ok {
 			if e.name != p {
 				return x.bad1(raw, "parent %q differs only in case from entry %q", p, e.name)
 			}
@@ -340,33 +357,59 @@ func (x *extractor) writeFile(full, raw string, r io.Reader, size int64) error {
 // checkLinkResolved follows e's target through the archive's symbolic links
 // and checks that every step stays inside the tree.
 func (x *extractor) checkLinkResolved(e *manifestEntry) error {
-	cur := strings.Split(e.name, "/")
-	cur = cur[:len(cur)-1]
-	queue := strings.Split(e.link, "/")
-	hops := 0
-	for len(queue) > 0 {
-		c := queue[0]
-		queue = queue[1:]
+	// dirs[i] is the resolved path at depth i+1.
+	var dirs []string
+	if i := strings.LastIndexByte(e.name, '/'); i >= 0 {
+		for j := 0; j < i; j++ {
+			if e.name[j] == '/' {
+				dirs = append(dirs, e.name[:j])
+			}
+		}
+		dirs = append(dirs, e.name[:i])
+	}
+	// Components still to resolve: the last slice is consumed first.
+	pending := [][]string{strings.Split(e.link, "/")}
+	hops, steps := 0, 0
+	for len(pending) > 0 {
+		top := pending[len(pending)-1]
+		if len(top) == 0 {
+			pending = pending[:len(pending)-1]
+			continue
+		}
+		c := top[0]
+		pending[len(pending)-1] = top[1:]
+		if steps++; steps > maxLinkSteps {
+			return x.bad1(e.name, "symbolic link target %q: resolution takes more than %d steps", e.link, maxLinkSteps)
+		}
 		switch c {
 		case "", ".":
 			continue
 		case "..":
-			if len(cur) == 0 {
+			if len(dirs) == 0 {
 				return x.bad1(e.name, "symbolic link target %q escapes the tree", e.link)
 			}
-			cur = cur[:len(cur)-1]
+			dirs = dirs[:len(dirs)-1]
 			continue
 		}
-		p := strings.Join(append(cur[:len(cur):len(cur)], c), "/")
-		if l, ok := x.m.byKey[strings.ToLower(p)]; ok && l.kind == tar.TypeSymlink {
-			hops++
-			if hops > maxLinkHops {
+		p := c
+		if n := len(dirs); n > 0 {
+			p = dirs[n-1] + "/" + c
+		}
+		if len(p) > maxNameLen {
+			return x.bad1(e.name, "symbolic link target %q resolves to a path longer than %d bytes", e.link, maxNameLen)
+		}
+		l, ok := x.m.byName[p]
+		if !ok {
+			l, ok = x.m.byKey[strings.ToLower(p)]
+		}
+		if ok && l.kind == tar.TypeSymlink {
+			if hops++; hops > maxLinkHops {
 				return x.bad1(e.name, "symbolic link target %q: too many levels of symbolic links", e.link)
 			}
-			queue = append(strings.Split(l.link, "/"), queue...)
+			pending = append(pending, strings.Split(l.link, "/"))
 			continue
 		}
-		cur = append(cur[:len(cur):len(cur)], c)
+		dirs = append(dirs, p)
 	}
 	return nil
 }
@@ -407,6 +450,9 @@ func cleanEntryName(raw string) (string, error) {
 	if err := checkPathChars(raw); err != nil {
 		return "", err
 	}
+	if len(raw) > maxNameLen {
+		return "", fmt.Errorf("name longer than %d bytes", maxNameLen)
+	}
 	if raw == "." || raw == "./" {
 		return "", nil
 	}
@@ -418,6 +464,9 @@ func cleanEntryName(raw string) (string, error) {
 			return "", errors.New("empty path element")
 		case ".", "..":
 			return "", fmt.Errorf("path element %q is not allowed", el)
+		}
+		if len(el) > maxElemLen {
+			return "", fmt.Errorf("path element %.40q... longer than %d bytes", el, maxElemLen)
 		}
 		if runtime.GOOS == "windows" {
 			if err := checkWindowsElement(el); err != nil {
@@ -473,6 +522,9 @@ func checkPathChars(p string) error {
 func checkEntryLinkTarget(name, target string) error {
 	if err := checkPathChars(target); err != nil {
 		return fmt.Errorf("symbolic link target %q: %v", target, err)
+	}
+	if len(target) > maxNameLen {
+		return fmt.Errorf("symbolic link target longer than %d bytes", maxNameLen)
 	}
 	if t := path.Join(path.Dir(name), target); t == ".." || strings.HasPrefix(t, "../") {
 		return fmt.Errorf("symbolic link target %q escapes the tree", target)

@@ -276,6 +276,16 @@ func TestExtractHostile(t *testing.T) {
 		{"hardlink absolute", []testEnt{{name: "h", typ: tar.TypeLink, link: "/etc/passwd"}}, 0, "h", "hard link"},
 		{"hardlink forward", []testEnt{{name: "h", typ: tar.TypeLink, link: "f"}, {name: "f", body: "x"}}, 0, "h", "earlier regular file"},
 		{"hardlink to dir", []testEnt{{name: "d/", typ: tar.TypeDir}, {name: "h", typ: tar.TypeLink, link: "d"}}, 0, "h", "earlier regular file"},
+		{"long name", []testEnt{{name: strings.Repeat("a/", 2100) + "f", body: "x"}}, 0, strings.Repeat("a/", 2100) + "f", "longer than 4096"},
+		{"long element", []testEnt{{name: strings.Repeat("b", 256), body: "x"}}, 0, strings.Repeat("b", 256), "longer than 255"},
+		{"link fan-out", []testEnt{
+			{name: "a", typ: tar.TypeSymlink, link: strings.Repeat("b/", 100)},
+			{name: "b", typ: tar.TypeSymlink, link: "./" + strings.Repeat("a/", 100)},
+		}, 0, "a", "too many levels"},
+		{"link steps", []testEnt{
+			{name: "a", typ: tar.TypeSymlink, link: strings.Repeat("x/../", 800) + "b"},
+			{name: "b", typ: tar.TypeSymlink, link: strings.Repeat("x/../", 800) + "a"},
+		}, 0, "a", "steps"},
 		{"char device", []testEnt{{name: "null", typ: tar.TypeChar}}, 0, "null", "device"},
 		{"block device", []testEnt{{name: "sda", typ: tar.TypeBlock}}, 0, "sda", "device"},
 		{"fifo", []testEnt{{name: "p", typ: tar.TypeFifo}}, 0, "p", "FIFO"},
