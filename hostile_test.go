@@ -467,3 +467,43 @@ func TestHostilePoisonedPart(t *testing.T) {
 		t.Error("part of a lying server kept")
 	}
 }
+
+// FuzzPatchChain feeds arbitrary patch bytes through the client's whole
+// patch path (applyPatchChain: streaming apply, signed size and hash
+// checks, atomic output). Whatever the bytes, the result is the signed tar
+// or an error, and no temporary file is left behind.
+func FuzzPatchChain(f *testing.F) {
+	old := bytes.Repeat([]byte("old tar contents "), 64)
+	want := append(bytes.Repeat([]byte("old tar contents "), 60), []byte("and some new bytes")...)
+	var p bytes.Buffer
+	if err := Diff(old, want, &p, nil); err != nil {
+		f.Fatal(err)
+	}
+	f.Add(p.Bytes())
+	f.Add(craftPatch(f, -1, -1, int64(len(want)), [][3]int64{{0, int64(len(want)), 0}}, nil, want, 0))
+	f.Add(craftPatch(f, -1, -1, 1<<40, [][3]int64{{1 << 40, 0, 0}}, []byte{1}, nil, 0))
+	f.Add([]byte("BSDIFF40"))
+	meta := PatchMeta{TarSize: int64(len(want)), TarHash: sha256Hex(want)}
+	f.Fuzz(func(t *testing.T, patch []byte) {
+		fsys := afero.NewMemMapFs()
+		afero.WriteFile(fsys, "/c/base.tar", old, 0o644)
+		afero.WriteFile(fsys, "/c/app-2.patch", patch, 0o644)
+		steps := []patchStep{{Name: "app-2.patch", Path: "/c/app-2.patch", Meta: meta}}
+		err := applyPatchChain(context.Background(), fsys, "/c/base.tar", steps, "/c/out.tar", nil)
+		names, _ := afero.ReadDir(fsys, "/c")
+		var got []string
+		for _, n := range names {
+			got = append(got, n.Name())
+		}
+		if err != nil {
+			if strings.Join(got, " ") != "app-2.patch base.tar" {
+				t.Fatalf("failed chain left %v", got)
+			}
+			return
+		}
+		out, _ := afero.ReadFile(fsys, "/c/out.tar")
+		if !bytes.Equal(out, want) {
+			t.Fatal("chain succeeded with an output other than the signed tar")
+		}
+	})
+}
