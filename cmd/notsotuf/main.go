@@ -152,8 +152,12 @@ func printUsage(w io.Writer) {
 		names = append(names, n)
 	}
 	sort.Strings(names)
+	width := 0
 	for _, n := range names {
-		fmt.Fprintf(w, "  %-9s %s\n", n, commandTable[n].summary)
+		width = max(width, len(n))
+	}
+	for _, n := range names {
+		fmt.Fprintf(w, "  %-*s  %s\n", width, n, commandTable[n].summary)
 	}
 	fmt.Fprintln(w, "\nRun `notsotuf COMMAND -h` for a command's flags.")
 }
@@ -176,13 +180,23 @@ func newFlags(env *cliEnv, name, args string) *flag.FlagSet {
 // positional arguments, and returns the positional arguments. "--" ends
 // flag parsing.
 func parseFlags(fs *flag.FlagSet, args []string) ([]string, error) {
+	// Help goes to stdout when asked for; a mistake gets a one-line error
+	// and a usage hint instead of the whole help.
+	help := fs.Usage
+	fs.Usage = func() {}
+	defer func() { fs.Usage = help }()
+	for _, a := range args {
+		if a == "--" {
+			break
+		}
+		if a == "-h" || a == "-help" || a == "--help" || a == "--h" {
+			help()
+			return nil, flag.ErrHelp
+		}
+	}
 	var pos []string
 	for {
 		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				fs.Usage()
-				return nil, err
-			}
 			return nil, usagef("%v", err)
 		}
 		rest := fs.Args()
