@@ -43,7 +43,9 @@ func Diff(old, new []byte, w io.Writer, opts *PatchOptions) error {
 // compressed control and diff blocks, a small part of a patch, are buffered.
 //
 // Every control triple is checked against the new size in the patch header
-// and against oldSize, and the bzip2 checksums are verified; a bad patch
+// and against oldSize (an add that would read outside old is rejected, where
+// C bspatch would add zeros; bsdiff never writes one), and the bzip2
+// checksums are verified, as is the end of each block; a bad patch
 // yields an error wrapping ErrCorruptPatch, never a panic or an allocation
 // sized by the header. Apply returns the number of bytes written to w, which
 // is the patch's new size when the error is nil. On error, w may hold a
