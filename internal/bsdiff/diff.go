@@ -361,19 +361,17 @@ func (m *matcher) diffRange(new []byte, start, end int) []op {
 
 // writePatch encodes ops as a BSDIFF40 patch.
 func writePatch(old, new []byte, ops []op, w io.Writer, workers int) error {
+	// One block after the other, each on all workers: at most workers
+	// block encoders (about 13 MB each) are alive at a time.
 	var ctrl, diff, extra buffer
-	errc := make(chan error, 3)
-	go func() { errc <- writeCtrl(&ctrl, ops, workers) }()
-	go func() { errc <- writeDiff(&diff, old, new, ops, workers) }()
-	go func() { errc <- writeExtra(&extra, new, ops, workers) }()
-	var first error
-	for range 3 {
-		if err := <-errc; err != nil && first == nil {
-			first = err
-		}
+	if err := writeCtrl(&ctrl, ops, workers); err != nil {
+		return err
 	}
-	if first != nil {
-		return first
+	if err := writeDiff(&diff, old, new, ops, workers); err != nil {
+		return err
+	}
+	if err := writeExtra(&extra, new, ops, workers); err != nil {
+		return err
 	}
 	var hdr [32]byte
 	copy(hdr[:], Magic)
