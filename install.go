@@ -239,12 +239,13 @@ func (in *installer) installTar(ctx context.Context, r io.Reader, limit int64) e
 	}
 	// Files were synced as they were written; their directory entries too,
 	// before the journal makes the staged tree the one recover keeps.
+	dirs := []string{staged}
 	for _, e := range m.entries {
 		if e.kind == tar.TypeDir {
-			syncDir(in.fs, filepath.Join(staged, filepath.FromSlash(e.name)))
+			dirs = append(dirs, filepath.Join(staged, filepath.FromSlash(e.name)))
 		}
 	}
-	syncDir(in.fs, staged)
+	parallel(ctx, syncWorkers, dirs, func(d string) error { syncDir(in.fs, d); return nil })
 	if err := ctx.Err(); err != nil {
 		return err
 	}

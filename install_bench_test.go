@@ -1,0 +1,77 @@
+package notsotuf
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/spf13/afero"
+)
+
+// corpusTar returns a tar of the benchmark corpus (bench/, ../shared/bench),
+// from $CORPUS or /work/corpus, or skips.
+func corpusTar(b *testing.B, row, name string) string {
+	dir := os.Getenv("CORPUS")
+	if dir == "" {
+		dir = "/work/corpus"
+	}
+	p := filepath.Join(dir, row, name)
+	if _, err := os.Stat(p); err != nil {
+		b.Skipf("corpus tar %s not available (set CORPUS)", p)
+	}
+	return p
+}
+
+// BenchmarkInstallTar installs the pybundle corpus's new.tar (77 MiB, 3608
+// members) over its old.tar on a real disk: extraction with a sync per
+// file, verification, journal and swap.
+func BenchmarkInstallTar(b *testing.B) {
+	oldTar, newTar := corpusTar(b, "pybundle", "old.tar"), corpusTar(b, "pybundle", "new.tar")
+	fsys := afero.NewOsFs()
+	in := &installer{fs: fsys, dir: filepath.Join(b.TempDir(), "app")}
+	install := func(p string) {
+		f, err := os.Open(p)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer f.Close()
+		fi, _ := f.Stat()
+		if err := in.installTar(context.Background(), f, fi.Size()); err != nil {
+			b.Fatal(err)
+		}
+	}
+	install(oldTar)
+	fi, _ := os.Stat(newTar)
+	b.SetBytes(fi.Size())
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		install(newTar)
+	}
+}
+
+// BenchmarkApplyPatchChain applies a patch from the pybundle corpus's
+// old.tar to its new.tar on a real disk, checking the signed size and hash.
+func BenchmarkApplyPatchChain(b *testing.B) {
+	oldTar, newTar := corpusTar(b, "pybundle", "old.tar"), corpusTar(b, "pybundle", "new.tar")
+	oldData, err := os.ReadFile(oldTar)
+	if err != nil {
+		b.Fatal(err)
+	}
+	newData, err := os.ReadFile(newTar)
+	if err != nil {
+		b.Fatal(err)
+	}
+	fsys := afero.NewOsFs()
+	cache := b.TempDir()
+	base, steps := chainFixture(b, fsys, cache, oldData, newData)
+	oldData, newData = nil, nil
+	fi, _ := os.Stat(newTar)
+	b.SetBytes(fi.Size())
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if err := applyPatchChain(context.Background(), fsys, base, steps, filepath.Join(cache, "out.tar"), nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
