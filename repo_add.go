@@ -25,6 +25,11 @@ type AddOptions struct {
 	Required  bool            // clients must install this release before newer ones
 	UserMeta  json.RawMessage // published as custom.user (no floats); nil for none
 	SkipPatch bool            // publish the archive only
+	// Partial publishes targets metadata with the signatures of the keys
+	// available here even when they are fewer than the targets threshold;
+	// the other key holders complete it with `notsotuf sign targets`.
+	// Clients see the release only then.
+	Partial bool
 }
 
 // TargetInfo describes a published target file.
@@ -42,6 +47,9 @@ type AddResult struct {
 	Archive TargetInfo
 	Patch   *TargetInfo // nil for the first release or with SkipPatch
 	From    string      // version the patch applies to
+	// Signatures and Threshold of the new targets metadata (Signatures is
+	// below Threshold only with AddOptions.Partial).
+	Signatures, Threshold int
 }
 
 // release is one version in targets metadata.
@@ -178,7 +186,11 @@ func (r *Repository) Add(ctx context.Context, opts AddOptions) (res *AddResult, 
 		}
 	}
 	kr := r.newKeyring()
-	if err := r.checkSigners(st, kr, RoleTargets, RoleSnapshot, RoleTimestamp); err != nil {
+	roles := []string{RoleTargets, RoleSnapshot, RoleTimestamp}
+	if opts.Partial {
+		roles = roles[1:]
+	}
+	if err := r.checkSigners(st, kr, roles...); err != nil {
 		return nil, err
 	}
 	work, cleanup, err := r.workDir()
@@ -287,12 +299,14 @@ func (r *Repository) Add(ctx context.Context, opts AddOptions) (res *AddResult, 
 			return nil, err
 		}
 	}
-	if _, err := r.publish(st, kr, publishOptions{bump: []string{RoleTargets}}, t); err != nil {
+	pr, err := r.publish(st, kr, publishOptions{bump: []string{RoleTargets}, partial: map[string]bool{RoleTargets: opts.Partial}}, t)
+	if err != nil {
 		return nil, err
 	}
 	if err := t.commit(); err != nil {
 		return nil, err
 	}
+	res.Signatures, res.Threshold = pr.Signatures[RoleTargets][0], pr.Signatures[RoleTargets][1]
 	return res, nil
 }
 

@@ -290,9 +290,10 @@ type publishOptions struct {
 	// changed by the caller: keys, thresholds); nil means a copy of the
 	// current root.
 	newRoot *metadata.Metadata[metadata.RootType]
-	// partial allows writing metadata with fewer signatures than the
-	// threshold (`notsotuf sign --partial`).
-	partial bool
+	// partial lists roles whose metadata may be written with fewer
+	// signatures than the threshold, for other key holders to complete with
+	// `notsotuf sign ROLE` (roles it cascades to are not partial).
+	partial map[string]bool
 }
 
 // publishResult reports what was signed.
@@ -351,7 +352,7 @@ func (r *Repository) publish(st *state, kr *keyring, opts publishOptions, t *txn
 			if err != nil {
 				return nil, err
 			}
-			if !opts.partial && (bump[RoleRoot] || resign[RoleRoot]) {
+			if !opts.partial[RoleRoot] && bump[RoleRoot] {
 				if err := s.enough(kr); err != nil {
 					if rt == signedBy && rt != &root.Signed {
 						return nil, fmt.Errorf("root version %d must be signed by the keys of root version %d: %w", root.Signed.Version, signedBy.Version, err)
@@ -372,6 +373,9 @@ func (r *Repository) publish(st *state, kr *keyring, opts publishOptions, t *txn
 		files["root.json"] = data
 		n1, th1 := countSignatures(root, signedBy, RoleRoot)
 		n2, th2 := countSignatures(root, &root.Signed, RoleRoot)
+		if !opts.partial[RoleRoot] && (n1 < th1 || n2 < th2) {
+			return nil, stillShort(RoleRoot, min(n1, n2), max(th1, th2))
+		}
 		res.Signatures[RoleRoot] = [2]int{min(n1, n2), max(th1, th2)}
 		res.Versions[RoleRoot] = root.Signed.Version
 	}
@@ -386,7 +390,9 @@ func (r *Repository) publish(st *state, kr *keyring, opts publishOptions, t *txn
 		if err != nil {
 			return err
 		}
-		if !opts.partial {
+		// A new version needs the threshold of keys here; adding signatures
+		// to the current version needs the threshold in total.
+		if !opts.partial[role] && !resign[role] {
 			if err := s.enough(kr); err != nil {
 				return err
 			}
@@ -400,6 +406,9 @@ func (r *Repository) publish(st *state, kr *keyring, opts publishOptions, t *txn
 		}
 		files[role+".json"] = data
 		n, th := md.count(&root.Signed)
+		if !opts.partial[role] && n < th {
+			return stillShort(role, n, th)
+		}
 		res.Signatures[role] = [2]int{n, th}
 		res.Versions[role] = md.version()
 		return nil
@@ -458,6 +467,11 @@ func (r *Repository) publish(st *state, kr *keyring, opts publishOptions, t *txn
 		st.prevRoot, st.root = st.root, root
 	}
 	return res, nil
+}
+
+func stillShort(role string, n, threshold int) error {
+	return withHint(fmt.Errorf("role %s: %d of %d signatures with the keys here", role, n, threshold),
+		"pass --partial to write it anyway, and run `notsotuf sign %s` where the other keys are", role)
 }
 
 // metaOps adapts a Metadata[T] to publish's signing steps.

@@ -54,7 +54,7 @@ func (r *Repository) Sign(opts SignOptions) (res *SignResult, err error) {
 		return nil, err
 	}
 	kr := r.newKeyring()
-	po := publishOptions{partial: opts.Partial}
+	po := publishOptions{partial: map[string]bool{opts.Role: opts.Partial}}
 	if opts.ExpiresDays > 0 {
 		po.bump = []string{opts.Role}
 		po.days = map[string]int{opts.Role: opts.ExpiresDays}

@@ -19,7 +19,7 @@ import (
 
 func init() {
 	register(command{"init", "--app NAME [flags]", "create keys and an empty signed repository", cmdInit})
-	register(command{"add", "VERSION BUNDLE_DIR [--required] [--meta JSON] [--skip-patch]", "publish a release (archive + patch)", cmdAdd})
+	register(command{"add", "VERSION BUNDLE_DIR [--required] [--meta JSON] [--skip-patch] [--partial]", "publish a release (archive + patch)", cmdAdd})
 	register(command{"remove", "VERSION", "withdraw a release, repairing the patch chain", cmdRemove})
 	register(command{"keys", "create|list|add|revoke|replace ...", "manage signing keys (root changes are signed by old and new keys)", cmdKeys})
 	register(command{"sign", "ROLE [--expires DAYS] [--partial]", "add signatures to a role, or re-sign it with a new expiry", cmdSign})
@@ -207,11 +207,12 @@ func cmdInit(env *cliEnv, args []string) error {
 }
 
 func cmdAdd(env *cliEnv, args []string) error {
-	fs := newFlags(env, "add", "VERSION BUNDLE_DIR [--required] [--meta JSON] [--skip-patch]")
+	fs := newFlags(env, "add", "VERSION BUNDLE_DIR [--required] [--meta JSON] [--skip-patch] [--partial]")
 	cfgPath := configFlag(fs)
 	required := fs.Bool("required", false, "clients must install this release before any newer one")
 	meta := fs.String("meta", "", "custom `JSON` published with the release (e.g. a changelog; integers and strings, no floats)")
 	skipPatch := fs.Bool("skip-patch", false, "publish the archive only (clients download it in full)")
+	partial := fs.Bool("partial", false, "sign targets with the keys here even if fewer than its threshold; others complete it with `notsotuf sign targets`")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -223,7 +224,7 @@ func cmdAdd(env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	opts := notsotuf.AddOptions{Version: pos[0], BundleDir: pos[1], Required: *required, SkipPatch: *skipPatch}
+	opts := notsotuf.AddOptions{Version: pos[0], BundleDir: pos[1], Required: *required, SkipPatch: *skipPatch, Partial: *partial}
 	if *meta != "" {
 		opts.UserMeta = json.RawMessage(*meta)
 	}
@@ -234,6 +235,9 @@ func cmdAdd(env *cliEnv, args []string) error {
 	fmt.Fprintf(env.stdout, "added %s %s\n  archive %s (%d bytes, tar %d bytes)\n", repo.Config.AppName, res.Version, res.Archive.Name, res.Archive.Length, res.Archive.TarSize)
 	if res.Patch != nil {
 		fmt.Fprintf(env.stdout, "  patch   %s (%d bytes, from %s)\n", res.Patch.Name, res.Patch.Length, res.From)
+	}
+	if res.Signatures < res.Threshold {
+		fmt.Fprintf(env.stdout, "targets has %d of %d signatures: clients will not see this release until `notsotuf sign targets` is run where the other keys are\n", res.Signatures, res.Threshold)
 	}
 	return nil
 }
