@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/notsotuf/notsotuf"
 	"github.com/spf13/afero"
@@ -100,17 +101,34 @@ func cmdDeploy(env *cliEnv, args []string) error {
 	if len(pos) != 1 {
 		return usagef("deploy needs DEST, the directory the web server serves")
 	}
-	src := *repoDir
-	if src == "" {
-		repo, err := openRepo(env, *cfgPath)
-		if err != nil {
-			return err
+	var repo *notsotuf.Repository
+	if *repoDir != "" {
+		cfg := notsotuf.DefaultConfig("")
+		if c, err := notsotuf.LoadConfig(env.fs, *cfgPath); err == nil {
+			cfg = c
 		}
-		src = repo.Config.RepoDir
+		cfg.RepoDir = *repoDir
+		repo = env.repository(cfg)
+	} else if repo, err = openRepo(env, *cfgPath); err != nil {
+		return err
 	}
-	dst := pos[0]
+	src, dst := repo.Config.RepoDir, pos[0]
 	if a, b := absPath(src), absPath(dst); a == b || strings.HasPrefix(b, a+string(filepath.Separator)) {
 		return fmt.Errorf("deploy: destination %s is the repository or inside it", dst)
+	}
+	// Status finishes a change that a crash interrupted, and tells what
+	// clients would refuse: metadata below its signature threshold (a
+	// partial signing in progress) is never deployed.
+	if st, err := repo.Status(); err == nil {
+		for _, r := range st.Roles {
+			if r.Signatures < r.Threshold {
+				return &hinted{fmt.Errorf("deploy: %s metadata has %d of %d signatures; clients would refuse it", r.Role, r.Signatures, r.Threshold),
+					fmt.Sprintf("finish signing with `notsotuf sign %s --partial` where the other keys are, then deploy", r.Role)}
+			}
+			if r.Expired {
+				fmt.Fprintf(env.stderr, "notsotuf: warning: %s metadata expired %s; clients will refuse it: run `notsotuf refresh`\n", r.Role, r.Expires.Format(time.RFC3339))
+			}
+		}
 	}
 	rep, err := notsotuf.Deploy(env.fs, src, env.fs, dst)
 	if rep != nil && !*quiet {
