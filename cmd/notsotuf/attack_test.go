@@ -24,7 +24,8 @@ package main
 //	                          -full, -v, -timeout D (the same through the library,
 //	                          in-process, with a context deadline)
 //	save-state NAME           record the install dir and the trusted metadata
-//	unchanged NAME            fail unless both are as recorded by save-state NAME
+//	unchanged NAME [PART]     fail unless both (or PART: install or metadata) are as
+//	                          recorded by save-state NAME
 //	tamper FILE               flip one byte in the middle of FILE
 //	append FILE TEXT          append TEXT to FILE
 //	replace FILE OLD NEW      replace the first OLD in FILE by NEW (fails if absent)
@@ -374,16 +375,32 @@ func cmdSaveState(ts *testscript.TestScript, neg bool, args []string) {
 }
 
 func cmdUnchanged(ts *testscript.TestScript, neg bool, args []string) {
-	if len(args) != 1 {
-		ts.Fatalf("usage: unchanged NAME")
+	if len(args) < 1 || len(args) > 2 {
+		ts.Fatalf("usage: unchanged NAME [install|metadata]")
 	}
-	want := ts.ReadFile(args[0])
-	got := stateOf(ts)
+	part := func(state string) string { return state }
+	if len(args) == 2 {
+		prefix := map[string]string{"install": "install", "metadata": "cache/metadata"}[args[1]]
+		if prefix == "" {
+			ts.Fatalf("unchanged: part %q: want install or metadata", args[1])
+		}
+		part = func(state string) string {
+			var keep []string
+			for _, l := range strings.SplitAfter(state, "\n") {
+				if strings.HasPrefix(l, prefix) {
+					keep = append(keep, l)
+				}
+			}
+			return strings.Join(keep, "")
+		}
+	}
+	want := part(ts.ReadFile(args[0]))
+	got := part(stateOf(ts))
 	switch {
 	case neg && got == want:
-		ts.Fatalf("install dir and trusted metadata are unchanged since save-state %s", args[0])
+		ts.Fatalf("unchanged since save-state %s", args[0])
 	case !neg && got != want:
-		ts.Fatalf("install dir or trusted metadata changed since save-state %s:\nnow:\n%swas:\n%s", args[0], got, want)
+		ts.Fatalf("changed since save-state %s:\nnow:\n%swas:\n%s", args[0], got, want)
 	}
 }
 
