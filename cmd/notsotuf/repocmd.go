@@ -24,7 +24,7 @@ func init() {
 	register(command{"keys", "create|list|add|revoke|replace ...", "manage signing keys (root changes are signed by old and new keys)", cmdKeys})
 	register(command{"sign", "ROLE [--expires DAYS] [--partial]", "add signatures to a role, or re-sign it with a new expiry", cmdSign})
 	register(command{"refresh", "[--within DURATION]", "re-sign metadata that expires soon (for cron)", cmdRefresh})
-	register(command{"status", "[--json]", "show versions, expiry, keys and releases", cmdStatus})
+	register(command{"status", "[--json] [--check]", "show versions, expiry, keys and releases", cmdStatus})
 	register(command{"verify", "[--repo-dir DIR] [--app NAME]", "check the whole repository as a client would", cmdVerify})
 	register(command{"serve", "[--addr 127.0.0.1:8080] [--repo-dir DIR]", "serve the repository over HTTP (stop with Ctrl-C)", cmdServe})
 }
@@ -391,9 +391,10 @@ func cmdRefresh(env *cliEnv, args []string) error {
 }
 
 func cmdStatus(env *cliEnv, args []string) error {
-	fs := newFlags(env, "status", "[--json]")
+	fs := newFlags(env, "status", "[--json] [--check]")
 	cfgPath := configFlag(fs)
 	asJSON := fs.Bool("json", false, "print JSON")
+	check := fs.Bool("check", false, "exit with status 1 when there are warnings (expiring metadata, missing signatures): for monitoring")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -409,10 +410,19 @@ func cmdStatus(env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
+	warned := func() error {
+		if *check && len(st.Warnings) > 0 {
+			return fmt.Errorf("%d warnings", len(st.Warnings))
+		}
+		return nil
+	}
 	if *asJSON {
 		enc := json.NewEncoder(env.stdout)
 		enc.SetIndent("", "  ")
-		return enc.Encode(st)
+		if err := enc.Encode(st); err != nil {
+			return err
+		}
+		return warned()
 	}
 	fmt.Fprintf(env.stdout, "app %s, repository %s\n\n", st.App, repo.Config.RepoDir)
 	tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
@@ -439,7 +449,7 @@ func cmdStatus(env *cliEnv, args []string) error {
 	for _, w := range st.Warnings {
 		fmt.Fprintf(env.stderr, "notsotuf: warning: %s\n", w)
 	}
-	return nil
+	return warned()
 }
 
 func cmdVerify(env *cliEnv, args []string) error {
