@@ -72,6 +72,10 @@ type journal struct {
 // cannot be replaced, so it is first renamed aside to
 // <exe>.notsotuf-old-<random> (recorded in <exe>.notsotuf-journal), and
 // these old files are removed by recover once they are no longer running.
+//
+// One installer at a time per dir: two processes installing into the same
+// dir at once would remove each other's staged copy. If dir is a symbolic
+// link, the link itself is moved aside and replaced by a directory.
 type installer struct {
 	fs        afero.Fs
 	dir       string       // install directory, or the executable in single-executable mode
