@@ -641,7 +641,7 @@ func verifyTree(fsys afero.Fs, dir string, m *tarManifest) error {
 			if fi.Mode()&fs.ModeSymlink == 0 || !ok {
 				return fmt.Errorf("%s: %q is not a symbolic link", dir, name)
 			}
-			if t, err := lr.ReadlinkIfPossible(p); err != nil || filepath.ToSlash(t) != e.link { // Windows stores "\\"
+			if t, err := lr.ReadlinkIfPossible(p); err != nil || filepath.ToSlash(t) != e.link { // Windows stores \ separators
 				return fmt.Errorf("%s: symbolic link %q does not point to %q", dir, name, e.link)
 			}
 		}
