@@ -110,7 +110,8 @@ type tarManifest struct {
 //     directory, following the archive's other symbolic links (at most 255,
 //     in at most 4096 steps), it stays inside the tree; targets are at most
 //     4096 bytes. Dangling links inside the tree are allowed. The links are
-//     created through [afero.Linker]; a filesystem without symbolic links
+//     created after every other entry, once all of them are checked, through
+//     [afero.Linker]; a filesystem without symbolic links
 //     (afero.MemMapFs), or Windows without the right to create them
 //     (Developer Mode or administrator), fails on them with an error naming
 //     the entry.
@@ -198,10 +199,35 @@ func (x *extractor) run(tr *tar.Reader) error {
 	if len(x.bad) > 0 {
 		return errors.Join(x.bad...)
 	}
+	if err := x.makeLinks(); err != nil {
+		return err
+	}
 	if err := x.syncFiles(); err != nil {
 		return err
 	}
 	return x.applyModes()
+}
+
+// makeLinks creates the symbolic links, last, so that no link exists on
+// disk before all of them are known to stay inside the tree (and, on
+// Windows, a link to a directory is made once the directory exists).
+func (x *extractor) makeLinks() error {
+	for _, e := range x.m.entries {
+		if e.kind != tar.TypeSymlink {
+			continue
+		}
+		if err := x.ctx.Err(); err != nil {
+			return err
+		}
+		linker, ok := x.fs.(afero.Linker)
+		if !ok {
+			return fmt.Errorf("%s: entry %q: symbolic link: %w", x.archive, e.name, afero.ErrNoSymlink)
+		}
+		if err := linker.SymlinkIfPossible(e.link, filepath.Join(x.dst, filepath.FromSlash(e.name))); err != nil {
+			return fmt.Errorf("%s: entry %q: %w", x.archive, e.name, err)
+		}
+	}
+	return nil
 }
 
 // syncWorkers is how many files are flushed to disk at once: filesystems
@@ -358,14 +384,10 @@ func (x *extractor) entry(tr *tar.Reader, hdr *tar.Header) error {
 		if err := checkEntryLinkTarget(name, hdr.Linkname); err != nil {
 			return x.bad1(hdr.Name, "%v", err)
 		}
-		linker, ok := x.fs.(afero.Linker)
-		if !ok {
+		if _, ok := x.fs.(afero.Linker); !ok {
 			return fmt.Errorf("%s: entry %q: symbolic link: %w", x.archive, hdr.Name, afero.ErrNoSymlink)
 		}
-		if err := linker.SymlinkIfPossible(hdr.Linkname, full); err != nil {
-			return fmt.Errorf("%s: entry %q: %w", x.archive, hdr.Name, err)
-		}
-		e.link = hdr.Linkname
+		e.link = hdr.Linkname // created by makeLinks once every link is checked
 	}
 	x.add(e)
 	return nil
