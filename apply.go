@@ -1,6 +1,7 @@
 package notsotuf
 
 import (
+	"bufio"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -25,7 +26,9 @@ type patchStep struct {
 
 // applyPatchChain turns the uncompressed tar at basePath into the tar of the
 // last step by applying each patch in turn, and writes that tar to dstPath
-// atomically (a temporary file beside it, renamed once complete).
+// atomically (a temporary file beside it, renamed once complete; not
+// flushed to disk, since the client checks a cached tar against its signed
+// hash before every use).
 //
 // Each patch streams: the previous tar is read through io.ReaderAt, and the
 // output is hashed while it is written, to a temporary file beside dstPath
@@ -66,7 +69,7 @@ func applyPatchChain(ctx context.Context, fsys afero.Fs, basePath string, steps 
 			return err
 		}
 		if i == len(steps)-1 {
-			return writeAtomic(fsys, dstPath, 0o644, func(w io.Writer) error {
+			return writeCacheFile(fsys, dstPath, func(w io.Writer) error {
 				return applyStep(ctx, fsys, cur, st, w, progress)
 			})
 		}
@@ -113,8 +116,14 @@ func applyStep(ctx context.Context, fsys afero.Fs, oldPath string, st patchStep,
 		return fmt.Errorf("applying patch %s: %w", st.Name, err)
 	}
 	defer p.Close()
-	cw := &checkedWriter{ctx: ctx, w: w, h: sha256.New(), max: st.Meta.TarSize, progress: progress}
-	_, err = Apply(old, fi.Size(), &lockedFile{f: p}, cw, nil)
+	// Patches are made of many small control triples: batch the writes and
+	// read the old tar through a window, not one system call per triple.
+	bw := bufio.NewWriterSize(w, 1<<20)
+	cw := &checkedWriter{ctx: ctx, w: bw, h: sha256.New(), max: st.Meta.TarSize, progress: progress}
+	_, err = Apply(newReadAhead(old, fi.Size(), 1<<20), fi.Size(), &lockedFile{f: p}, cw, nil)
+	if err == nil {
+		err = bw.Flush()
+	}
 	if cw.over {
 		return fmt.Errorf("applying patch %s to %s: output exceeds the signed tar_size of %d bytes: %w", st.Name, oldPath, st.Meta.TarSize, ErrCorruptPatch)
 	}

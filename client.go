@@ -454,7 +454,7 @@ func (c *Client) baseTar(ctx context.Context, u *Update) (string, error) {
 	dst := c.cachePath(tarName(c.app, u.from))
 	h := sha256.New()
 	var n int64
-	err := writeAtomic(c.fs, dst, 0o644, func(w io.Writer) error {
+	err := writeCacheFile(c.fs, dst, func(w io.Writer) error {
 		cw := &countWriter{}
 		mw := io.MultiWriter(w, h, cw)
 		defer func() { n = cw.n }()

@@ -30,7 +30,19 @@ func writeFileAtomic(fsys afero.Fs, name string, data []byte, perm os.FileMode) 
 // writeAtomic creates a temporary file beside name, lets fill write it,
 // flushes it to disk and renames it over name. On any error the temporary
 // file is removed and name is left as it was.
-func writeAtomic(fsys afero.Fs, name string, perm os.FileMode, fill func(w io.Writer) error) (err error) {
+func writeAtomic(fsys afero.Fs, name string, perm os.FileMode, fill func(w io.Writer) error) error {
+	return writeReplace(fsys, name, perm, true, fill)
+}
+
+// writeCacheFile is writeAtomic without the flush to disk, for cache files
+// that are checked against a signed hash before every use (patch bases,
+// patched tars): after a crash such a file is at worst found wrong and
+// rebuilt, so forcing hundreds of megabytes to disk buys nothing.
+func writeCacheFile(fsys afero.Fs, name string, fill func(w io.Writer) error) error {
+	return writeReplace(fsys, name, 0o644, false, fill)
+}
+
+func writeReplace(fsys afero.Fs, name string, perm os.FileMode, sync bool, fill func(w io.Writer) error) (err error) {
 	dir, base := filepath.Split(name)
 	if dir == "" {
 		dir = "."
@@ -49,8 +61,10 @@ func writeAtomic(fsys afero.Fs, name string, perm os.FileMode, fill func(w io.Wr
 	if err = fill(f); err != nil {
 		return fmt.Errorf("write %s: %w", name, err)
 	}
-	if err = f.Sync(); err != nil {
-		return fmt.Errorf("write %s: sync: %w", name, err)
+	if sync {
+		if err = f.Sync(); err != nil {
+			return fmt.Errorf("write %s: sync: %w", name, err)
+		}
 	}
 	if err = f.Close(); err != nil {
 		return fmt.Errorf("write %s: %w", name, err)
@@ -61,7 +75,9 @@ func writeAtomic(fsys afero.Fs, name string, perm os.FileMode, fill func(w io.Wr
 	if err = fsys.Rename(tmp, name); err != nil {
 		return fmt.Errorf("write %s: %w", name, err)
 	}
-	syncDir(fsys, dir)
+	if sync {
+		syncDir(fsys, dir)
+	}
 	return nil
 }
 
@@ -109,4 +125,44 @@ func exists(fsys afero.Fs, name string) (bool, error) {
 		return false, nil
 	}
 	return false, err
+}
+
+// readAhead serves small, mostly sequential ReadAt calls (a patch reading
+// its old file) from a window of the underlying ReaderAt, so that each
+// control triple of a patch does not cost a system call.
+type readAhead struct {
+	r    io.ReaderAt
+	size int64 // of the underlying file
+	buf  []byte
+	off  int64 // file offset of buf[0]
+	n    int   // valid bytes in buf
+}
+
+func newReadAhead(r io.ReaderAt, size int64, window int) *readAhead {
+	return &readAhead{r: r, size: size, buf: make([]byte, window)}
+}
+
+func (ra *readAhead) ReadAt(p []byte, off int64) (int, error) {
+	if len(p) > len(ra.buf)/2 {
+		return ra.r.ReadAt(p, off)
+	}
+	done := 0
+	for done < len(p) {
+		pos := off + int64(done)
+		if pos < ra.off || pos >= ra.off+int64(ra.n) {
+			if pos >= ra.size {
+				return done, io.EOF
+			}
+			n, err := ra.r.ReadAt(ra.buf[:min(int64(len(ra.buf)), ra.size-pos)], pos)
+			ra.off, ra.n = pos, n
+			if n == 0 {
+				if err == nil {
+					err = io.ErrUnexpectedEOF
+				}
+				return done, err
+			}
+		}
+		done += copy(p[done:], ra.buf[pos-ra.off:ra.n])
+	}
+	return done, nil
 }
