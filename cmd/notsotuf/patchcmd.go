@@ -29,21 +29,33 @@ Applies PATCH, a BSDIFF40 patch (from notsotuf diff, bsdiff or bsdiff4), to
 OLD and writes NEW atomically, with the permissions of OLD.
 `
 
+// patchFlags returns a FlagSet whose -h help (text, then the flags) goes to
+// stdout; mistakes are reported by parseFlags as usage errors.
+func patchFlags(name, text string, stdout io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {
+		fmt.Fprint(stdout, text+"\nflags:\n")
+		fs.SetOutput(stdout)
+		fs.PrintDefaults()
+		fs.SetOutput(io.Discard)
+	}
+	return fs
+}
+
 // runDiff implements "notsotuf diff OLD NEW PATCH".
 func runDiff(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("diff", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, diffUsage) }
+	fs := patchFlags("diff", diffUsage, stdout)
 	quiet := fs.Bool("q", false, "no progress bar")
 	workers := fs.Int("workers", 0, "goroutines to use (0: all CPUs)")
-	if err := fs.Parse(args); err != nil {
-		return errUsage
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
 	}
-	if fs.NArg() != 3 {
-		fs.Usage()
-		return errUsage
+	if len(pos) != 3 {
+		return usagef("diff takes 3 arguments (OLD NEW PATCH), got %d", len(pos))
 	}
-	oldPath, newPath, patchPath := fs.Arg(0), fs.Arg(1), fs.Arg(2)
+	oldPath, newPath, patchPath := pos[0], pos[1], pos[2]
 	// The live heap is old, new and a suffix array, all without pointers:
 	// collecting often is cheap and keeps the peak near the live size.
 	defer debug.SetGCPercent(debug.SetGCPercent(20))
@@ -69,18 +81,16 @@ func runDiff(args []string, stdout, stderr io.Writer) error {
 
 // runPatch implements "notsotuf patch OLD PATCH NEW".
 func runPatch(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("patch", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, patchUsage) }
+	fs := patchFlags("patch", patchUsage, stdout)
 	quiet := fs.Bool("q", false, "no progress bar")
-	if err := fs.Parse(args); err != nil {
-		return errUsage
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
 	}
-	if fs.NArg() != 3 {
-		fs.Usage()
-		return errUsage
+	if len(pos) != 3 {
+		return usagef("patch takes 3 arguments (OLD PATCH NEW), got %d", len(pos))
 	}
-	oldPath, patchPath, newPath := fs.Arg(0), fs.Arg(1), fs.Arg(2)
+	oldPath, patchPath, newPath := pos[0], pos[1], pos[2]
 	old, err := os.Open(oldPath)
 	if err != nil {
 		return err
@@ -112,9 +122,6 @@ func runPatch(args []string, stdout, stderr io.Writer) error {
 	}
 	return nil
 }
-
-// errUsage reports bad arguments; the usage text is already printed.
-var errUsage = errors.New("bad arguments (see usage above)")
 
 // writeFileAtomic writes name through a temporary file in the same
 // directory, synced and renamed over name only when fill succeeds: after a

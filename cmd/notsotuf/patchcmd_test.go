@@ -58,8 +58,19 @@ func TestDiffPatchCommands(t *testing.T) {
 	if code := run([]string{"diff", p("nope"), p("new"), p("patch2")}, &stdout, &stderr); code == 0 || !strings.Contains(stderr.String(), "nope") {
 		t.Errorf("diff of a missing file: exit %d, stderr %q", code, stderr.String())
 	}
-	if code := run([]string{"patch", p("old")}, &stdout, &stderr); code == 0 {
-		t.Error("patch with one argument succeeded")
+	if code := run([]string{"patch", p("old")}, &stdout, &stderr); code != 2 {
+		t.Errorf("patch with one argument: exit %d, want 2", code)
+	}
+	if code := run([]string{"diff", "-nope", p("old"), p("new"), p("patch2")}, &stdout, &stderr); code != 2 {
+		t.Errorf("diff with an unknown flag: exit %d, want 2", code)
+	}
+	stdout.Reset()
+	if code := run([]string{"diff", "-h"}, &stdout, &stderr); code != 0 || !strings.Contains(stdout.String(), "-workers") {
+		t.Errorf("diff -h: exit %d, stdout %q", code, stdout.String())
+	}
+	// Flags may follow the arguments.
+	if code := run([]string{"patch", p("old"), p("patch"), p("out3"), "-q"}, &stdout, &stderr); code != 0 {
+		t.Errorf("patch with a trailing -q: exit %d: %s", code, stderr.String())
 	}
 	if _, err := os.Stat(p("patch2")); !os.IsNotExist(err) {
 		t.Error("failed diff left an output file")
