@@ -111,13 +111,13 @@ func runPatch(args []string, stdout, stderr io.Writer) error {
 	bar := newProgressBar(stderr, "patch", *quiet)
 	err = writeFileAtomic(newPath, st.Mode().Perm(), func(w io.Writer) error {
 		_, err := notsotuf.Apply(old, st.Size(), patch, w, &notsotuf.PatchOptions{Progress: bar.update})
-		if errors.Is(err, notsotuf.ErrCorruptPatch) {
-			return fmt.Errorf("patch %s does not apply to %s: %w", patchPath, oldPath, err)
-		}
 		return err
 	})
 	bar.finish()
-	if err != nil {
+	switch {
+	case errors.Is(err, notsotuf.ErrCorruptPatch):
+		return fmt.Errorf("%s: %w (is it a patch for %s?)", patchPath, err, oldPath)
+	case err != nil:
 		return fmt.Errorf("writing %s: %w", newPath, err)
 	}
 	return nil
