@@ -116,7 +116,7 @@ func runPatch(args []string, stdout, stderr io.Writer) error {
 	bar.finish()
 	switch {
 	case errors.Is(err, notsotuf.ErrCorruptPatch):
-		return fmt.Errorf("%s: %w (is it a patch for %s?)", patchPath, err, oldPath)
+		return fmt.Errorf("%s: %w", patchPath, err)
 	case err != nil:
 		return fmt.Errorf("writing %s: %w", newPath, err)
 	}
