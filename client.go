@@ -27,7 +27,7 @@ import (
 type ClientConfig struct {
 	App            string // application name, as in the target names (<app>-<version>.tar.gz)
 	CurrentVersion string // the running version (PEP 440)
-	InstallDir     string // the directory holding the installed application
+	InstallDir     string // the directory holding the installed application (with SingleExecutable: the executable)
 	// CacheDir holds the trusted metadata (CacheDir/metadata), downloads
 	// and the verified tar of the installed version (the next patch base).
 	// It must be on the same Fs as InstallDir and should not be inside it.
@@ -62,6 +62,15 @@ type ClientConfig struct {
 	PatchRatio float64
 	// ForceFull always downloads the full archive.
 	ForceFull bool
+	// SingleExecutable installs the application as one file: InstallDir is
+	// then the path of the executable (usually the running program's,
+	// from os.Executable), and every release archive holds exactly one
+	// regular file. The new executable is written beside the old one and
+	// renamed over it, which works while it runs (on Windows the running
+	// file is first renamed aside); this is the usual self-update of a Go
+	// program. Without an installed tree to rebuild, patches start from
+	// the verified tar that the previous install left in CacheDir.
+	SingleExecutable bool
 }
 
 // Client checks for, downloads and installs updates of one application from
@@ -71,6 +80,7 @@ type Client struct {
 	app        string
 	current    Version
 	installDir string
+	singleExe  bool
 	cacheDir   string
 	targetsURL string
 	channel    string
@@ -124,7 +134,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		return nil, fmt.Errorf("config: patch ratio %v: want a positive number", cfg.PatchRatio)
 	}
 	c := &Client{
-		app: cfg.App, current: current, installDir: cfg.InstallDir, cacheDir: cfg.CacheDir,
+		app: cfg.App, current: current, installDir: cfg.InstallDir, singleExe: cfg.SingleExecutable, cacheDir: cfg.CacheDir,
 		targetsURL: targetsURL, channel: cfg.Channel, ratio: ratio, forceFull: cfg.ForceFull,
 		fs: cfg.Fs, log: cfg.Logger, progress: cfg.Progress, remote: newRemote(cfg.HTTPClient),
 	}
@@ -303,7 +313,7 @@ func (c *Client) findBase(cur *clientRelease) baseSource {
 			return baseSource{kind: baseCachedArchive, path: p, tarSize: size, tarHash: hash, archiveLen: want.Length}
 		}
 	}
-	if hash != "" {
+	if hash != "" && !c.singleExe {
 		h := sha256.New()
 		cw := &countWriter{}
 		err := WriteTar(c.fs, c.installDir, io.MultiWriter(h, cw))
@@ -340,7 +350,7 @@ func (c *Client) Recover() error {
 }
 
 func (c *Client) installer() *installer {
-	return &installer{fs: c.fs, dir: c.installDir, log: c.log}
+	return &installer{fs: c.fs, dir: c.installDir, log: c.log, singleExe: c.singleExe}
 }
 
 // Install downloads and installs u, an update returned by Check on this
@@ -540,6 +550,9 @@ func (c *Client) installFile(ctx context.Context, in *installer, p string, limit
 		return fmt.Errorf("install: %w", err)
 	}
 	defer f.Close()
+	if c.singleExe {
+		return in.installExecutable(ctx, f, limit)
+	}
 	return in.installTar(ctx, f, limit)
 }
 

@@ -26,7 +26,7 @@ type clientFlags struct {
 	app, current, installDir, cacheDir string
 	metadataURL, targetsURL, root      string
 	pre                                string
-	full                               bool
+	full, singleExe                    bool
 }
 
 func newClientFlags(env *cliEnv, name string) (*flag.FlagSet, *clientFlags) {
@@ -41,6 +41,7 @@ func newClientFlags(env *cliEnv, name string) (*flag.FlagSet, *clientFlags) {
 	fs.StringVar(&f.root, "root", "", "trusted root.json to start from (default: the one in the cache dir)")
 	fs.StringVar(&f.pre, "pre", "", "pre-release channel: a, b or rc (default: final releases only)")
 	fs.BoolVar(&f.full, "full", false, "always download the full archive, never patches")
+	fs.BoolVar(&f.singleExe, "single-executable", false, "--install-dir is one executable file (each release archive holds one file), replaced by rename")
 	return fs, f
 }
 
@@ -84,7 +85,7 @@ func (f *clientFlags) config(env *cliEnv) (notsotuf.ClientConfig, error) {
 	return notsotuf.ClientConfig{
 		App: f.app, CurrentVersion: f.current, InstallDir: f.installDir, CacheDir: cacheDir,
 		MetadataURL: f.metadataURL, TargetsURL: targetsURL, TrustedRoot: root,
-		Fs: env.fs, Now: env.now, Logger: env.logger, Channel: f.pre, ForceFull: f.full,
+		Fs: env.fs, Now: env.now, Logger: env.logger, Channel: f.pre, ForceFull: f.full, SingleExecutable: f.singleExe,
 	}, nil
 }
 
