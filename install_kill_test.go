@@ -40,15 +40,86 @@ func TestInstallKillHelper(t *testing.T) {
 	if dir == "" {
 		t.Skip("child process of TestInstallKilled")
 	}
-	in := &installer{fs: afero.NewOsFs(), dir: dir}
+	goos, exe := os.Getenv("NOTSOTUF_KILL_EXE_GOOS"), os.Getenv("NOTSOTUF_KILL_EXE") != ""
+	in := &installer{fs: afero.NewOsFs(), dir: dir, singleExe: exe, goos: goos}
 	for i := 0; ; i++ {
 		data, err := os.ReadFile(os.Getenv(fmt.Sprintf("NOTSOTUF_KILL_TAR%d", i%2+1)))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := in.installTar(context.Background(), bytes.NewReader(data), int64(len(data))); err != nil {
+		if exe {
+			err = in.installExecutable(context.Background(), bytes.NewReader(data), 1<<24) // gzip: limit the uncompressed tar
+		} else {
+			err = in.installTar(context.Background(), bytes.NewReader(data), int64(len(data)))
+		}
+		if err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestInstallExecutableKilled kills a process that replaces an executable
+// in a loop, with the Unix and the Windows strategies: after recover the
+// executable is one of the two versions and nothing is left beside it.
+func TestInstallExecutableKilled(t *testing.T) {
+	if os.Getenv("NOTSOTUF_KILL_DIR") != "" {
+		t.Skip("in the child")
+	}
+	rounds := 10
+	if testing.Short() {
+		rounds = 3
+	}
+	for _, goos := range []string{"linux", "windows"} {
+		t.Run(goos, func(t *testing.T) {
+			root := t.TempDir()
+			bodies := []string{strings.Repeat("binary v1 ", 1<<17), strings.Repeat("binary v2 ", 1<<16)}
+			var tars []string
+			for i, body := range bodies {
+				p := filepath.Join(root, fmt.Sprintf("v%d.tar", i+1))
+				if err := os.WriteFile(p, exeArchive(t, body), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				tars = append(tars, p)
+			}
+			bin := filepath.Join(root, "bin")
+			os.Mkdir(bin, 0o755)
+			exe := filepath.Join(bin, "app")
+			if err := os.WriteFile(exe, []byte(bodies[0]), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			in := &installer{fs: afero.NewOsFs(), dir: exe, singleExe: true, goos: goos}
+			midway := 0
+			for r := 0; r < rounds; r++ {
+				cmd := exec.Command(os.Args[0], "-test.run=^TestInstallKillHelper$")
+				cmd.Env = append(os.Environ(), "NOTSOTUF_KILL_DIR="+exe, "NOTSOTUF_KILL_EXE=1", "NOTSOTUF_KILL_EXE_GOOS="+goos,
+					"NOTSOTUF_KILL_TAR1="+tars[1], "NOTSOTUF_KILL_TAR2="+tars[0])
+				var out bytes.Buffer
+				cmd.Stdout, cmd.Stderr = &out, &out
+				if err := cmd.Start(); err != nil {
+					t.Fatal(err)
+				}
+				time.Sleep(30*time.Millisecond + time.Duration(rand.Int64N(int64(150*time.Millisecond))))
+				cmd.Process.Kill()
+				cmd.Wait()
+				if strings.Contains(out.String(), "FAIL") {
+					t.Fatalf("round %d: child failed:\n%s", r, out.String())
+				}
+				if s := siblingsOf(t, afero.NewOsFs(), bin); len(s) != 1 {
+					midway++
+				}
+				if err := in.recover(); err != nil {
+					t.Fatalf("round %d: recover: %v", r, err)
+				}
+				b, err := os.ReadFile(exe)
+				if err != nil || string(b) != bodies[0] && string(b) != bodies[1] {
+					t.Fatalf("round %d: executable holds %d bytes, %v", r, len(b), err)
+				}
+				if s := siblingsOf(t, afero.NewOsFs(), bin); len(s) != 1 {
+					t.Fatalf("round %d: leftovers %q", r, s)
+				}
+			}
+			t.Logf("%d rounds, %d killed in the middle of an install", rounds, midway)
+		})
 	}
 }
 
