@@ -42,6 +42,7 @@ type journal struct {
 	Dir string `json:"dir,omitempty"` // base name of the install dir (swap-tree)
 	Exe string `json:"exe,omitempty"` // base name of the executable (swap-exe)
 	Old string `json:"old,omitempty"` // base name the running executable is renamed to (swap-exe)
+	Tag string `json:"tag,omitempty"` // installer.tag: what is being installed
 }
 
 // installer installs a new version of an application, either as a whole
@@ -82,6 +83,15 @@ type installer struct {
 	log       *slog.Logger // nil: silent
 	singleExe bool
 	goos      string // "" means runtime.GOOS; decides the executable swap strategy
+
+	// tag, if set, is recorded in the journal of an install (the client
+	// puts the version being installed there), and recovered is set by
+	// recover to the tag of an interrupted install it completed: the
+	// installed version then is that one, whatever the caller had recorded
+	// before the interruption. Swaps that need no journal (an executable on
+	// Unix, a first install of an executable) record no tag.
+	tag       string
+	recovered string
 }
 
 func (in *installer) logger() *slog.Logger {
@@ -192,6 +202,9 @@ func (in *installer) recoverTree() error {
 			return err
 		}
 		syncDir(in.fs, filepath.Dir(staged)) // the swap is on disk before the journal goes
+		in.recovered = j.Tag
+	case dirOK:
+		in.recovered = j.Tag // swapped already, only the clean-up was left
 	case !dirOK && oldOK:
 		in.logger().Warn("staged tree missing, restoring the previous install", "dir", in.dir)
 		if err := in.rename(old, in.dir); err != nil {
@@ -241,8 +254,8 @@ func (in *installer) installTar(ctx context.Context, r io.Reader, limit int64) e
 	if err := verifyTree(in.fs, staged, m); err != nil {
 		return fmt.Errorf("install %s: %w", in.dir, err)
 	}
-	// Files were synced as they were written; their directory entries too,
-	// before the journal makes the staged tree the one recover keeps.
+	// extractTar synced the files; sync their directory entries too, before
+	// the journal makes the staged tree the one recover keeps.
 	dirs := []string{staged}
 	for _, e := range m.entries {
 		if e.kind == tar.TypeDir {
@@ -253,11 +266,13 @@ func (in *installer) installTar(ctx context.Context, r io.Reader, limit int64) e
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if err := in.writeJournal(jpath, journal{Op: opSwapTree, Dir: filepath.Base(in.dir)}); err != nil {
+	if err := in.writeJournal(jpath, journal{Op: opSwapTree, Dir: filepath.Base(in.dir), Tag: in.tag}); err != nil {
 		return fmt.Errorf("install %s: %w", in.dir, err)
 	}
 	committed = true
 	in.logger().Debug("install committed", "dir", in.dir, "journal", jpath)
+	recovered := in.recovered
+	defer func() { in.recovered = recovered }() // finishing our own install is no recovery
 	err = in.recoverTree()
 	if err != nil && !errors.Is(err, errInstallAbandoned) {
 		in.logger().Warn("finishing the install failed, retrying", "dir", in.dir, "err", err)
@@ -330,11 +345,13 @@ func (in *installer) installExecutable(ctx context.Context, r io.Reader, limit i
 		return fmt.Errorf("install %s: %w", in.dir, err)
 	}
 	base := filepath.Base(in.dir)
-	j := journal{Op: opSwapExe, Exe: base, Old: base + suffixOld + "-" + hex.EncodeToString(rnd[:])}
+	j := journal{Op: opSwapExe, Exe: base, Old: base + suffixOld + "-" + hex.EncodeToString(rnd[:]), Tag: in.tag}
 	if err := in.writeJournal(jpath, j); err != nil {
 		return fmt.Errorf("install %s: %w", in.dir, err)
 	}
 	committed = true
+	recovered := in.recovered
+	defer func() { in.recovered = recovered }()
 	err = in.recoverExe()
 	if err != nil {
 		in.logger().Warn("finishing the install failed, retrying", "exe", in.dir, "err", err)
@@ -474,6 +491,9 @@ func (in *installer) recoverExe() error {
 			if err := in.rename(staged, in.dir); err != nil {
 				return err
 			}
+			in.recovered = j.Tag
+		case exeOK:
+			in.recovered = j.Tag // swapped already
 		case !exeOK:
 			if err := in.rename(old, in.dir); err != nil {
 				return fmt.Errorf("recover %s: neither the staged nor the previous executable can be restored: %w", in.dir, err)

@@ -168,7 +168,7 @@ func TestInstallTreeFaults(t *testing.T) {
 					}
 					dir, want1 := installFixture(t, fsys, root, v1)
 					ffs := faultfs.New(fsys, n, crash)
-					err := (&installer{fs: ffs, dir: dir}).installTar(context.Background(), bytes.NewReader(v2), int64(len(v2)))
+					err := (&installer{fs: ffs, dir: dir, tag: "2.0"}).installTar(context.Background(), bytes.NewReader(v2), int64(len(v2)))
 					if !ffs.Failed() {
 						if err != nil {
 							t.Fatalf("install without fault: %v", err)
@@ -196,6 +196,10 @@ func TestInstallTreeFaults(t *testing.T) {
 					got := treeSnapshot(t, fsys, dir)
 					if !sameTree(got, want1) && (want2 == nil || !sameTree(got, want2)) {
 						t.Fatalf("op %d (%s): after recover, tree is neither v1 nor v2:\n%s", n, ffs.Ops()[n-1], describeTree(got))
+					}
+					// recover reports the install it completed, if any.
+					if crash && (in.recovered == "2.0") == sameTree(got, want1) {
+						t.Fatalf("op %d (%s): recovered %q with tree v1=%v", n, ffs.Ops()[n-1], in.recovered, sameTree(got, want1))
 					}
 					checkSiblings(t, fsys, root)
 					if err := in.installTar(context.Background(), bytes.NewReader(v2), int64(len(v2))); err != nil {
@@ -399,7 +403,7 @@ func TestInstallExecutableFaults(t *testing.T) {
 						exe := filepath.Join(root, "app")
 						afero.WriteFile(fsys, exe, []byte("binary v1"), 0o755)
 						ffs := faultfs.New(fsys, n, crash)
-						err := (&installer{fs: ffs, dir: exe, singleExe: true, goos: goos}).installExecutable(context.Background(), bytes.NewReader(a2), 1<<20)
+						err := (&installer{fs: ffs, dir: exe, singleExe: true, goos: goos, tag: "2.0"}).installExecutable(context.Background(), bytes.NewReader(a2), 1<<20)
 						if !ffs.Failed() {
 							if err != nil {
 								t.Fatal(err)
@@ -413,6 +417,9 @@ func TestInstallExecutableFaults(t *testing.T) {
 						b, err := afero.ReadFile(fsys, exe)
 						if err != nil || string(b) != "binary v1" && string(b) != "binary v2" {
 							t.Fatalf("op %d (%s): exe holds %q, %v", n, ffs.Ops()[n-1], b, err)
+						}
+						if in.recovered != "" && (goos != "windows" || string(b) != "binary v2") {
+							t.Fatalf("op %d (%s): recovered %q with %q", n, ffs.Ops()[n-1], in.recovered, b)
 						}
 						if s := siblingsOf(t, fsys, root); len(s) != 1 {
 							t.Fatalf("op %d (%s): leftovers: %q", n, ffs.Ops()[n-1], s)
