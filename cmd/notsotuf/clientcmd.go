@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/notsotuf/notsotuf"
 	"github.com/spf13/afero"
@@ -27,6 +29,7 @@ type clientFlags struct {
 	metadataURL, targetsURL, root      string
 	pre                                string
 	full, singleExe                    bool
+	timeout                            time.Duration
 }
 
 func newClientFlags(env *cliEnv, name string) (*flag.FlagSet, *clientFlags) {
@@ -41,6 +44,7 @@ func newClientFlags(env *cliEnv, name string) (*flag.FlagSet, *clientFlags) {
 	fs.StringVar(&f.root, "root", "", "trusted root.json to start from (default: the one in the cache dir)")
 	fs.StringVar(&f.pre, "pre", "", "pre-release channel: a, b or rc (default: final releases only)")
 	fs.BoolVar(&f.full, "full", false, "always download the full archive, never patches")
+	fs.DurationVar(&f.timeout, "timeout", 0, "give up after this `duration` in all (e.g. 10m; default: no overall limit, each request still times out)")
 	fs.BoolVar(&f.singleExe, "single-executable", false, "--install-dir is one executable file (each release archive holds one file), replaced by rename")
 	return fs, f
 }
@@ -89,6 +93,14 @@ func (f *clientFlags) config(env *cliEnv) (notsotuf.ClientConfig, error) {
 	}, nil
 }
 
+// context is the command's context, bounded by --timeout when it is set.
+func (f *clientFlags) context(env *cliEnv) (context.Context, context.CancelFunc) {
+	if f.timeout > 0 {
+		return context.WithTimeout(env.ctx, f.timeout)
+	}
+	return context.WithCancel(env.ctx)
+}
+
 func cmdCheck(env *cliEnv, args []string) error {
 	fs, f := newClientFlags(env, "check")
 	if pos, err := parseFlags(fs, args); err != nil {
@@ -104,7 +116,12 @@ func cmdCheck(env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	u, err := c.Check(env.ctx)
+	ctx, cancel := f.context(env)
+	defer cancel()
+	u, err := c.Check(ctx)
+	if err != nil && ctx.Err() == context.DeadlineExceeded {
+		return fmt.Errorf("gave up after --timeout %v: %w", f.timeout, err)
+	}
 	if err != nil {
 		return err
 	}
@@ -154,8 +171,13 @@ func cmdUpdate(env *cliEnv, args []string) error {
 		return err
 	}
 	from := c.Current()
-	u, err := c.Update(env.ctx)
+	ctx, cancel := f.context(env)
+	defer cancel()
+	u, err := c.Update(ctx)
 	bar.finish()
+	if err != nil && ctx.Err() == context.DeadlineExceeded {
+		return fmt.Errorf("gave up after --timeout %v: %w", f.timeout, err)
+	}
 	if err != nil {
 		return err
 	}
