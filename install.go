@@ -556,20 +556,9 @@ func (in *installer) removeJournalTemps(jpath string) error {
 	if dir == "" {
 		dir = "."
 	}
-	infos, err := afero.ReadDir(in.fs, dir)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
+	err := removeStale(in.fs, dir, "."+base+".tmp-")
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("recover %s: %w", in.dir, err)
-	}
-	prefix := "." + base + ".tmp-"
-	for _, fi := range infos {
-		if strings.HasPrefix(fi.Name(), prefix) && fi.Mode().IsRegular() {
-			if err := in.remove(filepath.Join(dir, fi.Name())); err != nil {
-				return err
-			}
-		}
 	}
 	return nil
 }
