@@ -8,17 +8,21 @@
 // itself, so the user runs the new version at once. A failed check never
 // stops the application: it logs and carries on with the installed version.
 //
-// The application is installed as a directory (tree mode): the release
-// archive holds the executable "selfupdate" (and anything else the program
-// needs), and the install directory is the directory of the running
-// executable. On Unix the directory is swapped by rename while the program
-// runs and the new executable replaces the process with syscall.Exec. On
-// Windows a directory holding a running program cannot be renamed, so the
-// program copies itself outside the directory, starts the copy to install
-// the update, and exits; the copy installs, starts the new version and
-// exits (see install_windows.go).
+// The application is one executable file (notsotuf's single-executable
+// mode, ClientConfig.SingleExecutable): the install path is the running
+// executable itself (os.Executable, symbolic links resolved), and each
+// release archive holds just that file. The client writes the new
+// executable beside the running one and renames it over it, which works
+// while the program runs (on Windows the running file is first renamed
+// aside, and removed at a later start). The program then re-executes
+// itself from the same path: on Unix with syscall.Exec, on Windows by
+// starting the new executable and exiting with its status (see
+// reexec_unix.go and reexec_windows.go). The first update downloads the
+// full archive; its verified copy stays in the cache directory, and later
+// updates travel as patches from it when the repository has them.
 //
-// Build a release (the version is set at link time):
+// Build a release into a bundle directory that holds only the executable
+// (the version is set at link time), and publish it:
 //
 //	go build -ldflags "-X main.version=1.0" -o bundle-1.0/selfupdate ./examples/selfupdate
 //	notsotuf add 1.0 bundle-1.0
@@ -54,13 +58,9 @@ const appName = "selfupdate"
 
 func main() {
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	if len(os.Args) == 3 && os.Args[1] == installFlag {
-		// Windows only: this is the copy that installs for the original.
-		os.Exit(installForOriginal(os.Args[2], logger))
-	}
 	fmt.Printf("%s %s\n", appName, version)
 	if err := selfUpdate(logger); err != nil {
-		logger.Warn("update check failed; running the installed version", "err", err)
+		logger.Warn("update failed; running this version", "err", err)
 	}
 	run()
 }
@@ -70,8 +70,8 @@ func run() {
 	fmt.Printf("hello from %s %s\n", appName, version)
 }
 
-// client returns the update client for the install directory dir.
-func client(dir string, logger *slog.Logger) (*notsotuf.Client, error) {
+// client returns the update client for the executable exe.
+func client(exe string, logger *slog.Logger) (*notsotuf.Client, error) {
 	base := strings.TrimRight(envOr("SELFUPDATE_URL", "http://127.0.0.1:8080"), "/")
 	cache := os.Getenv("SELFUPDATE_CACHE")
 	if cache == "" {
@@ -82,14 +82,15 @@ func client(dir string, logger *slog.Logger) (*notsotuf.Client, error) {
 		cache = filepath.Join(c, "notsotuf-"+appName)
 	}
 	return notsotuf.NewClient(notsotuf.ClientConfig{
-		App:            appName,
-		CurrentVersion: version,
-		InstallDir:     dir,
-		CacheDir:       cache,
-		MetadataURL:    base + "/metadata",
-		TargetsURL:     base + "/targets",
-		TrustedRoot:    trustedRoot,
-		Logger:         logger,
+		App:              appName,
+		CurrentVersion:   version,
+		InstallDir:       exe, // single-executable mode: the path of the executable
+		SingleExecutable: true,
+		CacheDir:         cache,
+		MetadataURL:      base + "/metadata",
+		TargetsURL:       base + "/targets",
+		TrustedRoot:      trustedRoot,
+		Logger:           logger,
 	})
 }
 
@@ -104,12 +105,12 @@ func selfUpdate(logger *slog.Logger) error {
 	if exe, err = filepath.EvalSymlinks(exe); err != nil {
 		return err
 	}
-	dir := filepath.Dir(exe)
-	c, err := client(dir, logger)
+	c, err := client(exe, logger)
 	if err != nil {
 		return err
 	}
-	// Finish (or undo) an install that a crash interrupted.
+	// Finish (or undo) an install that a crash interrupted, and remove
+	// the executables earlier updates renamed aside (Windows).
 	if err := c.Recover(); err != nil {
 		return err
 	}
@@ -119,15 +120,16 @@ func selfUpdate(logger *slog.Logger) error {
 	if err != nil || u == nil {
 		return err
 	}
-	fmt.Printf("updating %s %s -> %s\n", appName, c.Current(), u.Version)
-	if mustInstallFromCopy {
-		return startInstallerCopy(exe)
+	how := "full archive"
+	if !u.Plan.Full {
+		how = fmt.Sprintf("%d patch(es)", len(u.Plan.Files))
 	}
+	fmt.Printf("updating %s %s -> %s (%s, %d bytes)\n", appName, c.Current(), u.Version, how, u.Plan.Bytes)
 	if err := c.Install(ctx, u); err != nil {
 		return err
 	}
-	// The directory now holds the new version: run it in place of this
-	// process (same path, same arguments, same environment).
+	// The path now holds the new version: run it in place of this process
+	// (same path, same arguments, same environment).
 	return reexec(exe)
 }
 

@@ -8,23 +8,24 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/notsotuf/notsotuf"
 	"github.com/spf13/afero"
 )
 
-// TestSelfUpdateCycle publishes two builds of this program, serves them on
-// loopback, runs version 1.0 and checks that it installs 2.0 and
-// re-executes into it.
+// TestSelfUpdateCycle publishes builds of this program, serves them on
+// loopback and runs them: version 1.0 installs 2.0 (full archive) over its
+// own executable and re-executes into it; then 3.0 is published with a
+// patch, and 2.0 installs it by patch, from the archive the first update
+// left in the cache.
 func TestSelfUpdateCycle(t *testing.T) {
-	if runtime.GOOS == "windows" {
-		t.Skip("the Windows path (install from a copy) is built, not run, here")
-	}
 	if testing.Short() {
-		t.Skip("builds the example twice")
+		t.Skip("builds the example three times")
 	}
 	goBin, err := exec.LookPath("go")
 	if err != nil {
@@ -32,6 +33,10 @@ func TestSelfUpdateCycle(t *testing.T) {
 	}
 	tmp := t.TempDir()
 	ctx := context.Background()
+	exeName := appName
+	if runtime.GOOS == "windows" {
+		exeName += ".exe"
+	}
 
 	// A repository, whose root the builds embed (through a build overlay,
 	// so this directory's root.json stays as it is).
@@ -53,54 +58,110 @@ func TestSelfUpdateCycle(t *testing.T) {
 	if err := os.WriteFile(overlayPath, overlay, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	for _, v := range []string{"1.0", "2.0"} {
+	// publish builds version v into bundle-v (which holds only the
+	// executable) and adds it to the repository.
+	publish := func(v string, patch bool) {
+		t.Helper()
 		bundle := filepath.Join(tmp, "bundle-"+v)
-		cmd := exec.Command(goBin, "build", "-overlay", overlayPath, "-ldflags", "-s -w -X main.version="+v, "-o", filepath.Join(bundle, appName), ".")
+		cmd := exec.Command(goBin, "build", "-overlay", overlayPath, "-ldflags", "-s -w -X main.version="+v, "-o", filepath.Join(bundle, exeName), ".")
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("go build %s: %v\n%s", v, err, out)
 		}
-		// A patch between two builds takes a while to compute: publish
-		// archives only (the client downloads the full archive).
-		if _, err := repo.Add(ctx, notsotuf.AddOptions{Version: v, BundleDir: bundle, SkipPatch: true}); err != nil {
+		start := time.Now()
+		res, err := repo.Add(ctx, notsotuf.AddOptions{Version: v, BundleDir: bundle, SkipPatch: !patch})
+		if err != nil {
 			t.Fatal(err)
 		}
+		took := time.Since(start).Round(time.Millisecond)
+		if patch && res.Patch != nil {
+			t.Logf("published %s in %v: archive %d bytes, patch from %s %d bytes", v, took, res.Archive.Length, res.From, res.Patch.Length)
+		} else {
+			t.Logf("published %s in %v: archive %d bytes", v, took, res.Archive.Length)
+		}
 	}
+	publish("1.0", false)
+	publish("2.0", false)
 	srv := httptest.NewServer(http.FileServer(http.Dir(cfg.RepoDir)))
 	defer srv.Close()
 
-	// Install 1.0 and run it.
+	// Install 1.0 (a plain copy of the executable) and run it.
 	install := filepath.Join(tmp, "app")
 	if err := os.MkdirAll(install, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	data, err := os.ReadFile(filepath.Join(tmp, "bundle-1.0", appName))
+	data, err := os.ReadFile(filepath.Join(tmp, "bundle-1.0", exeName))
 	if err != nil {
 		t.Fatal(err)
 	}
-	exe := filepath.Join(install, appName)
+	exe := filepath.Join(install, exeName)
 	if err := os.WriteFile(exe, data, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	runApp := func() string {
+		t.Helper()
 		cmd := exec.Command(exe)
 		cmd.Env = append(os.Environ(), "SELFUPDATE_URL="+srv.URL, "SELFUPDATE_CACHE="+filepath.Join(tmp, "cache"))
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			t.Fatalf("%s: %v\n%s", exe, err, out)
 		}
+		if strings.Contains(string(out), "level=WARN") {
+			t.Fatalf("warnings: %s", out)
+		}
 		return string(out)
 	}
-	out := runApp()
-	want := "selfupdate 1.0\nupdating selfupdate 1.0 -> 2.0\nselfupdate 2.0\nhello from selfupdate 2.0\n"
-	if out != want {
-		t.Fatalf("first run:\n%s\nwant:\n%s", out, want)
+	// updated checks that out is an update from one version to the next
+	// by the expected kind of download, followed by the new version's run.
+	updated := func(out, from, to, how string) {
+		t.Helper()
+		re := regexp.MustCompile(`^selfupdate ` + regexp.QuoteMeta(from) +
+			`\nupdating selfupdate ` + regexp.QuoteMeta(from) + ` -> ` + regexp.QuoteMeta(to) + ` \((` + regexp.QuoteMeta(how) + `), ([0-9]+) bytes\)` +
+			`\nselfupdate ` + regexp.QuoteMeta(to) + `\nhello from selfupdate ` + regexp.QuoteMeta(to) + `\n$`)
+		m := re.FindStringSubmatch(out)
+		if m == nil {
+			t.Fatalf("run of %s:\n%s\nwant an update to %s by %s", from, out, to, how)
+		}
+		t.Logf("%s -> %s: %s, %s bytes", from, to, m[1], m[2])
 	}
-	// The next start is 2.0, up to date.
-	if out := runApp(); out != "selfupdate 2.0\nhello from selfupdate 2.0\n" {
-		t.Fatalf("second run:\n%s", out)
+	upToDate := func(v string) {
+		t.Helper()
+		if out, want := runApp(), "selfupdate "+v+"\nhello from selfupdate "+v+"\n"; out != want {
+			t.Fatalf("run of %s, up to date:\n%s\nwant:\n%s", v, out, want)
+		}
 	}
-	if strings.Contains(out, "level=WARN") {
-		t.Errorf("warnings: %s", out)
+
+	updated(runApp(), "1.0", "2.0", "full archive")
+	upToDate("2.0")
+
+	// 3.0 comes with a patch from 2.0, applied to the verified archive of
+	// 2.0 that the first update left in the cache.
+	publish("3.0", true)
+	updated(runApp(), "2.0", "3.0", "1 patch(es)")
+	upToDate("3.0")
+
+	// Nothing is left beside the executable (on Windows the executables
+	// renamed aside are removed by the starts that follow).
+	entries, err := os.ReadDir(install)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 1 || entries[0].Name() != exeName {
+		var names []string
+		for _, e := range entries {
+			names = append(names, e.Name())
+		}
+		t.Errorf("install directory holds %v, want only %s", names, exeName)
+	}
+	got, err := os.ReadFile(exe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := os.ReadFile(filepath.Join(tmp, "bundle-3.0", exeName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != string(want) {
+		t.Error("the installed executable is not the 3.0 build")
 	}
 }
