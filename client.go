@@ -345,8 +345,41 @@ func (c *Client) Update(ctx context.Context) (*Update, error) {
 
 // Recover finishes or undoes an install that a crash or power loss
 // interrupted. Call it when the application starts; Install calls it too.
+//
+// When the interrupted install had passed its commit point, Recover
+// completes it and records its version as installed (see [Client.Current]),
+// so the record never lags behind the installed tree.
 func (c *Client) Recover() error {
-	return c.installer().recover()
+	in := c.installer()
+	if err := in.recover(); err != nil {
+		return err
+	}
+	if in.recovered == "" {
+		return nil
+	}
+	v, err := ParseVersion(in.recovered)
+	if err != nil {
+		return fmt.Errorf("recover: journal names version %q: %w", in.recovered, err)
+	}
+	if v.Compare(c.Current()) > 0 {
+		return c.record(v)
+	}
+	return nil
+}
+
+// record writes v as the installed version in CacheDir/installed.json.
+func (c *Client) record(v Version) error {
+	rec, err := json.Marshal(installedRecord{App: c.app, Version: v.String()})
+	if err != nil {
+		return err
+	}
+	if err := c.fs.MkdirAll(c.cacheDir, 0o755); err != nil {
+		return err
+	}
+	if err := writeFileAtomic(c.fs, c.recordPath(), rec, 0o644); err != nil {
+		return fmt.Errorf("installed %s but could not record it: %w", v, err)
+	}
+	return nil
 }
 
 func (c *Client) installer() *installer {
@@ -375,6 +408,7 @@ func (c *Client) Install(ctx context.Context, u *Update) error {
 	}
 	prog := &progress{total: u.Plan.Bytes, fn: c.progress}
 	in := c.installer()
+	in.tag = u.Version.String() // lets Recover record it if a crash cuts the install short
 	var keep string
 	if !u.Plan.Full {
 		tarPath, err := c.patch(ctx, u, prog)
@@ -419,12 +453,8 @@ func (c *Client) Install(ctx context.Context, u *Update) error {
 		}
 		keep = gz
 	}
-	rec, err := json.Marshal(installedRecord{App: c.app, Version: u.Version.String()})
-	if err != nil {
+	if err := c.record(u.Version); err != nil {
 		return err
-	}
-	if err := writeFileAtomic(c.fs, c.recordPath(), rec, 0o644); err != nil {
-		return fmt.Errorf("installed %s but could not record it: %w", u.Version, err)
 	}
 	c.log.Info("installed", "version", u.Version, "full", strings.HasSuffix(keep, ArchiveExt))
 	c.cleanCache(keep)

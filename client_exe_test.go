@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/notsotuf/notsotuf/internal/faultfs"
 	"github.com/spf13/afero"
 )
 
@@ -72,5 +73,44 @@ func TestUpdateSingleExecutable(t *testing.T) {
 	}
 	if b, _ := afero.ReadFile(fsys, cfg.InstallDir); string(b) != r2.files["app"] {
 		t.Fatalf("a refused update changed the executable")
+	}
+}
+
+// TestRecoverRecordsCompletedInstall: a crash after an install's commit
+// point (the journal) and before the client recorded the new version; the
+// next start's Recover completes the swap and records the version, so the
+// client does not install the same release again.
+func TestRecoverRecordsCompletedInstall(t *testing.T) {
+	repo := newTestRepo(t, false)
+	rels := threeReleases(t, repo)
+	recorded := 0
+	for n := 1; n < 200; n++ {
+		base, cfg := osClientConfig(t, repo, "1.0")
+		writeTree(t, base, cfg.InstallDir, rels[0].files)
+		ffs := faultfs.New(base, n, true)
+		cfg.Fs = ffs
+		_, err := newTestClient(t, cfg).Update(context.Background())
+		if err == nil {
+			break // n passed the last write: the whole update succeeded
+		}
+		journal := filepath.Join(filepath.Dir(cfg.InstallDir), "."+filepath.Base(cfg.InstallDir)+".notsotuf-journal")
+		committed, _ := afero.Exists(base, journal)
+		cfg.Fs = base
+		c := newTestClient(t, cfg)
+		if err := c.Recover(); err != nil {
+			t.Fatalf("crash at write %d: recover: %v", n, err)
+		}
+		if committed {
+			recorded++
+			wantTree(t, base, cfg.InstallDir, rels[2].files)
+			if got := c.Current().String(); got != "1.2" {
+				t.Fatalf("crash at write %d after the commit: Current() = %s after Recover, want 1.2", n, got)
+			}
+		} else if got := c.Current().String(); got != "1.0" && got != "1.2" {
+			t.Fatalf("crash at write %d: Current() = %s", n, got)
+		}
+	}
+	if recorded == 0 {
+		t.Fatal("no crash point fell after the commit: the test checked nothing")
 	}
 }
