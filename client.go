@@ -443,15 +443,26 @@ func (c *Client) Install(ctx context.Context, u *Update) error {
 		if err := c.remote.fetchTarget(ctx, c.fs, c.tuf.targetURL(c.targetsURL, u.target.archive), gz, u.archive.Length, u.archive.SHA256, prog); err != nil {
 			return err
 		}
-		limit, _ := u.target.tarHash()
-		if limit == 0 {
+		limit, tarHash := u.target.tarHash()
+		keep = gz
+		if tarHash != "" {
+			// A notsotuf archive signs its tar: install from it and keep
+			// that tar, checked, as the next patch base (no gunzip then).
+			tarPath := c.cachePath(tarName(c.app, u.Version))
+			kept, err := c.installArchiveKeepTar(ctx, in, gz, tarPath, limit, tarHash)
+			if err != nil {
+				return err
+			}
+			if kept {
+				keep = tarPath
+			}
+		} else {
 			// tufup archives do not sign their tar size.
 			limit = u.archive.Length * maxDeflateRatio
+			if err := c.installFile(ctx, in, gz, limit); err != nil {
+				return err
+			}
 		}
-		if err := c.installFile(ctx, in, gz, limit); err != nil {
-			return err
-		}
-		keep = gz
 	}
 	if err := c.record(u.Version); err != nil {
 		return err
@@ -585,6 +596,58 @@ func (c *Client) installFile(ctx context.Context, in *installer, p string, limit
 	}
 	return in.installTar(ctx, f, limit)
 }
+
+// installArchiveKeepTar installs the verified archive gz while writing its
+// uncompressed tar to tarPath in the same pass. It reports whether the tar
+// was kept: only when it has the signed size and sha256 (else the archive
+// stays the base). An error means the install failed.
+func (c *Client) installArchiveKeepTar(ctx context.Context, in *installer, gz, tarPath string, size int64, hash string) (bool, error) {
+	f, err := c.fs.Open(gz)
+	if err != nil {
+		return false, fmt.Errorf("install: %w", err)
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		return false, fmt.Errorf("install: %s: %w", gz, err)
+	}
+	var installErr error
+	keepErr := writeCacheFile(c.fs, tarPath, func(w io.Writer) error {
+		h, cw := sha256.New(), &countWriter{}
+		tee := namedReader{io.TeeReader(io.LimitReader(zr, size+1), io.MultiWriter(w, h, cw)), gz}
+		if c.singleExe {
+			installErr = in.installExecutable(ctx, tee, size)
+		} else {
+			installErr = in.installTar(ctx, tee, size)
+		}
+		if installErr != nil {
+			return installErr
+		}
+		if _, err := io.Copy(io.Discard, tee); err != nil { // the tar's final padding
+			return err
+		}
+		if cw.n != size || hex.EncodeToString(h.Sum(nil)) != hash {
+			return fmt.Errorf("uncompressed tar is not the signed one (%d bytes)", cw.n)
+		}
+		return nil
+	})
+	if installErr != nil {
+		return false, installErr
+	}
+	if keepErr != nil {
+		c.log.Warn("installed, but the archive stays the next patch base", "archive", gz, "err", keepErr)
+		return false, nil
+	}
+	return true, nil
+}
+
+// namedReader gives a reader the name the installer puts in its errors.
+type namedReader struct {
+	io.Reader
+	name string
+}
+
+func (r namedReader) Name() string { return r.name }
 
 // compact returns raw JSON without insignificant white space.
 func compact(raw json.RawMessage) json.RawMessage {
