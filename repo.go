@@ -451,7 +451,7 @@ func (kr *keyring) signer(pubHex string) (*signingKey, error) {
 	}
 	if err != nil {
 		if errors.Is(err, ErrNoPassphrase) {
-			return nil, withHint(err, "set NOTSOTUF_PASSPHRASE_%s (or NOTSOTUF_PASSPHRASE, or NOTSOTUF_PASSPHRASE_FILE)", envKeyName(name))
+			return nil, withHint(err, "set %s (or NOTSOTUF_PASSPHRASE, or NOTSOTUF_PASSPHRASE_FILE)", PassphraseEnvVar(name))
 		}
 		return nil, err
 	}
@@ -459,9 +459,12 @@ func (kr *keyring) signer(pubHex string) (*signingKey, error) {
 	return k, nil
 }
 
-// envKeyName turns a key name into the suffix of its passphrase variable.
-func envKeyName(name string) string {
-	return strings.Map(func(r rune) rune {
+// PassphraseEnvVar is the environment variable that holds the passphrase of
+// the encrypted key named name: NOTSOTUF_PASSPHRASE_ and the name in upper
+// case, other characters than letters and digits turned into '_'. The CLI
+// reads it (then NOTSOTUF_PASSPHRASE, then NOTSOTUF_PASSPHRASE_FILE).
+func PassphraseEnvVar(name string) string {
+	return "NOTSOTUF_PASSPHRASE_" + strings.Map(func(r rune) rune {
 		switch {
 		case r >= 'a' && r <= 'z':
 			return r - 'a' + 'A'

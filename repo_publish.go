@@ -561,14 +561,14 @@ func (r *Repository) Init() (err error) {
 			if slices.Contains(r.Config.EncryptedKeys, n) {
 				if r.Passphrase == nil {
 					return withHint(fmt.Errorf("key %s: encryption asked but %w", n, ErrNoPassphrase),
-						"set NOTSOTUF_PASSPHRASE_%s, NOTSOTUF_PASSPHRASE or NOTSOTUF_PASSPHRASE_FILE", envKeyName(n))
+						"set %s, NOTSOTUF_PASSPHRASE or NOTSOTUF_PASSPHRASE_FILE", PassphraseEnvVar(n))
 				}
 				if pass, err = r.Passphrase(n); err != nil {
 					return fmt.Errorf("key %s: %w", n, err)
 				}
 				if len(pass) == 0 {
 					return withHint(fmt.Errorf("key %s: encryption asked but %w", n, ErrNoPassphrase),
-						"set NOTSOTUF_PASSPHRASE_%s, NOTSOTUF_PASSPHRASE or NOTSOTUF_PASSPHRASE_FILE", envKeyName(n))
+						"set %s, NOTSOTUF_PASSPHRASE or NOTSOTUF_PASSPHRASE_FILE", PassphraseEnvVar(n))
 				}
 			}
 			k, err := generateKeyFiles(r.Fs, r.Config.KeysDir, n, pass, r.Rand)

@@ -203,7 +203,7 @@ func (r *Repository) CreateKey(name string, encrypt bool) (string, error) {
 		}
 		if len(pass) == 0 {
 			return "", withHint(fmt.Errorf("key %s: encryption asked but %w", name, ErrNoPassphrase),
-				"set NOTSOTUF_PASSPHRASE_%s, NOTSOTUF_PASSPHRASE or NOTSOTUF_PASSPHRASE_FILE", envKeyName(name))
+				"set %s, NOTSOTUF_PASSPHRASE or NOTSOTUF_PASSPHRASE_FILE", PassphraseEnvVar(name))
 		}
 	}
 	k, err := generateKeyFiles(r.Fs, r.Config.KeysDir, name, pass, r.Rand)

@@ -282,7 +282,7 @@ func ImportTufup(fsys afero.Fs, imp TufupImport) (*TufupImportResult, error) {
 			}
 			if pass == nil {
 				return nil, withHint(fmt.Errorf("tufup key file %s is encrypted: %w", privPath, ErrNoPassphrase),
-					"set NOTSOTUF_PASSPHRASE_%s (or NOTSOTUF_PASSPHRASE, or NOTSOTUF_PASSPHRASE_FILE) to the key's tufup passphrase", envKeyName(n))
+					"set %s (or NOTSOTUF_PASSPHRASE, or NOTSOTUF_PASSPHRASE_FILE) to the key's tufup passphrase", PassphraseEnvVar(n))
 			}
 			plain, err := decryptSSLibKey(raw, pass)
 			if err != nil {

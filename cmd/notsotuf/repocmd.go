@@ -35,7 +35,7 @@ func init() {
 // (first line). It never prompts.
 func passphrase(env *cliEnv) func(name string) ([]byte, error) {
 	return func(name string) ([]byte, error) {
-		if p := env.getenv("NOTSOTUF_PASSPHRASE_" + envSuffix(name)); p != "" {
+		if p := env.getenv(notsotuf.PassphraseEnvVar(name)); p != "" {
 			return []byte(p), nil
 		}
 		if p := env.getenv("NOTSOTUF_PASSPHRASE"); p != "" {
@@ -55,18 +55,6 @@ func passphrase(env *cliEnv) func(name string) ([]byte, error) {
 		}
 		return nil, nil
 	}
-}
-
-func envSuffix(name string) string {
-	return strings.Map(func(r rune) rune {
-		switch {
-		case r >= 'a' && r <= 'z':
-			return r - 'a' + 'A'
-		case r >= 'A' && r <= 'Z', r >= '0' && r <= '9':
-			return r
-		}
-		return '_'
-	}, name)
 }
 
 func (env *cliEnv) repository(cfg notsotuf.Config) *notsotuf.Repository {
