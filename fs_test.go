@@ -1,10 +1,8 @@
 package notsotuf
 
 import (
-	"bytes"
 	"errors"
 	"io"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"testing"
@@ -70,29 +68,5 @@ func TestWriteAtomic(t *testing.T) {
 				t.Errorf("exists(missing) = %v %v", ok, err)
 			}
 		})
-	}
-}
-
-func TestReadAhead(t *testing.T) {
-	data := make([]byte, 100000)
-	for i := range data {
-		data[i] = byte(i * 7)
-	}
-	src := bytes.NewReader(data)
-	ra := newReadAhead(src, int64(len(data)), 4096)
-	r := rand.New(rand.NewPCG(1, 2))
-	for i := 0; i < 5000; i++ {
-		off := r.Int64N(int64(len(data)) + 10)
-		n := r.IntN(3000)
-		if i%3 == 0 { // mostly sequential, as a patch reads
-			off = int64(i*20) % int64(len(data))
-		}
-		got := make([]byte, n)
-		want := make([]byte, n)
-		gn, gerr := ra.ReadAt(got, off)
-		wn, werr := src.ReadAt(want, off)
-		if gn != wn || !bytes.Equal(got[:gn], want[:wn]) || (gerr == nil) != (werr == nil) {
-			t.Fatalf("ReadAt(%d bytes at %d) = %d, %v; want %d, %v", n, off, gn, gerr, wn, werr)
-		}
 	}
 }
