@@ -408,24 +408,8 @@ func cmdMirror(ts *testscript.TestScript, neg bool, args []string) {
 	if neg || len(args) != 2 {
 		ts.Fatalf("usage: mirror SRC DST")
 	}
-	src, dst := ts.MkAbs(args[0]), ts.MkAbs(args[1])
-	ts.Check(os.RemoveAll(dst))
-	err := filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(src, p)
-		out := filepath.Join(dst, rel)
-		if d.IsDir() {
-			return os.MkdirAll(out, 0o755)
-		}
-		data, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		return os.WriteFile(out, data, 0o644)
-	})
-	ts.Check(err)
+	ts.Check(os.RemoveAll(ts.MkAbs(args[1])))
+	cmdCopytree(ts, false, args)
 }
 
 func cmdTamper(ts *testscript.TestScript, neg bool, args []string) {

@@ -16,6 +16,8 @@ import (
 // The old executable, renamed aside by the install
 // (selfupdate.exe.notsotuf-old-*), cannot be removed while this process
 // runs; the next start's Recover removes it. It returns only on error.
+// (This is the application, package main: ending the process is its call;
+// the notsotuf library itself never exits.)
 func reexec(exe string) error {
 	cmd := exec.Command(exe, os.Args[1:]...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
