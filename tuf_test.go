@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/secure-systems-lab/go-securesystemslib/cjson"
 	"github.com/sigstore/sigstore/pkg/signature"
 	"github.com/spf13/afero"
 	"github.com/theupdateframework/go-tuf/v2/metadata"
@@ -553,7 +554,7 @@ func FuzzRefresh(f *testing.F) {
 			files[k] = v
 		}
 		repo.mu.Unlock()
-		genuine := bytes.Equal(files[role], data)
+		genuine := sameSigned(role, files[role], data)
 		files[role] = data
 		rem := newRemote(&http.Client{Transport: files})
 		rem.attempts = 1
@@ -569,6 +570,87 @@ func FuzzRefresh(f *testing.F) {
 			t.Fatalf("refresh accepted a forged root version 2")
 		}
 	})
+}
+
+// sameSigned reports whether data is the genuine metadata file as far as
+// TUF is concerned: signatures cover the canonical JSON of "signed", so a
+// file that only differs in whitespace, key order, string escapes or extra
+// (ignored) signatures carries the same signed content and may be accepted.
+// Anything that changes what go-tuf parses out of "signed" must not be.
+func sameSigned(role string, genuine, data []byte) bool {
+	if bytes.Equal(genuine, data) {
+		return true
+	}
+	canon := func(b []byte) ([]byte, error) {
+		switch {
+		case strings.HasSuffix(role, "root.json"):
+			md, err := metadata.Root().FromBytes(b)
+			if err != nil {
+				return nil, err
+			}
+			return cjson.EncodeCanonical(md.Signed)
+		case strings.HasSuffix(role, "timestamp.json"):
+			md, err := metadata.Timestamp().FromBytes(b)
+			if err != nil {
+				return nil, err
+			}
+			return cjson.EncodeCanonical(md.Signed)
+		case strings.HasSuffix(role, "snapshot.json"):
+			md, err := metadata.Snapshot().FromBytes(b)
+			if err != nil {
+				return nil, err
+			}
+			return cjson.EncodeCanonical(md.Signed)
+		default:
+			md, err := metadata.Targets().FromBytes(b)
+			if err != nil {
+				return nil, err
+			}
+			return cjson.EncodeCanonical(md.Signed)
+		}
+	}
+	a, err1 := canon(genuine)
+	b, err2 := canon(data)
+	return err1 == nil && err2 == nil && bytes.Equal(a, b)
+}
+
+func TestSameSigned(t *testing.T) {
+	repo := newTestRepo(t, false)
+	repo.publish()
+	snap := repo.file("metadata/snapshot.json")
+	var v map[string]any
+	if err := json.Unmarshal(snap, &v); err != nil {
+		t.Fatal(err)
+	}
+	reformatted, _ := json.MarshalIndent(v, "", "\t")
+	if !sameSigned("metadata/snapshot.json", snap, reformatted) {
+		t.Error("a reindented snapshot is not the same signed content")
+	}
+	v["signed"].(map[string]any)["version"] = 7
+	changed, _ := json.Marshal(v)
+	if sameSigned("metadata/snapshot.json", snap, changed) {
+		t.Error("a snapshot with another version counts as the same")
+	}
+}
+
+// TestRefreshAcceptsReformattedMetadata pins down what FuzzRefresh found:
+// a metadata file re-serialised without touching its signed content still
+// verifies (TUF signs canonical JSON), and refresh accepts it.
+func TestRefreshAcceptsReformattedMetadata(t *testing.T) {
+	repo := newTestRepo(t, false)
+	repo.publish()
+	snap := repo.file("metadata/snapshot.json")
+	var v map[string]any
+	if err := json.Unmarshal(snap, &v); err != nil {
+		t.Fatal(err)
+	}
+	reformatted, _ := json.MarshalIndent(v, "", "   ")
+	repo.mu.Lock()
+	repo.files["metadata/snapshot.json"] = reformatted
+	repo.mu.Unlock()
+	if err := repo.tufClient(afero.NewMemMapFs()).refresh(context.Background()); err != nil {
+		t.Fatalf("reformatted snapshot refused: %v", err)
+	}
 }
 
 func TestRefreshExpiredAfterPersist(t *testing.T) {
