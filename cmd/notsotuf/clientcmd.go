@@ -79,6 +79,9 @@ func (f *clientFlags) config(env *cliEnv) (notsotuf.ClientConfig, error) {
 	if rootFile == "" {
 		rootFile = filepath.Join(cacheDir, "metadata", "root.json")
 	}
+	if env.getenv("NOTSOTUF_NOW") != "" && !clientClockFromEnv {
+		fmt.Fprintln(env.stderr, "notsotuf: warning: NOTSOTUF_NOW is ignored by check and update: a client keeps the real clock, or expired metadata would pass")
+	}
 	root, err := afero.ReadFile(env.fs, rootFile)
 	if err != nil {
 		if f.root == "" && errors.Is(err, os.ErrNotExist) {
@@ -89,7 +92,7 @@ func (f *clientFlags) config(env *cliEnv) (notsotuf.ClientConfig, error) {
 	return notsotuf.ClientConfig{
 		App: f.app, CurrentVersion: f.current, InstallDir: f.installDir, CacheDir: cacheDir,
 		MetadataURL: f.metadataURL, TargetsURL: targetsURL, TrustedRoot: root,
-		Fs: env.fs, Now: env.now, Logger: env.logger, Channel: f.pre, ForceFull: f.full, SingleExecutable: f.singleExe,
+		Fs: env.fs, Now: env.clientNow, Logger: env.logger, Channel: f.pre, ForceFull: f.full, SingleExecutable: f.singleExe,
 	}, nil
 }
 

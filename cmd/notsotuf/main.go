@@ -37,8 +37,17 @@ type cliEnv struct {
 	fs     afero.Fs
 	getenv func(string) string
 	now    func() time.Time
-	logger *slog.Logger // silent unless -v or NOTSOTUF_VERBOSE=1
+	// clientNow is the clock of check and update: the real one unless
+	// clientClockFromEnv lets NOTSOTUF_NOW set it too.
+	clientNow func() time.Time
+	logger    *slog.Logger // silent unless -v or NOTSOTUF_VERBOSE=1
 }
+
+// clientClockFromEnv lets NOTSOTUF_NOW set the clock of check and update
+// as well. Only the test binary sets it: on a user's machine a clock in
+// the past would turn off the client's freeze protection, so the client
+// commands ignore NOTSOTUF_NOW (with a warning) in a real build.
+var clientClockFromEnv = false
 
 // command is one subcommand. Each *cmd.go file registers its commands in
 // an init function; the table is complete before main runs and never
@@ -86,22 +95,28 @@ func run(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	env := &cliEnv{
-		ctx:    ctx,
-		stdout: stdout,
-		stderr: stderr,
-		fs:     afero.NewOsFs(),
-		getenv: os.Getenv,
-		now:    time.Now,
+		ctx:       ctx,
+		stdout:    stdout,
+		stderr:    stderr,
+		fs:        afero.NewOsFs(),
+		getenv:    os.Getenv,
+		now:       time.Now,
+		clientNow: time.Now,
 	}
-	// NOTSOTUF_NOW (RFC 3339) fixes the clock: for tests and for rehearsing
-	// an expiry ("what does status say next month?").
-	if s := os.Getenv("NOTSOTUF_NOW"); s != "" {
-		t, err := time.Parse(time.RFC3339, s)
+	// NOTSOTUF_NOW (RFC 3339) fixes the clock of the repository commands:
+	// for tests and for rehearsing an expiry ("what does status say next
+	// month?"). check and update keep the real clock (clientClockFromEnv).
+	nowEnv := os.Getenv("NOTSOTUF_NOW")
+	if nowEnv != "" {
+		t, err := time.Parse(time.RFC3339, nowEnv)
 		if err != nil {
-			fmt.Fprintf(stderr, "notsotuf: error: NOTSOTUF_NOW=%q: not an RFC 3339 time\n", s)
+			fmt.Fprintf(stderr, "notsotuf: error: NOTSOTUF_NOW=%q: not an RFC 3339 time\n", nowEnv)
 			return 2
 		}
 		env.now = func() time.Time { return t }
+		if clientClockFromEnv {
+			env.clientNow = env.now
+		}
 	}
 	verbose := os.Getenv("NOTSOTUF_VERBOSE") == "1"
 	if len(args) > 0 && (args[0] == "-v" || args[0] == "--verbose") {

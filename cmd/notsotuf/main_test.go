@@ -16,6 +16,8 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	// The scenarios rehearse expiry on the client side too (freeze attacks).
+	clientClockFromEnv = true
 	testscript.Main(m, map[string]func(){
 		"notsotuf": func() {
 			os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
