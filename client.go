@@ -571,8 +571,18 @@ func (c *Client) cleanCache(keep string) {
 
 // ownCacheFile reports whether name is a file the client writes in the
 // cache for its app: <app>-<version> followed by .tar.gz, .tar, .patch,
-// .patch-failed, possibly with .part.
+// .patch-failed, possibly with .part, and the temporary files of an
+// interrupted run: "." + one of those + ".step-*" (an intermediate tar of
+// a patch chain) or ".tmp-*" (a file being written).
 func (c *Client) ownCacheFile(name string) bool {
+	if strings.HasPrefix(name, ".") {
+		for _, sep := range []string{".step-", ".tmp-"} {
+			if i := strings.LastIndex(name, sep); i > 1 {
+				return c.ownCacheFile(name[1:i])
+			}
+		}
+		return false
+	}
 	name = strings.TrimSuffix(name, ".part")
 	switch {
 	case strings.HasSuffix(name, ".patch-failed"):

@@ -389,6 +389,16 @@ func TestUpdatePatchChain(t *testing.T) {
 	var done, total int64
 	cfg.Progress = func(d, tt int64) { done, total = d, tt }
 	ctx := context.Background()
+	// Temporary files of a crashed run towards a version never retried,
+	// and files that are not the app's.
+	if err := fsys.MkdirAll(cfg.CacheDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{".app-1.1.tar.step-123", ".app-0.9.tar.tmp-4", ".other-1.0.tar.step-1", ".keep"} {
+		if err := afero.WriteFile(fsys, filepath.Join(cfg.CacheDir, name), []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 
 	u, err := newTestClient(t, cfg).Update(ctx)
 	if err != nil {
@@ -405,7 +415,7 @@ func TestUpdatePatchChain(t *testing.T) {
 		t.Errorf("downloaded %s", got)
 	}
 	// The verified 1.2 tar is the next base; nothing else of the app is left.
-	if got := cacheFiles(t, fsys, cfg.CacheDir); got != "app-1.2.tar installed.json" {
+	if got := cacheFiles(t, fsys, cfg.CacheDir); got != ".keep .other-1.0.tar.step-1 app-1.2.tar installed.json" {
 		t.Errorf("cache holds %q", got)
 	}
 
