@@ -349,8 +349,17 @@ func (c *Client) Update(ctx context.Context) (*Update, error) {
 // When the interrupted install had passed its commit point, Recover
 // completes it and records its version as installed (see [Client.Current]),
 // so the record never lags behind the installed tree.
+//
+// If another process is installing into the same directory, Recover
+// changes nothing and returns an error wrapping [ErrBusy]: that process
+// finishes or undoes its own install.
 func (c *Client) Recover() error {
 	in := c.installer()
+	unlock, err := in.lock()
+	if err != nil {
+		return fmt.Errorf("recover: %w", err)
+	}
+	defer unlock()
 	if err := in.recover(); err != nil {
 		return err
 	}
@@ -396,18 +405,28 @@ func (c *Client) installer() *installer {
 // verified tar or archive is kept as the next patch base and the files of
 // other versions are removed from the cache. Installing a version that is
 // already installed does nothing.
+//
+// Install holds the install lock beside the install directory (see
+// [ErrBusy]) from start to end: a second process updating the same
+// application at the same time gets an error wrapping ErrBusy and changes
+// nothing.
 func (c *Client) Install(ctx context.Context, u *Update) error {
 	if u == nil || u.target == nil {
 		return errors.New("install: no update (use the result of Check)")
 	}
+	in := c.installer()
+	unlock, err := in.lock()
+	if err != nil {
+		return fmt.Errorf("install %s: %w", u.Version, err)
+	}
+	defer unlock()
 	if u.Version.Compare(c.Current()) <= 0 {
-		return nil
+		return nil // installed meanwhile, or already
 	}
 	if err := c.fs.MkdirAll(c.cacheDir, 0o755); err != nil {
 		return fmt.Errorf("install %s: %w", u.Version, err)
 	}
 	prog := &progress{total: u.Plan.Bytes, fn: c.progress}
-	in := c.installer()
 	in.tag = u.Version.String() // lets Recover record it if a crash cuts the install short
 	var keep string
 	if !u.Plan.Full {

@@ -218,7 +218,7 @@ func TestCrashKill(t *testing.T) {
 		}
 		counts[state]++
 		leftovers, _ := filepath.Glob(filepath.Join(dir, ".app.notsotuf-*"))
-		if len(leftovers) != 0 {
+		if len(leftovers) != 1 || leftovers[0] != filepath.Join(dir, ".app"+suffixLock) {
 			t.Errorf("run %d: recover left %v", i, leftovers)
 		}
 

@@ -50,9 +50,10 @@ type journal struct {
 // after any crash followed by recover) the application is either the old
 // version, complete, or the new one, complete.
 //
-// Tree mode (singleExe false) owns dir and three siblings in dir's parent:
+// Tree mode (singleExe false) owns dir and four siblings in dir's parent:
 // .<base>.notsotuf-new (the staged tree), .<base>.notsotuf-old (the previous
-// tree during the swap) and .<base>.notsotuf-journal. An install extracts the
+// tree during the swap), .<base>.notsotuf-journal and the install lock
+// .<base>.notsotuf-lock. An install extracts the
 // archive into the staged tree (see extractTar for the archive rules),
 // verifies it against the archive's manifest, writes the journal atomically
 // (the commit point), renames dir to the old name and the staged tree to dir,
@@ -75,7 +76,9 @@ type journal struct {
 // these old files are removed by recover once they are no longer running.
 //
 // One installer at a time per dir: two processes installing into the same
-// dir at once would remove each other's staged copy. If dir is a symbolic
+// dir at once would remove each other's staged copy, so the client holds
+// the install lock (.<base>.notsotuf-lock or <exe>.notsotuf-lock, see
+// lockInstall) around recover and every install. If dir is a symbolic
 // link, the link itself is moved aside and replaced by a directory.
 type installer struct {
 	fs        afero.Fs
@@ -113,6 +116,26 @@ func (in *installer) siblings() (staged, old, jpath string) {
 	parent, base := filepath.Split(filepath.Clean(in.dir))
 	p := filepath.Join(parent, "."+base)
 	return p + suffixNew, p + suffixOld, p + suffixJournal
+}
+
+// lockPath is the install lock beside the tree or executable (see
+// lockInstall): .<base>.notsotuf-lock in tree mode, <exe>.notsotuf-lock in
+// single-executable mode.
+func (in *installer) lockPath() string {
+	if in.singleExe {
+		return filepath.Clean(in.dir) + suffixLock
+	}
+	parent, base := filepath.Split(filepath.Clean(in.dir))
+	return filepath.Join(parent, "."+base+suffixLock)
+}
+
+// lock takes the install lock (see lockInstall), creating dir's parent if
+// needed.
+func (in *installer) lock() (unlock func(), err error) {
+	if err := in.fs.MkdirAll(filepath.Dir(filepath.Clean(in.dir)), 0o755); err != nil {
+		return nil, err
+	}
+	return lockInstall(in.fs, in.lockPath())
 }
 
 // recover finishes or undoes an install that was interrupted (crash, power

@@ -36,6 +36,7 @@ package main
 import (
 	"context"
 	_ "embed"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -111,7 +112,10 @@ func selfUpdate(logger *slog.Logger) error {
 	}
 	// Finish (or undo) an install that a crash interrupted, and remove
 	// the executables earlier updates renamed aside (Windows).
-	if err := c.Recover(); err != nil {
+	// ErrBusy: another instance is installing an update; run as is.
+	if err := c.Recover(); errors.Is(err, notsotuf.ErrBusy) {
+		return nil
+	} else if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -125,7 +129,9 @@ func selfUpdate(logger *slog.Logger) error {
 		how = fmt.Sprintf("%d patch(es)", len(u.Plan.Files))
 	}
 	fmt.Printf("updating %s %s -> %s (%s, %d bytes)\n", appName, c.Current(), u.Version, how, u.Plan.Bytes)
-	if err := c.Install(ctx, u); err != nil {
+	if err := c.Install(ctx, u); errors.Is(err, notsotuf.ErrBusy) {
+		return nil // another instance got there first
+	} else if err != nil {
 		return err
 	}
 	// The path now holds the new version: run it in place of this process
