@@ -1,6 +1,6 @@
 package main
 
-// Attack scenarios: testdata/script/attack/attack_*.txtar. Each script builds
+// Attack scenarios: testdata/script/attack_*.txtar, run by TestScripts. Each script builds
 // a repository with the notsotuf CLI, serves it from this test process
 // through a server the script can turn hostile, plays the attacker (replays,
 // tampers, mixes metadata, stalls) and checks that the client refuses with
@@ -52,7 +52,6 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"testing"
 	"time"
 
 	"github.com/notsotuf/notsotuf"
@@ -69,33 +68,6 @@ type attackServer struct {
 	glob     string
 	requests []string
 	srv      *httptest.Server
-}
-
-func TestAttacks(t *testing.T) {
-	testscript.Run(t, testscript.Params{
-		Dir:                 filepath.Join("..", "..", "testdata", "script", "attack"),
-		RequireExplicitExec: true,
-		Setup: func(env *testscript.Env) error {
-			// The repository CLI and the client share this clock; scripts
-			// move it forward to play a freeze attack.
-			env.Setenv("NOTSOTUF_NOW", "2026-01-01T00:00:00Z")
-			env.Values[attackKey{}] = &attackServer{mode: "normal", glob: "*"}
-			return nil
-		},
-		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
-			"serve-repo":  cmdServeRepo,
-			"mirror":      cmdMirror,
-			"server-mode": cmdServerMode,
-			"requests":    cmdRequests,
-			"client":      cmdClient,
-			"save-state":  cmdSaveState,
-			"unchanged":   cmdUnchanged,
-			"tamper":      cmdTamper,
-			"append":      cmdAppend,
-			"replace":     cmdReplace,
-			"mkapp":       cmdMkapp,
-		},
-	})
 }
 
 func server(ts *testscript.TestScript) *attackServer {

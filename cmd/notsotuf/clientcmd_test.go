@@ -9,52 +9,16 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
-	"testing"
 
 	"github.com/rogpeppe/go-internal/testscript"
 )
 
-// TestClientScripts runs the client scenarios in testdata/script/client at
-// the module root: a repository made with the CLI, served over loopback by
-// httpserve (which can cut a download halfway), and updated with check and
-// update. They live in their own directory because they need the commands
-// below.
-func TestClientScripts(t *testing.T) {
-	fixture, err := filepath.Abs(filepath.Join("..", "..", "testdata", "tufup-demoapp"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	testscript.Run(t, testscript.Params{
-		Dir:                 filepath.Join("..", "..", "testdata", "script", "client"),
-		RequireExplicitExec: true,
-		UpdateScripts:       os.Getenv("NOTSOTUF_UPDATE_SCRIPTS") == "1",
-		Setup: func(env *testscript.Env) error {
-			env.Setenv("NOTSOTUF_NOW", "2026-01-01T00:00:00Z")
-			env.Setenv("TUFUP_DEMOAPP", fixture)
-			return nil
-		},
-		Condition: func(cond string) (bool, error) {
-			if cond == "symlinks" {
-				return runtime.GOOS != "windows", nil
-			}
-			return false, fmt.Errorf("unknown condition %q", cond)
-		},
-		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
-			"mkbundle":  cmdMkbundle,
-			"dirhash":   cmdDirhash,
-			"corrupt":   cmdCorrupt,
-			"copytree":  cmdCopytree,
-			"httpserve": cmdHTTPServe,
-			"httpmode":  cmdHTTPMode,
-			"httplog":   cmdHTTPLog,
-			"untar":     cmdUntar,
-		},
-	})
-}
+// Client scenarios (testdata/script/client_*.txtar, run by TestScripts):
+// a repository made with the CLI, served over loopback by httpserve (which
+// can cut a download halfway), and updated with check and update.
 
 // scriptServer is the loopback HTTP server of one script.
 type scriptServer struct {

@@ -25,7 +25,10 @@ func TestMain(m *testing.M) {
 	})
 }
 
-// TestScripts runs the scenarios in testdata/script at the module root.
+// TestScripts runs the scenarios in testdata/script at the module root:
+// repository commands (repo_*, deploy, import_tufup*), full
+// publish-then-update cycles through loopback HTTP (client_*), and the
+// attacks a client must refuse (attack_*, see attack_test.go).
 // Set NOTSOTUF_UPDATE_SCRIPTS=1 to rewrite cmp'd golden files in place.
 func TestScripts(t *testing.T) {
 	testscript.Run(t, testscript.Params{
@@ -33,10 +36,13 @@ func TestScripts(t *testing.T) {
 		RequireExplicitExec: true,
 		UpdateScripts:       os.Getenv("NOTSOTUF_UPDATE_SCRIPTS") == "1",
 		Setup: func(env *testscript.Env) error {
-			// A fixed clock, so expiry dates in outputs are stable.
+			// A fixed clock, so expiry dates in outputs are stable; the
+			// repository commands and the client share it, and attack
+			// scripts move it forward to play a freeze attack.
 			env.Setenv("NOTSOTUF_NOW", "2026-01-01T00:00:00Z")
 			env.Setenv("GOOS_TEST", runtime.GOOS)
 			env.Setenv("TUFUP_FIXTURE", tufupFixture())
+			env.Values[attackKey{}] = &attackServer{mode: "normal", glob: "*"}
 			return nil
 		},
 		Condition: func(cond string) (bool, error) {
@@ -50,10 +56,28 @@ func TestScripts(t *testing.T) {
 			return false, fmt.Errorf("unknown condition %q", cond)
 		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
+			// main_test.go
 			"mkbundle": cmdMkbundle,
 			"dirhash":  cmdDirhash,
 			"corrupt":  cmdCorrupt,
 			"copytree": cmdCopytree,
+			// clientcmd_test.go
+			"httpserve": cmdHTTPServe,
+			"httpmode":  cmdHTTPMode,
+			"httplog":   cmdHTTPLog,
+			"untar":     cmdUntar,
+			// attack_test.go
+			"serve-repo":  cmdServeRepo,
+			"mirror":      cmdMirror,
+			"server-mode": cmdServerMode,
+			"requests":    cmdRequests,
+			"client":      cmdClient,
+			"save-state":  cmdSaveState,
+			"unchanged":   cmdUnchanged,
+			"tamper":      cmdTamper,
+			"append":      cmdAppend,
+			"replace":     cmdReplace,
+			"mkapp":       cmdMkapp,
 		},
 	})
 }
