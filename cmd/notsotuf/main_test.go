@@ -5,12 +5,15 @@ import (
 	"fmt"
 	"io/fs"
 	"math/rand/v2"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
 	"sort"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/rogpeppe/go-internal/testscript"
 )
@@ -61,6 +64,8 @@ func TestScripts(t *testing.T) {
 			"dirhash":  cmdDirhash,
 			"corrupt":  cmdCorrupt,
 			"copytree": cmdCopytree,
+			"freeport": cmdFreeport,
+			"waithttp": cmdWaithttp,
 			// clientcmd_test.go
 			"httpserve": cmdHTTPServe,
 			"httpmode":  cmdHTTPMode,
@@ -205,4 +210,39 @@ func tufupFixture() string {
 		return ""
 	}
 	return abs
+}
+
+// freeport VAR: sets $VAR to a TCP port free on 127.0.0.1 right now.
+func cmdFreeport(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 1 {
+		ts.Fatalf("usage: freeport VAR")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ts.Check(err)
+	port := ln.Addr().(*net.TCPAddr).Port
+	ts.Check(ln.Close())
+	ts.Setenv(args[0], strconv.Itoa(port))
+}
+
+// waithttp URL: waits (up to 20 s) until GET URL answers 200, for a server
+// started in the background.
+func cmdWaithttp(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 1 {
+		ts.Fatalf("usage: waithttp URL")
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := http.Get(args[0])
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+			err = fmt.Errorf("status %s", resp.Status)
+		}
+		if time.Now().After(deadline) {
+			ts.Fatalf("%s: %v", args[0], err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
