@@ -43,7 +43,14 @@ type patchStep struct {
 // progress, if not nil, is called with the number of bytes just written
 // (a delta; the sum over the chain is the total of the steps' tar_size).
 // Canceling ctx stops the chain at the next write.
-func applyPatchChain(ctx context.Context, fsys afero.Fs, basePath string, steps []patchStep, dstPath string, progress func(n int64)) (err error) {
+func applyPatchChain(ctx context.Context, fsys afero.Fs, basePath string, steps []patchStep, dstPath string, progress func(n int64)) error {
+	return applyPatchChainTee(ctx, fsys, basePath, steps, dstPath, progress, nil)
+}
+
+// applyPatchChainTee is applyPatchChain that also copies the last step's
+// output, as it is produced, to tee (when not nil). What tee received is
+// only the signed tar once applyPatchChainTee has returned nil.
+func applyPatchChainTee(ctx context.Context, fsys afero.Fs, basePath string, steps []patchStep, dstPath string, progress func(n int64), tee io.Writer) (err error) {
 	if len(steps) == 0 {
 		return fmt.Errorf("applying patches to %s: no patches", basePath)
 	}
@@ -70,6 +77,9 @@ func applyPatchChain(ctx context.Context, fsys afero.Fs, basePath string, steps 
 		}
 		if i == len(steps)-1 {
 			return writeCacheFile(fsys, dstPath, func(w io.Writer) error {
+				if tee != nil {
+					w = io.MultiWriter(w, tee)
+				}
 				return applyStep(ctx, fsys, cur, st, w, progress)
 			})
 		}

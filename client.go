@@ -430,13 +430,11 @@ func (c *Client) Install(ctx context.Context, u *Update) error {
 	in.tag = u.Version.String() // lets Recover record it if a crash cuts the install short
 	var keep string
 	if !u.Plan.Full {
-		tarPath, err := c.patch(ctx, u, prog)
+		tarPath, err, installErr := c.installPatches(ctx, u, prog, in)
 		switch {
+		case installErr != nil:
+			return installErr
 		case err == nil:
-			size, _ := u.target.tarHash()
-			if err := c.installFile(ctx, in, tarPath, size); err != nil {
-				return err
-			}
 			keep = tarPath
 		case ctx.Err() != nil:
 			return err
@@ -491,27 +489,66 @@ func (c *Client) Install(ctx context.Context, u *Update) error {
 	return nil
 }
 
-// patch downloads u's patches and applies them to the installed version's
-// tar; it returns the path of the verified new tar in the cache.
-func (c *Client) patch(ctx context.Context, u *Update, prog *progress) (string, error) {
+// installPatches downloads u's patches and applies them to the installed
+// version's tar while in extracts the output into its staged tree: the
+// two run as a pipeline, on two cores. The install commits only after the
+// whole output has matched its signed tar_size and tar_hash (in.verify
+// waits for it), so a bad patch never reaches the install directory. On
+// success it returns the path of the verified new tar in the cache.
+//
+// patchErr reports a failure of the patches or of the base (the caller
+// falls back to the full archive); installErr a failure of the install
+// itself with patches that were good.
+func (c *Client) installPatches(ctx context.Context, u *Update, prog *progress, in *installer) (tarPath string, patchErr, installErr error) {
 	steps := make([]patchStep, len(u.chain))
 	for i, r := range u.chain {
 		f := plannedFile(r.patch)
 		p := c.cachePath(f.Name)
 		if err := c.remote.fetchTarget(ctx, c.fs, c.tuf.targetURL(c.targetsURL, r.patch), p, f.Length, f.SHA256, prog); err != nil {
-			return "", err
+			return "", err, nil
 		}
 		steps[i] = patchStep{Name: f.Name, Path: p, Meta: r.patchMeta}
 	}
 	base, err := c.baseTar(ctx, u)
 	if err != nil {
-		return "", &baseError{err}
+		return "", &baseError{err}, nil
 	}
 	dst := c.cachePath(tarName(c.app, u.Version))
-	if err := applyPatchChain(ctx, c.fs, base, steps, dst, nil); err != nil {
-		return "", err
+	size, _ := u.target.tarHash()
+
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		err := applyPatchChainTee(ctx, c.fs, base, steps, dst, nil, pw)
+		pw.CloseWithError(err) // nil: the reader sees EOF once the output matched
+		done <- err
+	}()
+	in.verify = func() error {
+		// The tar reader stops at the end-of-archive blocks: read the
+		// rest, which ends without error only once the hash matched.
+		_, err := io.Copy(io.Discard, pr)
+		return err
 	}
-	return dst, nil
+	defer func() { in.verify = nil }()
+	r := namedReader{pr, dst}
+	if c.singleExe {
+		installErr = in.installExecutable(ctx, r, size)
+	} else {
+		installErr = in.installTar(ctx, r, size)
+	}
+	// Whatever stopped the installer, let the chain run to its end: its
+	// verdict on the patches decides between falling back to the full
+	// archive (bad patches) and reporting the install's own failure.
+	if _, err := io.Copy(io.Discard, pr); err != nil && installErr == nil {
+		installErr = err // not reached: the install committed after a clean EOF
+	}
+	if err := <-done; err != nil {
+		return "", err, nil
+	}
+	if installErr != nil {
+		return "", nil, installErr
+	}
+	return dst, nil, nil
 }
 
 // baseTar returns the path of a verified tar of the installed version,

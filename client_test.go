@@ -505,7 +505,13 @@ func TestUpdateBadPatchFallsBack(t *testing.T) {
 	if !errors.As(err, &de) || de.StatusCode != 404 {
 		t.Fatalf("err = %v, want a 404 on the archive", err)
 	}
+	// The patched tar was extracted while it was produced (a valid tar of
+	// other files): its staged tree is gone, the swap never happened.
 	wantTree(t, fsys, cfg.InstallDir, r10.files)
+	staged, _, _ := newTestClient(t, cfg).installer().siblings()
+	if ok, _ := afero.Exists(fsys, staged); ok {
+		t.Error("the staged tree of the bad patch is left")
+	}
 	u, err := newTestClient(t, cfg).Check(ctx)
 	if err != nil || !u.Plan.Full || !strings.Contains(u.Plan.Reason, "failed before") {
 		t.Fatalf("after a failed patch: %+v, %v", u, err)
@@ -520,6 +526,53 @@ func TestUpdateBadPatchFallsBack(t *testing.T) {
 	if got := cacheFiles(t, fsys, cfg.CacheDir); got != "app-1.1.tar installed.json" {
 		t.Errorf("cache holds %q", got)
 	}
+}
+
+// TestUpdatePatchedTarVerifiedBeforeSwap: the patched tar is extracted
+// while it is produced; a patch whose output is a valid tar of exactly the
+// signed size, with one byte changed, is extracted completely and must
+// still never be swapped in: the install waits for the signed hash.
+func TestUpdatePatchedTarVerifiedBeforeSwap(t *testing.T) {
+	repo := newTestRepo(t, false)
+	r10 := buildRelease(t, "1.0", releaseFiles(0))
+	r11 := buildRelease(t, "1.1", releaseFiles(1))
+	evilFiles := releaseFiles(1)
+	evilFiles["app"] = strings.Replace(evilFiles["app"], "release", "RELEASE", 1)
+	evil := buildRelease(t, "1.1", evilFiles)
+	if len(evil.tar) != len(r11.tar) {
+		t.Fatalf("tar sizes differ: %d, %d", len(evil.tar), len(r11.tar))
+	}
+	repo.publishRelease("app", r10, nil, false, "")
+	repo.publishRelease("app", r11, makePatch(t, r10, evil), false, "")
+	fsys, cfg := osClientConfig(t, repo, "1.0")
+	writeTree(t, fsys, cfg.InstallDir, r10.files)
+	var swapped []string
+	c := newTestClient(t, cfg)
+	u, err := c.Check(context.Background())
+	if err != nil || u == nil || u.Plan.Full {
+		t.Fatalf("check: %+v, %v", u, err)
+	}
+	in := c.installer()
+	// Watch the patch path alone: the same pipeline as Install.
+	_, patchErr, installErr := c.installPatches(context.Background(), u, &progress{}, in)
+	if installErr != nil || !errors.Is(patchErr, ErrCorruptPatch) {
+		t.Fatalf("patchErr = %v, installErr = %v; want a corrupt patch", patchErr, installErr)
+	}
+	wantTree(t, fsys, cfg.InstallDir, r10.files)
+	staged, old, journal := in.siblings()
+	for _, p := range []string{staged, old, journal} {
+		if ok, _ := afero.Exists(fsys, p); ok {
+			swapped = append(swapped, p)
+		}
+	}
+	if len(swapped) != 0 {
+		t.Errorf("left behind: %v", swapped)
+	}
+	// Install falls back to the full archive.
+	if err := c.Install(context.Background(), u); err != nil {
+		t.Fatal(err)
+	}
+	wantTree(t, fsys, cfg.InstallDir, r11.files)
 }
 
 func TestUpdateResumesInterruptedDownload(t *testing.T) {

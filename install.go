@@ -95,6 +95,20 @@ type installer struct {
 	// Unix, a first install of an executable) record no tag.
 	tag       string
 	recovered string
+
+	// verify, if set, is called once the new version is staged and checked,
+	// just before the commit point; an error abandons the install. The
+	// client's patch pipeline extracts the patched tar while it is being
+	// produced and waits here for its signed hash to match.
+	verify func() error
+}
+
+// verified calls in.verify, if set.
+func (in *installer) verified() error {
+	if in.verify == nil {
+		return nil
+	}
+	return in.verify()
 }
 
 func (in *installer) logger() *slog.Logger {
@@ -289,6 +303,9 @@ func (in *installer) installTar(ctx context.Context, r io.Reader, limit int64) e
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	if err := in.verified(); err != nil {
+		return fmt.Errorf("install %s: %w", in.dir, err)
+	}
 	if err := in.writeJournal(jpath, journal{Op: opSwapTree, Dir: filepath.Base(in.dir), Tag: in.tag}); err != nil {
 		return fmt.Errorf("install %s: %w", in.dir, err)
 	}
@@ -350,6 +367,9 @@ func (in *installer) installExecutable(ctx context.Context, r io.Reader, limit i
 	}
 	if err := ctx.Err(); err != nil {
 		return err
+	}
+	if err := in.verified(); err != nil {
+		return fmt.Errorf("install %s: %w", in.dir, err)
 	}
 	exeOK, err := exists(in.fs, in.dir)
 	if err != nil {
