@@ -3,6 +3,8 @@ package notsotuf
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -14,6 +16,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/afero"
@@ -351,7 +354,7 @@ func (c *tufClient) targetInfo(ctx context.Context, name string) (*metadata.Targ
 			continue
 		}
 		var children []visit
-		for _, r := range t.Signed.Delegations.GetRolesForTarget(name) {
+		for _, r := range rolesForTarget(t.Signed.Delegations, name) {
 			children = append(children, visit{r.Name, v.role})
 			if r.Terminating {
 				stack = nil
@@ -362,6 +365,39 @@ func (c *tufClient) targetInfo(ctx context.Context, name string) (*metadata.Targ
 		stack = append(stack, children...)
 	}
 	return nil, nil
+}
+
+// rolesForTarget is go-tuf's Delegations.GetRolesForTarget (the delegated
+// roles trusted for name, in the delegator's order), except that
+// path_hash_prefixes are matched against the hex SHA-256 of name, as the TUF
+// specification says: go-tuf v2.4.2 matches them against its base64 form, so
+// the wrong bin would answer for a target and the right one never would.
+func rolesForTarget(d *metadata.Delegations, name string) []metadata.RoleResult {
+	if d.Roles == nil {
+		return d.GetRolesForTarget(name) // succinct roles (TAP 15)
+	}
+	sum := sha256.Sum256([]byte(name))
+	hexSum := hex.EncodeToString(sum[:])
+	var res []metadata.RoleResult
+	for i := range d.Roles {
+		r := &d.Roles[i]
+		ok := false
+		if len(r.Paths) > 0 {
+			m, err := r.IsDelegatedPath(name)
+			ok = err == nil && m
+		} else {
+			for _, p := range r.PathHashPrefixes {
+				if strings.HasPrefix(hexSum, p) {
+					ok = true
+					break
+				}
+			}
+		}
+		if ok {
+			res = append(res, metadata.RoleResult{Name: r.Name, Terminating: r.Terminating})
+		}
+	}
+	return res
 }
 
 // targetURL is where a target is downloaded from: base/name, or with

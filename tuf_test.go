@@ -6,6 +6,7 @@ import (
 	"crypto"
 	"crypto/ed25519"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -516,6 +517,58 @@ func TestTargetInfoDelegation(t *testing.T) {
 	}
 	if got, err := c.targetInfo(ctx, "nope"); err != nil || got != nil {
 		t.Fatalf("targetInfo(nope) = %+v, %v", got, err)
+	}
+}
+
+// TestTargetInfoPathHashPrefixes: a path_hash_prefixes delegation matches
+// the hex SHA-256 of the target path (TUF specification, "path_hash_prefixes").
+// go-tuf v2.4.2 compares the prefixes with the base64 form instead, so a
+// delegation whose prefix only matches the base64 form would provide the
+// target and the one the repository meant would never be asked.
+func TestTargetInfoPathHashPrefixes(t *testing.T) {
+	var name, hexSum, b64Sum string
+	for i := 0; ; i++ {
+		name = fmt.Sprintf("bins/file-%d.bin", i)
+		sum := sha256.Sum256([]byte(name))
+		hexSum, b64Sum = hex.EncodeToString(sum[:]), base64.URLEncoding.EncodeToString(sum[:])
+		if !strings.HasPrefix(hexSum, b64Sum[:2]) && !strings.HasPrefix(b64Sum, hexSum[:2]) {
+			break
+		}
+	}
+	repo := newTestRepo(t, false)
+	dk := map[string]*metadata.Key{}
+	var roles []metadata.DelegatedRole
+	for i, r := range []struct{ name, prefix, content string }{
+		{"wrong", b64Sum[:2], "from the wrong bin"},
+		{"right", hexSum[:2], "right"},
+	} {
+		priv := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{byte(90 + i)}, 32))
+		key, _ := metadata.KeyFromPublicKey(priv.Public())
+		id, _ := key.ID()
+		dk[id] = key
+		roles = append(roles, metadata.DelegatedRole{Name: r.name, KeyIDs: []string{id}, Threshold: 1, PathHashPrefixes: []string{r.prefix}})
+		md := metadata.Targets(repo.expires)
+		tf, _ := metadata.TargetFile().FromBytes(name, []byte(r.content), "sha256")
+		md.Signed.Targets[name] = tf
+		repo.setFile("metadata/"+r.name+".json", signWith(t, md, priv))
+		repo.snapshot.Signed.Meta[r.name+".json"] = metadata.MetaFile(1)
+	}
+	repo.targets.Signed.Delegations = &metadata.Delegations{Keys: dk, Roles: roles}
+	repo.publish()
+
+	c := repo.tufClient(afero.NewMemMapFs())
+	ctx := context.Background()
+	if err := c.refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.targetInfo(ctx, name)
+	if err != nil || got == nil || got.Length != int64(len("right")) {
+		t.Fatalf("targetInfo(%s) = %+v, %v; want the target of role right", name, got, err)
+	}
+	for _, p := range repo.requested() {
+		if p == "metadata/wrong.json" {
+			t.Errorf("fetched %s, whose prefix %q does not match %s", p, b64Sum[:2], hexSum)
+		}
 	}
 }
 
