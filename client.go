@@ -515,12 +515,25 @@ func (c *Client) installPatches(ctx context.Context, u *Update, prog *progress, 
 	}
 	dst := c.cachePath(tarName(c.app, u.Version))
 	size, _ := u.target.tarHash()
+	if patchErr, installErr = patchAndInstall(ctx, c.fs, base, steps, dst, in, size); patchErr != nil || installErr != nil {
+		return "", patchErr, installErr
+	}
+	return dst, nil, nil
+}
 
-	pr, pw := io.Pipe()
+// patchAndInstall applies the patch chain steps to the tar at base,
+// writing the result to dst (see applyPatchChain), and installs that
+// result with in while it is produced; in's commit waits until the whole
+// output matched its signed size and hash. limit is the signed tar size.
+// See Client.installPatches for the two errors.
+func patchAndInstall(ctx context.Context, fsys afero.Fs, base string, steps []patchStep, dst string, in *installer, limit int64) (patchErr, installErr error) {
+	// A buffered pipe lets the patch run ahead of the extraction (8 MiB).
+	pr := newBufPipe(8)
+	pw := pr
 	done := make(chan error, 1)
 	go func() {
-		err := applyPatchChainTee(ctx, c.fs, base, steps, dst, nil, pw)
-		pw.CloseWithError(err) // nil: the reader sees EOF once the output matched
+		err := applyPatchChainTee(ctx, fsys, base, steps, dst, nil, pw)
+		pw.closeWrite(err) // nil: the reader sees EOF once the output matched
 		done <- err
 	}()
 	in.verify = func() error {
@@ -531,10 +544,10 @@ func (c *Client) installPatches(ctx context.Context, u *Update, prog *progress, 
 	}
 	defer func() { in.verify = nil }()
 	r := namedReader{pr, dst}
-	if c.singleExe {
-		installErr = in.installExecutable(ctx, r, size)
+	if in.singleExe {
+		installErr = in.installExecutable(ctx, r, limit)
 	} else {
-		installErr = in.installTar(ctx, r, size)
+		installErr = in.installTar(ctx, r, limit)
 	}
 	// Whatever stopped the installer, let the chain run to its end: its
 	// verdict on the patches decides between falling back to the full
@@ -543,12 +556,9 @@ func (c *Client) installPatches(ctx context.Context, u *Update, prog *progress, 
 		installErr = err // not reached: the install committed after a clean EOF
 	}
 	if err := <-done; err != nil {
-		return "", err, nil
+		return err, nil
 	}
-	if installErr != nil {
-		return "", nil, installErr
-	}
-	return dst, nil, nil
+	return nil, installErr
 }
 
 // baseTar returns the path of a verified tar of the installed version,

@@ -75,3 +75,52 @@ func BenchmarkApplyPatchChain(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkPatchInstall updates an install of the pybundle corpus's old.tar
+// to its new.tar by patch on a real disk, as the client does: sequential
+// (apply the patch to a cached tar, then install that tar) against the
+// pipeline the client runs (install while the patch is applied; commit
+// once the output matched its signed hash).
+func BenchmarkPatchInstall(b *testing.B) {
+	oldTar, newTar := corpusTar(b, "pybundle", "old.tar"), corpusTar(b, "pybundle", "new.tar")
+	oldData, err := os.ReadFile(oldTar)
+	if err != nil {
+		b.Fatal(err)
+	}
+	newData, err := os.ReadFile(newTar)
+	if err != nil {
+		b.Fatal(err)
+	}
+	fsys := afero.NewOsFs()
+	cache := b.TempDir()
+	base, steps := chainFixture(b, fsys, cache, oldData, newData)
+	size := int64(len(newData))
+	oldData, newData = nil, nil
+	for _, mode := range []string{"sequential", "pipeline"} {
+		b.Run(mode, func(b *testing.B) {
+			in := &installer{fs: fsys, dir: filepath.Join(b.TempDir(), "app")}
+			dst := filepath.Join(cache, "out.tar")
+			b.SetBytes(size)
+			for i := 0; i < b.N; i++ {
+				var err error
+				if mode == "sequential" {
+					if err = applyPatchChain(context.Background(), fsys, base, steps, dst, nil); err == nil {
+						var f afero.File
+						if f, err = fsys.Open(dst); err == nil {
+							err = in.installTar(context.Background(), f, size)
+							f.Close()
+						}
+					}
+				} else {
+					var ierr error
+					if err, ierr = patchAndInstall(context.Background(), fsys, base, steps, dst, in, size); err == nil {
+						err = ierr
+					}
+				}
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
