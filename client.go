@@ -527,7 +527,7 @@ func (c *Client) installPatches(ctx context.Context, u *Update, prog *progress, 
 // output matched its signed size and hash. limit is the signed tar size.
 // See Client.installPatches for the two errors.
 func patchAndInstall(ctx context.Context, fsys afero.Fs, base string, steps []patchStep, dst string, in *installer, limit int64) (patchErr, installErr error) {
-	// A buffered pipe lets the patch run ahead of the extraction (8 MiB).
+	// A buffered pipe lets the patch run ahead of the extraction (2 MiB).
 	pr := newBufPipe(8)
 	pw := pr
 	done := make(chan error, 1)

@@ -166,7 +166,12 @@ type extractor struct {
 	rootMode fs.FileMode
 	hasRoot  bool
 	bad      []error
+	buf      []byte // copy buffer, reused for every file
 }
+
+// writerOnly hides a file's ReadFrom, which would allocate a copy buffer
+// per file, so io.CopyBuffer uses the extractor's.
+type writerOnly struct{ io.Writer }
 
 func (x *extractor) run(tr *tar.Reader) error {
 	for len(x.bad) < maxExtractErrors {
@@ -437,7 +442,10 @@ func (x *extractor) writeFile(full, raw string, r io.Reader, size int64) error {
 	if err != nil {
 		return fmt.Errorf("%s: entry %q: %w", x.archive, raw, err)
 	}
-	n, err := io.Copy(f, io.LimitReader(r, size))
+	if x.buf == nil {
+		x.buf = make([]byte, 64<<10)
+	}
+	n, err := io.CopyBuffer(writerOnly{f}, io.LimitReader(r, size), x.buf)
 	if err == nil && n != size {
 		err = io.ErrUnexpectedEOF
 	}

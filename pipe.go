@@ -22,7 +22,7 @@ type bufPipe struct {
 	cur  []byte // reader: the rest of it
 }
 
-const bufPipeChunk = 1 << 20
+const bufPipeChunk = 256 << 10
 
 func newBufPipe(depth int) *bufPipe {
 	return &bufPipe{ch: make(chan []byte, depth), free: make(chan []byte, depth+2)}
