@@ -396,12 +396,14 @@ func (c *Client) installer() *installer {
 }
 
 // Install downloads and installs u, an update returned by Check on this
-// client. With a patch plan, it downloads the patches, applies them to the
-// verified tar of the installed version and checks the result against the
-// signed tar hash; if applying fails, it remembers the failure (later
-// checks plan the full archive) and falls back to the full archive at
-// once. The new tree is staged beside the install directory and swapped in
-// atomically. Then the new version is recorded in the cache directory, its
+// client. With a patch plan, it downloads the patches and applies them to
+// the verified tar of the installed version, extracting the output into
+// the staged tree as it is produced (patching and extraction overlap);
+// the staged tree is swapped in only once the whole output matched its
+// signed tar size and hash. If applying fails, it remembers the failure
+// (later checks plan the full archive) and falls back to the full archive
+// at once. The new tree is staged beside the install directory and swapped
+// in atomically. Then the new version is recorded in the cache directory, its
 // verified tar or archive is kept as the next patch base and the files of
 // other versions are removed from the cache. Installing a version that is
 // already installed does nothing.
