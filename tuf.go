@@ -70,9 +70,13 @@ const (
 	maxTimestampLength = 16 << 10
 	maxSnapshotLength  = 2 << 20
 	maxTargetsLength   = 5 << 20
-	maxRootRotations   = 32
 	maxDelegations     = 32
 )
+
+// maxRootRotations bounds the new root versions one refresh follows (as in
+// python-tuf and go-tuf); a client further behind continues from the last
+// one it verified at its next refresh.
+const maxRootRotations = 256
 
 // tufClient keeps a TUF repository's trusted metadata up to date, following
 // the "detailed client workflow" of the TUF specification over go-tuf's

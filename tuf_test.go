@@ -326,6 +326,42 @@ func TestRefreshRootRotation(t *testing.T) {
 	t.Log(err)
 }
 
+// TestRefreshManyRootRotations: a client 40 root versions behind catches
+// up in one refresh (up to maxRootRotations); one 300 behind stops after
+// maxRootRotations and carries on from there at the next refresh.
+func TestRefreshManyRootRotations(t *testing.T) {
+	repo := newTestRepo(t, false)
+	fsys := afero.NewMemMapFs()
+	if err := repo.tufClient(fsys).refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	bump := func(n int) {
+		for range n {
+			repo.root.Signed.Version++
+			repo.signRoot()
+		}
+		repo.publish()
+	}
+	bump(40)
+	c := repo.tufClient(fsys)
+	if err := c.refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if v := c.trusted.Root.Signed.Version; v != 41 {
+		t.Fatalf("root version %d after 40 rotations, want 41", v)
+	}
+	bump(maxRootRotations + 44)
+	for _, want := range []int64{41 + maxRootRotations, 41 + maxRootRotations + 44} {
+		c = repo.tufClient(fsys)
+		if err := c.refresh(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if v := c.trusted.Root.Signed.Version; v != want {
+			t.Fatalf("root version %d, want %d", v, want)
+		}
+	}
+}
+
 func TestRefreshRollback(t *testing.T) {
 	repo := newTestRepo(t, false)
 	oldTimestamp := repo.file("metadata/timestamp.json")
