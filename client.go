@@ -356,10 +356,18 @@ func (c *Client) Update(ctx context.Context) (*Update, error) {
 func (c *Client) Recover() error {
 	in := c.installer()
 	unlock, err := in.lock()
-	if err != nil {
+	switch {
+	case errors.Is(err, ErrBusy):
 		return fmt.Errorf("recover: %w", err)
+	case err != nil:
+		// No lock file can be made beside the install directory (a
+		// read-only location, another account's): no install from here
+		// could have been interrupted there, and recover only looks, or
+		// fails on the first change it needs.
+		c.log.Debug("recover without the install lock", "err", err)
+	default:
+		defer unlock()
 	}
-	defer unlock()
 	if err := in.recover(); err != nil {
 		return err
 	}

@@ -147,7 +147,7 @@ func (in *installer) lockPath() string {
 // needed.
 func (in *installer) lock() (unlock func(), err error) {
 	if err := in.fs.MkdirAll(filepath.Dir(filepath.Clean(in.dir)), 0o755); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("locking %s: %w", in.lockPath(), err)
 	}
 	return lockInstall(in.fs, in.lockPath())
 }

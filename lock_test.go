@@ -133,3 +133,28 @@ func TestInstallBusy(t *testing.T) {
 		t.Error("staged tree left behind")
 	}
 }
+
+// TestRecoverReadOnlyLocation: an app installed where this account cannot
+// write (no lock file can be made): Recover has nothing to do and says so
+// with nil, as before there was a lock; Install fails with the reason.
+func TestRecoverReadOnlyLocation(t *testing.T) {
+	repo := newTestRepo(t, false)
+	rels := threeReleases(t, repo)
+	base, cfg := osClientConfig(t, repo, "1.0")
+	writeTree(t, base, cfg.InstallDir, rels[0].files)
+	ro := afero.NewReadOnlyFs(base)
+	cfg.Fs = ro
+	c := newTestClient(t, cfg)
+	if err := c.Recover(); err != nil {
+		t.Fatalf("recover: %v", err)
+	}
+	v12, err := ParseVersion("1.2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := &Update{Version: v12, target: &clientRelease{}}
+	if err := c.Install(context.Background(), u); err == nil || errors.Is(err, ErrBusy) {
+		t.Fatalf("install into a read-only location: %v", err)
+	}
+	wantTree(t, base, cfg.InstallDir, rels[0].files)
+}
