@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -456,8 +457,9 @@ func (c *Client) Install(ctx context.Context, u *Update) error {
 			}
 			c.log.Warn("patching failed, downloading the full archive", "version", u.Version, "err", err)
 			var be *baseError
-			if !errors.As(err, &be) {
-				// The patches are bad: do not try them again.
+			if !errors.As(err, &be) && !localIOError(err) {
+				// The patches are bad: do not try them again. (A local
+				// I/O error, a full disk say, says nothing about them.)
 				if werr := writeFileAtomic(c.fs, c.failedMarker(u.Version), []byte(err.Error()+"\n"), 0o644); werr != nil {
 					c.log.Warn("cannot record the failed patch", "err", werr)
 				}
@@ -699,8 +701,11 @@ func (c *Client) installArchiveKeepTar(ctx context.Context, in *installer, gz, t
 	}
 	var installErr error
 	keepErr := writeCacheFile(c.fs, tarPath, func(w io.Writer) error {
+		// Keeping the tar is an optimisation: a failure to write it (a full
+		// cache disk) must not fail the install.
+		sw := &softWriter{w: w}
 		h, cw := sha256.New(), &countWriter{}
-		tee := namedReader{io.TeeReader(io.LimitReader(zr, size+1), io.MultiWriter(w, h, cw)), gz}
+		tee := namedReader{io.TeeReader(io.LimitReader(zr, size+1), io.MultiWriter(sw, h, cw)), gz}
 		if c.singleExe {
 			installErr = in.installExecutable(ctx, tee, size)
 		} else {
@@ -711,6 +716,9 @@ func (c *Client) installArchiveKeepTar(ctx context.Context, in *installer, gz, t
 		}
 		if _, err := io.Copy(io.Discard, tee); err != nil { // the tar's final padding
 			return err
+		}
+		if sw.err != nil {
+			return sw.err
 		}
 		if cw.n != size || hex.EncodeToString(h.Sum(nil)) != hash {
 			return fmt.Errorf("uncompressed tar is not the signed one (%d bytes)", cw.n)
@@ -725,6 +733,22 @@ func (c *Client) installArchiveKeepTar(ctx context.Context, in *installer, gz, t
 		return false, nil
 	}
 	return true, nil
+}
+
+// softWriter writes to w until a write fails, then remembers the error
+// and discards the rest, so that a reader teeing into it carries on.
+type softWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (s *softWriter) Write(p []byte) (int, error) {
+	if s.err == nil {
+		if _, err := s.w.Write(p); err != nil {
+			s.err = err
+		}
+	}
+	return len(p), nil
 }
 
 // namedReader gives a reader the name the installer puts in its errors.
@@ -745,6 +769,19 @@ func compact(raw json.RawMessage) json.RawMessage {
 		return raw
 	}
 	return b.Bytes()
+}
+
+// localIOError reports whether err is a failure of the local file system
+// (a full disk, a permission) rather than of a patch: patch corruption and
+// mismatches wrap ErrCorruptPatch.
+func localIOError(err error) bool {
+	if errors.Is(err, ErrCorruptPatch) {
+		return false
+	}
+	var pe *fs.PathError
+	var le *os.LinkError
+	var se *os.SyscallError
+	return errors.As(err, &pe) || errors.As(err, &le) || errors.As(err, &se)
 }
 
 // baseError reports that the patch base (the installed version's tar)

@@ -6,9 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -661,5 +664,67 @@ func TestUpdateBaseGoneFallsBack(t *testing.T) {
 	wantTree(t, fsys, cfg.InstallDir, rels[2].files)
 	if got := strings.Join(targetRequests(repo), " "); got != "app-1.2.patch app-1.2.tar.gz app-1.2.tar.gz" {
 		t.Errorf("downloads %q", got)
+	}
+}
+
+// fullDiskFs fails every write to the temporary file of the 1.2 tar in the
+// cache (".app-1.2.tar.tmp-*", the patched tar and the archive's kept tar)
+// as a full disk would.
+type fullDiskFs struct{ afero.Fs }
+
+func (f fullDiskFs) OpenFile(name string, flag int, perm os.FileMode) (afero.File, error) {
+	file, err := f.Fs.OpenFile(name, flag, perm)
+	if err == nil && strings.HasPrefix(filepath.Base(name), ".app-1.2.tar.tmp-") {
+		return fullDiskFile{file}, nil
+	}
+	return file, err
+}
+
+type fullDiskFile struct{ afero.File }
+
+func (f fullDiskFile) Write(p []byte) (int, error) {
+	return 0, &fs.PathError{Op: "write", Path: f.Name(), Err: syscall.ENOSPC}
+}
+
+// TestUpdateLocalErrorNotABadPatch: writing the patched tar fails for a
+// local reason (a full disk): the update falls back to the full archive,
+// and the patches are not remembered as bad.
+func TestUpdateLocalErrorNotABadPatch(t *testing.T) {
+	repo := newTestRepo(t, false)
+	rels := threeReleases(t, repo)
+	base, cfg := osClientConfig(t, repo, "1.0")
+	writeTree(t, base, cfg.InstallDir, rels[0].files)
+	ctx := context.Background()
+	full := cfg
+	full.Fs = fullDiskFs{base}
+
+	// The archive is unreachable too: the update fails, and the failure of
+	// the patch path is not held against the patches.
+	repo.setHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if strings.HasSuffix(r.URL.Path, ".tar.gz") {
+			http.NotFound(w, r)
+			return true
+		}
+		return false
+	})
+	var de *DownloadError
+	if _, err := newTestClient(t, full).Update(ctx); !errors.As(err, &de) {
+		t.Fatalf("update: %v, want the archive's 404 after the patch path failed", err)
+	}
+	wantTree(t, base, cfg.InstallDir, rels[0].files)
+	if u, err := newTestClient(t, cfg).Check(ctx); err != nil || u == nil || u.Plan.Full {
+		t.Fatalf("after a full disk: %+v, %v; want patches again", u, err)
+	}
+
+	// The archive is back: with the disk still full, the update falls
+	// back to it and installs without keeping its tar.
+	repo.setHook(nil)
+	u, err := newTestClient(t, full).Update(ctx)
+	if err != nil || u == nil {
+		t.Fatalf("update: %+v, %v", u, err)
+	}
+	wantTree(t, base, cfg.InstallDir, rels[2].files)
+	if got := cacheFiles(t, base, cfg.CacheDir); got != "app-1.2.tar.gz installed.json" {
+		t.Errorf("cache holds %q", got)
 	}
 }
