@@ -50,24 +50,27 @@ func BenchmarkInstallTar(b *testing.B) {
 	}
 }
 
+// pybundleChain makes a one-patch chain from the pybundle corpus's old.tar
+// to its new.tar in a cache directory on a real disk; size is new.tar's.
+func pybundleChain(b *testing.B) (fsys afero.Fs, cache, base string, steps []patchStep, size int64) {
+	oldData, err := os.ReadFile(corpusTar(b, "pybundle", "old.tar"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	newData, err := os.ReadFile(corpusTar(b, "pybundle", "new.tar"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	fsys, cache = afero.NewOsFs(), b.TempDir()
+	base, steps = chainFixture(b, fsys, cache, oldData, newData)
+	return fsys, cache, base, steps, int64(len(newData))
+}
+
 // BenchmarkApplyPatchChain applies a patch from the pybundle corpus's
 // old.tar to its new.tar on a real disk, checking the signed size and hash.
 func BenchmarkApplyPatchChain(b *testing.B) {
-	oldTar, newTar := corpusTar(b, "pybundle", "old.tar"), corpusTar(b, "pybundle", "new.tar")
-	oldData, err := os.ReadFile(oldTar)
-	if err != nil {
-		b.Fatal(err)
-	}
-	newData, err := os.ReadFile(newTar)
-	if err != nil {
-		b.Fatal(err)
-	}
-	fsys := afero.NewOsFs()
-	cache := b.TempDir()
-	base, steps := chainFixture(b, fsys, cache, oldData, newData)
-	oldData, newData = nil, nil
-	fi, _ := os.Stat(newTar)
-	b.SetBytes(fi.Size())
+	fsys, cache, base, steps, size := pybundleChain(b)
+	b.SetBytes(size)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		if err := applyPatchChain(context.Background(), fsys, base, steps, filepath.Join(cache, "out.tar"), nil); err != nil {
@@ -82,20 +85,7 @@ func BenchmarkApplyPatchChain(b *testing.B) {
 // pipeline the client runs (install while the patch is applied; commit
 // once the output matched its signed hash).
 func BenchmarkPatchInstall(b *testing.B) {
-	oldTar, newTar := corpusTar(b, "pybundle", "old.tar"), corpusTar(b, "pybundle", "new.tar")
-	oldData, err := os.ReadFile(oldTar)
-	if err != nil {
-		b.Fatal(err)
-	}
-	newData, err := os.ReadFile(newTar)
-	if err != nil {
-		b.Fatal(err)
-	}
-	fsys := afero.NewOsFs()
-	cache := b.TempDir()
-	base, steps := chainFixture(b, fsys, cache, oldData, newData)
-	size := int64(len(newData))
-	oldData, newData = nil, nil
+	fsys, cache, base, steps, size := pybundleChain(b)
 	for _, mode := range []string{"sequential", "pipeline"} {
 		b.Run(mode, func(b *testing.B) {
 			in := &installer{fs: fsys, dir: filepath.Join(b.TempDir(), "app")}
