@@ -28,7 +28,7 @@ type clientFlags struct {
 	app, current, installDir, cacheDir string
 	metadataURL, targetsURL, root      string
 	pre                                string
-	full, singleExe                    bool
+	full, singleExe, json              bool
 	timeout                            time.Duration
 }
 
@@ -45,6 +45,7 @@ func newClientFlags(env *cliEnv, name string) (*flag.FlagSet, *clientFlags) {
 	fs.StringVar(&f.pre, "pre", "", "pre-release channel: a, b or rc (default: final releases only)")
 	fs.BoolVar(&f.full, "full", false, "always download the full archive, never patches")
 	fs.DurationVar(&f.timeout, "timeout", 0, "give up after this `duration` in all (e.g. 10m; default: no overall limit, each request still times out)")
+	fs.BoolVar(&f.json, "json", false, "print the result as one JSON object on stdout, for programs (errors stay on stderr with a non-zero exit)")
 	fs.BoolVar(&f.singleExe, "single-executable", false, "--install-dir is one executable file (each release archive holds one file), replaced by rename")
 	return fs, f
 }
@@ -128,12 +129,60 @@ func cmdCheck(env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
+	if f.json {
+		return printResult(env.stdout, resultJSON{App: f.app, Installed: c.Current().String(), Update: updateOf(u)})
+	}
 	if u == nil {
 		fmt.Fprintf(env.stdout, "%s %s is up to date\n", f.app, c.Current())
 		return nil
 	}
 	describeUpdate(env.stdout, f.app, c.Current(), u)
 	return nil
+}
+
+// resultJSON is what check and update print with --json.
+type resultJSON struct {
+	App       string      `json:"app"`
+	Installed string      `json:"installed"`          // the installed version, after the command
+	Previous  string      `json:"previous,omitempty"` // update: the version before it
+	Update    *updateJSON `json:"update"`             // null: up to date
+}
+
+// updateJSON describes the release available (check) or installed (update).
+type updateJSON struct {
+	Version  string          `json:"version"`
+	Required bool            `json:"required"`
+	User     json.RawMessage `json:"user"` // the publisher's --meta, as signed; null if none
+	Full     bool            `json:"full"` // the full archive, not patches
+	Reason   string          `json:"reason,omitempty"`
+	Bytes    int64           `json:"bytes"` // to download
+	Files    []string        `json:"files"` // target names to download, in order
+}
+
+func updateOf(u *notsotuf.Update) *updateJSON {
+	if u == nil {
+		return nil
+	}
+	j := &updateJSON{
+		Version: u.Version.String(), Required: u.Required, Full: u.Plan.Full,
+		Reason: u.Plan.Reason, Bytes: u.Plan.Bytes, Files: []string{},
+	}
+	if len(u.UserMeta) > 0 {
+		j.User = json.RawMessage(compactJSON(u.UserMeta))
+	}
+	for _, pf := range u.Plan.Files {
+		j.Files = append(j.Files, pf.Name)
+	}
+	return j
+}
+
+func printResult(w io.Writer, r resultJSON) error {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(w, "%s\n", b)
+	return err
 }
 
 // describeUpdate prints what an update will install and download.
@@ -183,6 +232,13 @@ func cmdUpdate(env *cliEnv, args []string) error {
 	}
 	if err != nil {
 		return err
+	}
+	if f.json {
+		r := resultJSON{App: f.app, Installed: from.String(), Update: updateOf(u)}
+		if u != nil {
+			r.Installed, r.Previous = u.Version.String(), from.String()
+		}
+		return printResult(env.stdout, r)
 	}
 	if u == nil {
 		fmt.Fprintf(env.stdout, "%s %s is up to date\n", f.app, from)
