@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -254,7 +255,7 @@ func TestInstallPatchPathFaults(t *testing.T) {
 						t.Fatalf("op %d (%s): recover: %v", n, ffs.Ops()[n-1], err)
 					}
 					got := treeSnapshot(t, fsys, dir)
-					if !sameTree(got, want1) && (want2 == nil || !sameTree(got, want2)) {
+					if !maps.Equal(got, want1) && (want2 == nil || !maps.Equal(got, want2)) {
 						t.Fatalf("op %d (%s): tree is neither v1 nor v2:\n%s", n, ffs.Ops()[n-1], describeTree(got))
 					}
 					checkSiblings(t, fsys, filepath.Join(root, "apps"))
@@ -264,7 +265,7 @@ func TestInstallPatchPathFaults(t *testing.T) {
 					got = treeSnapshot(t, fsys, dir)
 					if want2 == nil {
 						want2 = got
-					} else if !sameTree(got, want2) {
+					} else if !maps.Equal(got, want2) {
 						t.Fatalf("op %d: next update gave\n%s", n, describeTree(got))
 					}
 				}

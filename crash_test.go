@@ -11,6 +11,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -204,9 +205,9 @@ func TestCrashKill(t *testing.T) {
 		got := treeManifest(t, fsys, cfg.InstallDir)
 		state := ""
 		switch {
-		case sameManifest(got, want1):
+		case maps.Equal(got, want1):
 			state = "old"
-		case sameManifest(got, want2):
+		case maps.Equal(got, want2):
 			state = "new"
 		default:
 			t.Errorf("run %d (full=%v, killed after %v): install dir is neither version:", i, full, kill)
@@ -226,7 +227,7 @@ func TestCrashKill(t *testing.T) {
 		if _, err := c.Update(context.Background()); err != nil {
 			t.Fatalf("run %d (full=%v, killed after %v, %s version after recover): next update: %v", i, full, kill, state, err)
 		}
-		if got := treeManifest(t, fsys, cfg.InstallDir); !sameManifest(got, want2) {
+		if got := treeManifest(t, fsys, cfg.InstallDir); !maps.Equal(got, want2) {
 			t.Errorf("run %d: after the next update the install dir is not the new version", i)
 			diffManifests(t, got, want2)
 		}
@@ -236,16 +237,4 @@ func TestCrashKill(t *testing.T) {
 	}
 	t.Logf("%d kills: %d left the old version, %d the new one; %d interrupted the install itself (staged tree or journal left for recover)",
 		iterations, counts["old"], counts["new"], counts["interrupted install"])
-}
-
-func sameManifest(a, b manifest) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if b[k] != v {
-			return false
-		}
-	}
-	return true
 }

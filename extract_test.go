@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -114,18 +115,6 @@ func treeSnapshot(t testing.TB, fsys afero.Fs, dir string) map[string]string {
 	return out
 }
 
-func sameTree(a, b map[string]string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if b[k] != v {
-			return false
-		}
-	}
-	return true
-}
-
 func describeTree(m map[string]string) string {
 	var lines []string
 	for k, v := range m {
@@ -201,7 +190,7 @@ func TestExtractTufupLayout(t *testing.T) {
 			if runtime.GOOS == "windows" {
 				t.Skip("modes differ on windows")
 			}
-			if !sameTree(got, want) {
+			if !maps.Equal(got, want) {
 				t.Errorf("tree:\n%s\nwant:\n%s", describeTree(got), describeTree(want))
 			}
 		})

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -178,12 +179,12 @@ func TestInstallKilled(t *testing.T) {
 			t.Fatalf("round %d: recover: %v", r, err)
 		}
 		got := treeSnapshot(t, fsys, dir)
-		if !sameTree(got, want1) && !sameTree(got, want2) {
+		if !maps.Equal(got, want1) && !maps.Equal(got, want2) {
 			t.Fatalf("round %d: tree is neither v1 nor v2:\n%s", r, describeTree(got))
 		}
 		checkSiblings(t, fsys, apps)
 		next := v1
-		if sameTree(got, want1) {
+		if maps.Equal(got, want1) {
 			next = v2
 		}
 		if err := in.installTar(context.Background(), bytes.NewReader(next), int64(len(next))); err != nil {

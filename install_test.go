@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"sort"
@@ -123,7 +124,7 @@ func TestInstallTree(t *testing.T) {
 			if err := in.installTar(context.Background(), bytes.NewReader(v1), int64(len(v1))); err != nil {
 				t.Fatal(err)
 			}
-			if got := treeSnapshot(t, fsys, dir); !sameTree(got, want1) {
+			if got := treeSnapshot(t, fsys, dir); !maps.Equal(got, want1) {
 				t.Errorf("reinstalled v1:\n%s\nwant:\n%s", describeTree(got), describeTree(want1))
 			}
 			checkSiblings(t, fsys, root)
@@ -141,7 +142,7 @@ func TestInstallTreeRefusesHostileArchive(t *testing.T) {
 	if !errors.Is(err, ErrUnsafeArchive) || !strings.Contains(err.Error(), `"./l"`) {
 		t.Fatalf("err = %v", err)
 	}
-	if got := treeSnapshot(t, fsys, dir); !sameTree(got, want1) {
+	if got := treeSnapshot(t, fsys, dir); !maps.Equal(got, want1) {
 		t.Errorf("tree changed by a refused archive:\n%s", describeTree(got))
 	}
 	checkSiblings(t, fsys, root)
@@ -185,7 +186,7 @@ func TestInstallTreeFaults(t *testing.T) {
 					if !crash {
 						// In-process handling already leaves a usable tree.
 						got := treeSnapshot(t, fsys, dir)
-						if !sameTree(got, want1) && (want2 == nil || !sameTree(got, want2)) {
+						if !maps.Equal(got, want1) && (want2 == nil || !maps.Equal(got, want2)) {
 							t.Fatalf("op %d (%s): before recover, tree is neither v1 nor v2:\n%s", n, ffs.Ops()[n-1], describeTree(got))
 						}
 					}
@@ -194,12 +195,12 @@ func TestInstallTreeFaults(t *testing.T) {
 						t.Fatalf("op %d (%s): recover: %v", n, ffs.Ops()[n-1], err)
 					}
 					got := treeSnapshot(t, fsys, dir)
-					if !sameTree(got, want1) && (want2 == nil || !sameTree(got, want2)) {
+					if !maps.Equal(got, want1) && (want2 == nil || !maps.Equal(got, want2)) {
 						t.Fatalf("op %d (%s): after recover, tree is neither v1 nor v2:\n%s", n, ffs.Ops()[n-1], describeTree(got))
 					}
 					// recover reports the install it completed, if any.
-					if crash && (in.recovered == "2.0") == sameTree(got, want1) {
-						t.Fatalf("op %d (%s): recovered %q with tree v1=%v", n, ffs.Ops()[n-1], in.recovered, sameTree(got, want1))
+					if crash && (in.recovered == "2.0") == maps.Equal(got, want1) {
+						t.Fatalf("op %d (%s): recovered %q with tree v1=%v", n, ffs.Ops()[n-1], in.recovered, maps.Equal(got, want1))
 					}
 					checkSiblings(t, fsys, root)
 					if err := in.installTar(context.Background(), bytes.NewReader(v2), int64(len(v2))); err != nil {
@@ -208,7 +209,7 @@ func TestInstallTreeFaults(t *testing.T) {
 					got = treeSnapshot(t, fsys, dir)
 					if want2 == nil {
 						want2 = got
-					} else if !sameTree(got, want2) {
+					} else if !maps.Equal(got, want2) {
 						t.Fatalf("op %d: next install gave\n%s\nwant\n%s", n, describeTree(got), describeTree(want2))
 					}
 					checkSiblings(t, fsys, root)
@@ -291,7 +292,7 @@ func TestRecoverStates(t *testing.T) {
 			if tt.want == "v2" {
 				want = v2
 			}
-			if !sameTree(got, want) {
+			if !maps.Equal(got, want) {
 				t.Errorf("after recover: %v, want %s", got, tt.want)
 			}
 			if s := siblingsOf(t, fsys, root); len(s) != 1 || s[0] != "app" {
@@ -503,7 +504,7 @@ func TestInstallTreeInUse(t *testing.T) {
 	if !errors.Is(err, errInstallAbandoned) || !strings.Contains(err.Error(), "access is denied") {
 		t.Fatalf("err = %v", err)
 	}
-	if got := treeSnapshot(t, fsys, dir); !sameTree(got, want1) {
+	if got := treeSnapshot(t, fsys, dir); !maps.Equal(got, want1) {
 		t.Errorf("tree changed:\n%s", describeTree(got))
 	}
 	checkSiblings(t, fsys, root)

@@ -199,17 +199,7 @@ func (r *Repository) Add(ctx context.Context, opts AddOptions) (res *AddResult, 
 	}
 	defer cleanup()
 	t := r.newTxn()
-	var temps []string
-	defer func() {
-		for _, p := range temps {
-			r.Fs.Remove(p)
-		}
-		if err != nil {
-			if rerr := t.rollback(); rerr != nil {
-				err = errors.Join(err, fmt.Errorf("undoing add: %w", rerr))
-			}
-		}
-	}()
+	defer t.finish("add", &err)
 	if err := t.mkdirAll(r.targetsDir()); err != nil {
 		return nil, err
 	}
@@ -220,7 +210,7 @@ func (r *Repository) Add(ctx context.Context, opts AddOptions) (res *AddResult, 
 	if err != nil {
 		return nil, fmt.Errorf("create archive in %s: %w", r.targetsDir(), err)
 	}
-	temps = append(temps, archTmp.Name())
+	t.temps = append(t.temps, archTmp.Name())
 	newTar := filepath.Join(work, "new.tar")
 	tarFile, err := r.Fs.Create(newTar)
 	if err != nil {
@@ -257,7 +247,7 @@ func (r *Repository) Add(ctx context.Context, opts AddOptions) (res *AddResult, 
 			return nil, fmt.Errorf("create patch in %s: %w", r.targetsDir(), err)
 		}
 		patchTmp = pf.Name()
-		temps = append(temps, patchTmp)
+		t.temps = append(t.temps, patchTmp)
 		err = diffTarFiles(ctx, r.Fs, prevTar, newTar, pf)
 		if err = errors.Join(err, closeSync(pf)); err != nil {
 			return nil, fmt.Errorf("patch %s: %w", patchName, err)
@@ -461,17 +451,7 @@ func (r *Repository) Remove(ctx context.Context, version string) (err error) {
 		return err
 	}
 	t := r.newTxn()
-	var temps []string
-	defer func() {
-		for _, p := range temps {
-			r.Fs.Remove(p)
-		}
-		if err != nil {
-			if rerr := t.rollback(); rerr != nil {
-				err = errors.Join(err, fmt.Errorf("undoing remove: %w", rerr))
-			}
-		}
-	}()
+	defer t.finish("remove", &err)
 	gone := rels[idx]
 	for _, n := range []string{gone.archive, gone.patch} {
 		if n == "" {
@@ -515,7 +495,7 @@ func (r *Repository) Remove(ctx context.Context, version string) (err error) {
 			if err != nil {
 				return err
 			}
-			temps = append(temps, pf.Name())
+			t.temps = append(t.temps, pf.Name())
 			err = diffTarFiles(ctx, r.Fs, prevTar, nextTar, pf)
 			if err = errors.Join(err, closeSync(pf)); err != nil {
 				return fmt.Errorf("patch %s: %w", next.patch, err)

@@ -32,6 +32,7 @@ type txn struct {
 	savedData map[string][]byte // published name -> content it had (small files)
 	savedFile map[string]string // published name -> copy of the file it replaces
 	expect    map[string][]byte // metadata as loaded: commit refuses if it changed since
+	temps     []string          // scratch files removed by finish, whatever happens
 }
 
 type txnStep struct {
@@ -148,6 +149,20 @@ func copyFile(fsys afero.Fs, src, dst string) error {
 
 // deleteOnCommit schedules name for removal once everything else is done.
 func (t *txn) deleteOnCommit(name string) { t.deletes = append(t.deletes, name) }
+
+// finish is deferred by every operation that uses t (op names it in
+// errors): it removes the scratch files in t.temps and, when *err is set,
+// rolls t back, joining a failure to undo to *err.
+func (t *txn) finish(op string, err *error) {
+	for _, p := range t.temps {
+		t.fs.Remove(p)
+	}
+	if *err != nil {
+		if rerr := t.rollback(); rerr != nil {
+			*err = errors.Join(*err, fmt.Errorf("undoing %s: %w", op, rerr))
+		}
+	}
+}
 
 // rollback removes what was created before the commit point. It returns
 // the errors it met.
@@ -528,13 +543,7 @@ func (r *Repository) Init() (err error) {
 			"use `notsotuf keys` to change keys, or init in an empty directory")
 	}
 	t := r.newTxn()
-	defer func() {
-		if err != nil {
-			if rerr := t.rollback(); rerr != nil {
-				err = errors.Join(err, fmt.Errorf("undoing init: %w", rerr))
-			}
-		}
-	}()
+	defer t.finish("init", &err)
 	kr := r.newKeyring()
 	if err := t.mkdirAll(r.Config.KeysDir); err != nil {
 		return err

@@ -62,13 +62,7 @@ func (r *Repository) Sign(opts SignOptions) (res *SignResult, err error) {
 		po.resign = []string{opts.Role}
 	}
 	t := r.newTxn()
-	defer func() {
-		if err != nil {
-			if rerr := t.rollback(); rerr != nil {
-				err = errors.Join(err, fmt.Errorf("undoing sign: %w", rerr))
-			}
-		}
-	}()
+	defer t.finish("sign", &err)
 	pr, err := r.publish(st, kr, po, t)
 	if err != nil {
 		return nil, err
@@ -246,13 +240,7 @@ func (r *Repository) changeRoot(role string, edit func(root *metadata.RootType, 
 		bump = append(bump, role)
 	}
 	t := r.newTxn()
-	defer func() {
-		if err != nil {
-			if rerr := t.rollback(); rerr != nil {
-				err = errors.Join(err, fmt.Errorf("undoing key change: %w", rerr))
-			}
-		}
-	}()
+	defer t.finish("key change", &err)
 	if _, err := r.publish(st, kr, publishOptions{bump: bump, newRoot: newRoot}, t); err != nil {
 		return err
 	}

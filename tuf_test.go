@@ -673,29 +673,13 @@ func sameSigned(role string, genuine, data []byte) bool {
 	canon := func(b []byte) ([]byte, error) {
 		switch {
 		case strings.HasSuffix(role, "root.json"):
-			md, err := metadata.Root().FromBytes(b)
-			if err != nil {
-				return nil, err
-			}
-			return cjson.EncodeCanonical(md.Signed)
+			return canonSigned(metadata.Root().FromBytes(b))
 		case strings.HasSuffix(role, "timestamp.json"):
-			md, err := metadata.Timestamp().FromBytes(b)
-			if err != nil {
-				return nil, err
-			}
-			return cjson.EncodeCanonical(md.Signed)
+			return canonSigned(metadata.Timestamp().FromBytes(b))
 		case strings.HasSuffix(role, "snapshot.json"):
-			md, err := metadata.Snapshot().FromBytes(b)
-			if err != nil {
-				return nil, err
-			}
-			return cjson.EncodeCanonical(md.Signed)
+			return canonSigned(metadata.Snapshot().FromBytes(b))
 		default:
-			md, err := metadata.Targets().FromBytes(b)
-			if err != nil {
-				return nil, err
-			}
-			return cjson.EncodeCanonical(md.Signed)
+			return canonSigned(metadata.Targets().FromBytes(b))
 		}
 	}
 	a, err1 := canon(genuine)
@@ -707,6 +691,14 @@ func sameSigned(role string, genuine, data []byte) bool {
 // a metadata file re-serialised without touching its signed content still
 // verifies (TUF signs canonical JSON), and refresh accepts it; sameSigned,
 // FuzzRefresh's oracle, counts it as the genuine file and nothing else.
+// canonSigned is the canonical JSON of md's signed part.
+func canonSigned[T metadata.Roles](md *metadata.Metadata[T], err error) ([]byte, error) {
+	if err != nil {
+		return nil, err
+	}
+	return cjson.EncodeCanonical(md.Signed)
+}
+
 func TestRefreshAcceptsReformattedMetadata(t *testing.T) {
 	repo := newTestRepo(t, false)
 	repo.publish()

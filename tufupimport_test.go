@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -333,21 +334,9 @@ func publishAndUpdate(t *testing.T, fsys afero.Fs, dir string, cfg Config, pass 
 	if err != nil || string(got) != "2.0.0\n" {
 		t.Errorf("installed VERSION %q, %v", got, err)
 	}
-	if want, got := treeManifest(t, fsys, bundle), treeManifest(t, fsys, install); !equalManifest(want, got) {
+	if want, got := treeManifest(t, fsys, bundle), treeManifest(t, fsys, install); !maps.Equal(want, got) {
 		t.Errorf("installed tree differs from the 2.0.0 bundle:\n got %v\nwant %v", got, want)
 	}
-}
-
-func equalManifest(a, b manifest) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if b[k] != v {
-			return false
-		}
-	}
-	return true
 }
 
 // copyTree copies a directory tree (files, dirs, symlinks) between file

@@ -105,14 +105,29 @@ func (f *clientFlags) context(env *cliEnv) (context.Context, context.CancelFunc)
 	return context.WithCancel(env.ctx)
 }
 
-func cmdCheck(env *cliEnv, args []string) error {
-	fs, f := newClientFlags(env, "check")
+// parseClientArgs parses the command line of check or update (flags only)
+// into its flags and the client's configuration.
+func parseClientArgs(env *cliEnv, name string, args []string) (*clientFlags, notsotuf.ClientConfig, error) {
+	fs, f := newClientFlags(env, name)
 	if pos, err := parseFlags(fs, args); err != nil {
-		return err
+		return nil, notsotuf.ClientConfig{}, err
 	} else if len(pos) > 0 {
-		return usagef("unexpected argument %q", pos[0])
+		return nil, notsotuf.ClientConfig{}, usagef("unexpected argument %q", pos[0])
 	}
 	cfg, err := f.config(env)
+	return f, cfg, err
+}
+
+// deadline names --timeout in err when the command's context ran out.
+func (f *clientFlags) deadline(ctx context.Context, err error) error {
+	if err != nil && ctx.Err() == context.DeadlineExceeded {
+		return fmt.Errorf("gave up after --timeout %v: %w", f.timeout, err)
+	}
+	return err
+}
+
+func cmdCheck(env *cliEnv, args []string) error {
+	f, cfg, err := parseClientArgs(env, "check", args)
 	if err != nil {
 		return err
 	}
@@ -123,11 +138,8 @@ func cmdCheck(env *cliEnv, args []string) error {
 	ctx, cancel := f.context(env)
 	defer cancel()
 	u, err := c.Check(ctx)
-	if err != nil && ctx.Err() == context.DeadlineExceeded {
-		return fmt.Errorf("gave up after --timeout %v: %w", f.timeout, err)
-	}
 	if err != nil {
-		return err
+		return f.deadline(ctx, err)
 	}
 	if f.json {
 		return printResult(env.stdout, resultJSON{App: f.app, Installed: c.Current().String(), Update: updateOf(u)})
@@ -203,13 +215,7 @@ func describeUpdate(w io.Writer, app string, from notsotuf.Version, u *notsotuf.
 }
 
 func cmdUpdate(env *cliEnv, args []string) error {
-	fs, f := newClientFlags(env, "update")
-	if pos, err := parseFlags(fs, args); err != nil {
-		return err
-	} else if len(pos) > 0 {
-		return usagef("unexpected argument %q", pos[0])
-	}
-	cfg, err := f.config(env)
+	f, cfg, err := parseClientArgs(env, "update", args)
 	if err != nil {
 		return err
 	}
@@ -227,11 +233,8 @@ func cmdUpdate(env *cliEnv, args []string) error {
 	defer cancel()
 	u, err := c.Update(ctx)
 	bar.finish()
-	if err != nil && ctx.Err() == context.DeadlineExceeded {
-		return fmt.Errorf("gave up after --timeout %v: %w", f.timeout, err)
-	}
 	if err != nil {
-		return err
+		return f.deadline(ctx, err)
 	}
 	if f.json {
 		r := resultJSON{App: f.app, Installed: from.String(), Update: updateOf(u)}

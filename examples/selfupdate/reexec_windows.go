@@ -1,5 +1,9 @@
 //go:build windows
 
+// This file is application code (the example's package main), not the
+// notsotuf library: the library never calls os.Exit, but an application
+// that hands over to its new version on Windows must end itself here.
+
 package main
 
 import (
