@@ -3,11 +3,14 @@ package main
 import (
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -200,7 +203,7 @@ func cmdAdd(env *cliEnv, args []string) error {
 	required := fs.Bool("required", false, "clients must install this release before any newer one")
 	meta := fs.String("meta", "", "custom `JSON` published with the release (e.g. a changelog; integers and strings, no floats)")
 	skipPatch := fs.Bool("skip-patch", false, "publish the archive only (clients download it in full)")
-	partial := fs.Bool("partial", false, "sign targets with the keys here even if fewer than its threshold; others complete it with `notsotuf sign targets`")
+	partial := fs.Bool("partial", false, "sign targets with the keys here even if fewer than its threshold; others complete it with 'notsotuf sign targets'")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -251,31 +254,74 @@ func cmdRemove(env *cliEnv, args []string) error {
 	return nil
 }
 
+// keysSub is a subcommand of `notsotuf keys`.
+type keysSub struct {
+	name, args, summary string
+	nargs               int
+	encrypt, threshold  bool // the flags it takes besides --config
+}
+
+// keysSubcommands are the subcommands of `notsotuf keys`, in the order of
+// its help.
+var keysSubcommands = []keysSub{
+	{"create", "NAME [--encrypt]", "create a key in the key store (it gets a role with `keys add`)", 1, true, false},
+	{"list", "", "list each role's keys, and whether their private keys are here", 0, false, false},
+	{"add", "ROLE NAME [--threshold N] [--encrypt]", "give a key (created if new) to a role: a new root version", 2, true, true},
+	{"revoke", "ROLE NAME|KEYID [--threshold N]", "take a key away from a role: a new root version", 2, false, true},
+	{"replace", "ROLE OLD NEW [--encrypt]", "swap a key of a role for another (created if new) in one new root version", 3, true, false},
+}
+
+// keysUsage prints the help of `notsotuf keys`.
+func keysUsage(w io.Writer) {
+	fmt.Fprintln(w, "usage: notsotuf keys SUBCOMMAND [arguments] [flags]\n\nManage signing keys; root changes are signed by the old and the new root keys.\n\nsubcommands:")
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	for _, sc := range keysSubcommands {
+		fmt.Fprintf(tw, "  keys %s %s\t%s\n", sc.name, sc.args, sc.summary)
+	}
+	tw.Flush()
+	fmt.Fprintln(w, "\nRun `notsotuf keys SUBCOMMAND -h` for its flags.")
+}
+
 func cmdKeys(env *cliEnv, args []string) error {
-	usage := "create NAME [--encrypt] | list | add ROLE NAME [--threshold N] [--encrypt] | revoke ROLE NAME|KEYID [--threshold N] | replace ROLE OLD NEW [--encrypt]"
 	if len(args) == 0 {
-		return usagef("keys needs a subcommand: %s", usage)
+		return usagef("keys needs a subcommand: create, list, add, revoke or replace")
+	}
+	if isHelp(args[0]) {
+		keysUsage(env.stdout)
+		return flag.ErrHelp
 	}
 	sub := args[0]
-	fs := newFlags(env, "keys "+sub, usage)
+	i := slices.IndexFunc(keysSubcommands, func(sc keysSub) bool { return sc.name == sub })
+	if i < 0 {
+		return usagef("keys %s: unknown subcommand; want create, list, add, revoke or replace", sub)
+	}
+	sc := keysSubcommands[i]
+	fs := newFlagsSummary(env, "keys "+sub, sc.args, sc.summary)
 	cfgPath := configFlag(fs)
-	encrypt := fs.Bool("encrypt", false, "encrypt a new private key (passphrase from NOTSOTUF_PASSPHRASE[_<KEY>] or NOTSOTUF_PASSPHRASE_FILE)")
-	threshold := fs.Int("threshold", 0, "set the role's threshold to `N`")
+	encrypt, threshold := new(bool), new(int)
+	if sc.encrypt {
+		fs.BoolVar(encrypt, "encrypt", false, "encrypt a new private key (passphrase from NOTSOTUF_PASSPHRASE[_<KEY>] or NOTSOTUF_PASSPHRASE_FILE)")
+	}
+	if sc.threshold {
+		fs.IntVar(threshold, "threshold", 0, "set the role's threshold to `N`")
+	}
+	subUsage := &usageError{name: "keys " + sub, args: sc.args}
 	pos, err := parseFlags(fs, args[1:])
 	if err != nil {
+		var ue *usageError
+		if errors.As(err, &ue) {
+			subUsage.msg = ue.msg
+			return subUsage
+		}
 		return err
+	}
+	if len(pos) != sc.nargs {
+		subUsage.msg = fmt.Sprintf("keys %s: want %d arguments, got %d", sub, sc.nargs, len(pos))
+		return subUsage
 	}
 	repo, err := openRepo(env, *cfgPath)
 	if err != nil {
 		return err
-	}
-	want := map[string]int{"create": 1, "list": 0, "add": 2, "revoke": 2, "replace": 3}
-	n, ok := want[sub]
-	if !ok {
-		return usagef("keys %s: unknown subcommand; want %s", sub, usage)
-	}
-	if len(pos) != n {
-		return usagef("keys %s: want %d arguments, got %d", sub, n, len(pos))
 	}
 	save := func() error { return repo.Config.Save(env.fs, *cfgPath) }
 	switch sub {
