@@ -148,8 +148,8 @@ func (r *Repository) Add(ctx context.Context, opts AddOptions) (res *AddResult, 
 		return nil, err
 	}
 	if len(bytes.TrimSpace(opts.UserMeta)) > 0 {
-		if err := ValidateUserMeta(opts.UserMeta); err != nil {
-			return nil, withHint(fmt.Errorf("--meta: %w", err), "write numbers as integers or strings, e.g. {\"size\": \"1.5\"}")
+		if err := checkUserMeta(opts.UserMeta); err != nil {
+			return nil, err
 		}
 	}
 	fi, err := r.Fs.Stat(opts.BundleDir)
@@ -298,6 +298,25 @@ func (r *Repository) Add(ctx context.Context, opts AddOptions) (res *AddResult, 
 	}
 	res.Signatures, res.Threshold = pr.Signatures[RoleTargets][0], pr.Signatures[RoleTargets][1]
 	return res, nil
+}
+
+// checkUserMeta checks the release's custom metadata, with advice that fits
+// the mistake: JSON that does not parse (often a shell quoting problem)
+// or a number canonical JSON cannot sign.
+func checkUserMeta(raw json.RawMessage) error {
+	var v any
+	if err := strictDecode(raw, &v); err != nil {
+		shown := string(raw)
+		if len(shown) > 60 {
+			shown = shown[:57] + "..."
+		}
+		return withHint(fmt.Errorf("--meta %q: not valid JSON: %v", shown, err),
+			"give one JSON value, quoted for the shell, e.g. --meta '{\"changes\": [\"faster startup\"]}'")
+	}
+	if err := ValidateUserMeta(raw); err != nil {
+		return withHint(fmt.Errorf("--meta: %w", err), "write numbers as integers or strings, e.g. {\"size\": \"1.5\"}")
+	}
+	return nil
 }
 
 func closeSync(f afero.File) error {
