@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/notsotuf/notsotuf"
 	"github.com/spf13/afero"
+	"github.com/theupdateframework/go-tuf/v2/metadata/trustedmetadata"
 )
 
 func init() {
@@ -60,6 +62,9 @@ func (f *clientFlags) config(env *cliEnv) (notsotuf.ClientConfig, error) {
 			return cfg, usagef("%s is required", req.name)
 		}
 	}
+	if err := f.checkValues(); err != nil {
+		return cfg, err
+	}
 	cacheDir := f.cacheDir
 	if cacheDir == "" {
 		base, err := os.UserCacheDir()
@@ -90,11 +95,42 @@ func (f *clientFlags) config(env *cliEnv) (notsotuf.ClientConfig, error) {
 		}
 		return cfg, fmt.Errorf("trusted root: %w", err)
 	}
+	if _, err := trustedmetadata.New(root); err != nil {
+		what := "--root " + rootFile
+		if f.root == "" {
+			what = "trusted root " + rootFile
+		}
+		return cfg, &hinted{fmt.Errorf("%s: not a usable TUF root: %w", what, err),
+			"pass with --root the root.json the repository published (its metadata/1.root.json, or a newer N.root.json you trust)"}
+	}
 	return notsotuf.ClientConfig{
 		App: f.app, CurrentVersion: f.current, InstallDir: f.installDir, CacheDir: cacheDir,
 		MetadataURL: f.metadataURL, TargetsURL: targetsURL, TrustedRoot: root,
 		Fs: env.fs, Now: env.clientNow, Logger: env.logger, Channel: f.pre, ForceFull: f.full, SingleExecutable: f.singleExe,
 	}, nil
+}
+
+// checkValues checks the flag values that NewClient would otherwise refuse
+// in the library's words ("config: ..."), so that the error names the flag.
+func (f *clientFlags) checkValues() error {
+	if err := notsotuf.ValidAppName(f.app); err != nil {
+		return usagef("--app: %v", err)
+	}
+	if _, err := notsotuf.ParseVersion(f.current); err != nil {
+		return usagef("--current: %v", err)
+	}
+	if notsotuf.ValidChannel(f.pre) != nil {
+		return usagef("--pre %q: want a, b or rc (leave --pre out for final releases only)", f.pre)
+	}
+	for _, u := range []struct{ flag, val string }{{"--metadata-url", f.metadataURL}, {"--targets-url", f.targetsURL}} {
+		if u.val == "" {
+			continue
+		}
+		if p, err := url.Parse(u.val); err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
+			return usagef("%s %q: want an http:// or https:// URL", u.flag, u.val)
+		}
+	}
+	return nil
 }
 
 // context is the command's context, bounded by --timeout when it is set.
