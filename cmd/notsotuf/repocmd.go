@@ -444,11 +444,20 @@ func cmdStatus(env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
+	// Warnings are part of the normal output (the NOTE column, notes below
+	// the tables); --check also writes them to stderr and fails, for cron
+	// and monitoring.
 	warned := func() error {
-		if *check && len(st.Warnings) > 0 {
-			return fmt.Errorf("%d warnings", len(st.Warnings))
+		if !*check || len(st.Warnings) == 0 {
+			return nil
 		}
-		return nil
+		for _, w := range st.Warnings {
+			fmt.Fprintf(env.stderr, "notsotuf: warning: %s\n", w)
+		}
+		if len(st.Warnings) == 1 {
+			return errors.New("status --check: 1 warning")
+		}
+		return fmt.Errorf("status --check: %d warnings", len(st.Warnings))
 	}
 	if *asJSON {
 		enc := json.NewEncoder(env.stdout)
@@ -460,9 +469,12 @@ func cmdStatus(env *cliEnv, args []string) error {
 	}
 	fmt.Fprintf(env.stdout, "app %s, repository %s\n\n", st.App, repo.Config.RepoDir)
 	tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ROLE\tVERSION\tEXPIRES\tIN\tSIGNATURES\t")
+	fmt.Fprintln(tw, "ROLE\tVERSION\tEXPIRES\tIN\tSIGNATURES\tNOTE")
+	inTable := map[string]bool{}
 	for _, r := range st.Roles {
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%d/%d\t%s\n", r.Role, r.Version, r.Expires.Format(time.RFC3339), r.ExpiresIn, r.Signatures, r.Threshold, r.Warning)
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%d (need %d)\t%s\n", r.Role, r.Version, r.Expires.Format(time.RFC3339),
+			timeLeft(r.ExpiresIn), r.Signatures, r.Threshold, r.Warning)
+		inTable[r.Role+": "+r.Warning] = true
 	}
 	tw.Flush()
 	fmt.Fprintln(env.stdout)
@@ -481,9 +493,25 @@ func cmdStatus(env *cliEnv, args []string) error {
 		tw.Flush()
 	}
 	for _, w := range st.Warnings {
-		fmt.Fprintf(env.stderr, "notsotuf: warning: %s\n", w)
+		if !inTable[w] {
+			fmt.Fprintf(env.stdout, "note: %s\n", w)
+		}
 	}
 	return warned()
+}
+
+// timeLeft writes seconds left for people, to the minute: "6d23h",
+// "11h0m", or "31d0h ago" once past.
+func timeLeft(sec int64) string {
+	ago := ""
+	if sec < 0 {
+		sec, ago = -sec, " ago"
+	}
+	m := sec / 60
+	if d := m / (24 * 60); d > 0 {
+		return fmt.Sprintf("%dd%dh%s", d, m/60%24, ago)
+	}
+	return fmt.Sprintf("%dh%dm%s", m/60, m%60, ago)
 }
 
 func cmdVerify(env *cliEnv, args []string) error {
