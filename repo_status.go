@@ -27,15 +27,15 @@ type Status struct {
 
 // RoleStatus describes one role's current metadata.
 type RoleStatus struct {
-	Role       string    `json:"role"`
-	Version    int64     `json:"version"`
-	Expires    time.Time `json:"expires"` // RFC 3339 in JSON, UTC
-	Expired    bool      `json:"expired"`
+	Role    string    `json:"role"`
+	Version int64     `json:"version"`
+	Expires time.Time `json:"expires"` // RFC 3339 in JSON, UTC
+	Expired bool      `json:"expired"`
 	// ExpiresIn is the time left from Status.Now to Expires, in whole
 	// seconds; negative once expired.
-	ExpiresIn  int64 `json:"expires_in"`
-	Threshold  int   `json:"threshold"`  // signatures the role needs
-	Signatures int   `json:"signatures"` // valid signatures by the role's keys
+	ExpiresIn  int64     `json:"expires_in"`
+	Threshold  int       `json:"threshold"`  // signatures the role needs
+	Signatures int       `json:"signatures"` // valid signatures by the role's keys
 	Keys       []KeyInfo `json:"keys"`
 	Warning    string    `json:"warning,omitempty"`
 }
@@ -357,29 +357,60 @@ func (r *Repository) Verify(ctx context.Context) (*VerifyReport, error) {
 // root while loading timestamp.json, and an expired snapshot while loading
 // targets.json. Files that do not parse are left to trustedmetadata.
 func (r *Repository) checkExpiry(root *metadata.RootType, top map[string][]byte) error {
-	now := r.now()
-	var problems, roles []string
-	expired := func(role, file string, version int64, expires time.Time) {
-		if !now.Before(expires) {
-			roles = append(roles, role)
-			problems = append(problems, fmt.Sprintf("%s (%s version %d) expired %s: clients refuse it",
-				r.metaPath(file), role, version, expires.UTC().Format(time.RFC3339)))
-		}
-	}
-	expired(RoleRoot, "root.json", root.Version, root.Expires)
+	ex := []roleExpiry{{RoleRoot, root.Version, root.Expires}}
 	if ts, err := metadata.Timestamp().FromBytes(top["timestamp.json"]); err == nil {
-		expired(RoleTimestamp, "timestamp.json", ts.Signed.Version, ts.Signed.Expires)
+		ex = append(ex, roleExpiry{RoleTimestamp, ts.Signed.Version, ts.Signed.Expires})
 	}
 	if sn, err := metadata.Snapshot().FromBytes(top["snapshot.json"]); err == nil {
-		expired(RoleSnapshot, "snapshot.json", sn.Signed.Version, sn.Signed.Expires)
+		ex = append(ex, roleExpiry{RoleSnapshot, sn.Signed.Version, sn.Signed.Expires})
 	}
 	if tg, err := metadata.Targets().FromBytes(top["targets.json"]); err == nil {
-		expired(RoleTargets, "targets.json", tg.Signed.Version, tg.Signed.Expires)
+		ex = append(ex, roleExpiry{RoleTargets, tg.Signed.Version, tg.Signed.Expires})
 	}
+	problems, roles := r.expired(ex)
 	if len(problems) == 0 {
 		return nil
 	}
 	return withHint(&expiredError{VerifyError{Problems: problems}}, "%s", resignHint(roles))
+}
+
+// roleExpiry is the version and expiry of a role's metadata.
+type roleExpiry struct {
+	role    string
+	version int64
+	expires time.Time
+}
+
+// expired describes each of the roles that has expired (at Repository.Now)
+// by its file, and returns their names.
+func (r *Repository) expired(ex []roleExpiry) (problems, roles []string) {
+	now := r.now()
+	for _, e := range ex {
+		if now.Before(e.expires) {
+			continue
+		}
+		roles = append(roles, e.role)
+		problems = append(problems, fmt.Sprintf("%s (%s version %d) expired %s: clients refuse it",
+			r.metaPath(e.role+".json"), e.role, e.version, e.expires.UTC().Format(time.RFC3339)))
+	}
+	return problems, roles
+}
+
+// expiryWarnings are the warnings of a change that published metadata
+// (add, sign) while a role of the repository is expired: the change is
+// signed and written, but clients refuse the whole repository until the
+// expired role is re-signed.
+func (r *Repository) expiryWarnings(st *state) []string {
+	problems, roles := r.expired([]roleExpiry{
+		{RoleRoot, st.root.Signed.Version, st.root.Signed.Expires},
+		{RoleTargets, st.targets.Signed.Version, st.targets.Signed.Expires},
+		{RoleSnapshot, st.snapshot.Signed.Version, st.snapshot.Signed.Expires},
+		{RoleTimestamp, st.timestamp.Signed.Version, st.timestamp.Signed.Expires},
+	})
+	for i := range problems {
+		problems[i] += "; " + resignHint(roles[i:i+1])
+	}
+	return problems
 }
 
 // expiredError is a VerifyError about expired metadata; it also matches

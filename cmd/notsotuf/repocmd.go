@@ -219,7 +219,10 @@ func cmdAdd(env *cliEnv, args []string) error {
 	if *meta != "" {
 		opts.UserMeta = json.RawMessage(*meta)
 	}
+	bar := newPhaseBar(env.stderr)
+	repo.Progress = bar.update
 	res, err := repo.Add(env.ctx, opts)
+	bar.finish()
 	if err != nil {
 		return err
 	}
@@ -230,6 +233,7 @@ func cmdAdd(env *cliEnv, args []string) error {
 	if res.Signatures < res.Threshold {
 		fmt.Fprintf(env.stdout, "targets has %d of %d signatures: clients will not see this release until `notsotuf sign targets` is run where the other keys are\n", res.Signatures, res.Threshold)
 	}
+	warn(env, res.Warnings)
 	return nil
 }
 
@@ -247,7 +251,11 @@ func cmdRemove(env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	if err := repo.Remove(env.ctx, pos[0]); err != nil {
+	bar := newPhaseBar(env.stderr)
+	repo.Progress = bar.update
+	err = repo.Remove(env.ctx, pos[0])
+	bar.finish()
+	if err != nil {
 		return err
 	}
 	fmt.Fprintf(env.stdout, "removed %s %s\n", repo.Config.AppName, pos[0])
@@ -394,7 +402,15 @@ func cmdSign(env *cliEnv, args []string) error {
 	if res.Signatures < res.Threshold {
 		fmt.Fprintf(env.stdout, "threshold not met yet: run `notsotuf sign %s --partial` where the other keys are\n", res.Role)
 	}
+	warn(env, res.Warnings)
 	return nil
+}
+
+// warn prints a library's warnings on stderr.
+func warn(env *cliEnv, warnings []string) {
+	for _, w := range warnings {
+		fmt.Fprintf(env.stderr, "notsotuf: warning: %s\n", w)
+	}
 }
 
 func cmdRefresh(env *cliEnv, args []string) error {
@@ -542,7 +558,10 @@ func cmdVerify(env *cliEnv, args []string) error {
 			repo.Config.AppName = *app
 		}
 	}
+	bar := newPhaseBar(env.stderr)
+	repo.Progress = bar.update
 	rep, err := repo.Verify(env.ctx)
+	bar.finish()
 	if rep != nil {
 		for _, w := range rep.Warnings {
 			fmt.Fprintf(env.stderr, "notsotuf: warning: %s\n", w)
