@@ -136,7 +136,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if isHelp(args[0]) {
-		if len(args) == 1 {
+		if len(args) == 1 || isHelp(args[1]) {
 			printUsage(stdout)
 			return 0
 		}

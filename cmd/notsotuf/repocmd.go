@@ -324,7 +324,7 @@ func cmdKeys(env *cliEnv, args []string) error {
 		return err
 	}
 	if len(pos) != sc.nargs {
-		subUsage.msg = fmt.Sprintf("keys %s: want %d arguments, got %d", sub, sc.nargs, len(pos))
+		subUsage.msg = fmt.Sprintf("keys %s: want %s, got %d", sub, plural(sc.nargs, "argument"), len(pos))
 		return subUsage
 	}
 	repo, err := openRepo(env, *cfgPath)
@@ -406,6 +406,14 @@ func cmdSign(env *cliEnv, args []string) error {
 	return nil
 }
 
+// plural writes n and the noun, with an s unless n is 1.
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}
+
 // warn prints a library's warnings on stderr.
 func warn(env *cliEnv, warnings []string) {
 	for _, w := range warnings {
@@ -423,6 +431,9 @@ func cmdRefresh(env *cliEnv, args []string) error {
 	}
 	if len(pos) != 0 {
 		return usagef("refresh takes no arguments")
+	}
+	if *within < 0 {
+		return usagef("--within %v: want a positive duration, e.g. 12h (or none for each role's default)", *within)
 	}
 	repo, err := openRepo(env, *cfgPath)
 	if err != nil {
@@ -470,10 +481,7 @@ func cmdStatus(env *cliEnv, args []string) error {
 		for _, w := range st.Warnings {
 			fmt.Fprintf(env.stderr, "notsotuf: warning: %s\n", w)
 		}
-		if len(st.Warnings) == 1 {
-			return errors.New("status --check: 1 warning")
-		}
-		return fmt.Errorf("status --check: %d warnings", len(st.Warnings))
+		return fmt.Errorf("status --check: %s", plural(len(st.Warnings), "warning"))
 	}
 	if *asJSON {
 		enc := json.NewEncoder(env.stdout)
@@ -549,6 +557,10 @@ func cmdVerify(env *cliEnv, args []string) error {
 			cfg.AppName = c.AppName
 		}
 		cfg.RepoDir = *repoDir
+		if fi, err := env.fs.Stat(filepath.Join(*repoDir, "metadata")); err != nil || !fi.IsDir() {
+			return &hinted{fmt.Errorf("--repo-dir %s: no metadata directory there", *repoDir),
+				"give the directory that holds metadata/ and targets/ (the repository, not its metadata/)"}
+		}
 		repo = env.repository(cfg)
 	} else {
 		if repo, err = openRepo(env, *cfgPath); err != nil {
