@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"math"
 	"net/http"
 	"net/url"
 	"os"
@@ -282,8 +283,12 @@ type meter struct {
 func (r *remote) watch(ctx context.Context, url string) (_ context.Context, _ *meter, stop func()) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	m := &meter{}
-	need := int64(float64(r.minRate) * r.window.Seconds())
-	need = max(need, 1)
+	var need int64
+	if f := float64(r.minRate) * r.window.Seconds(); f >= math.MaxInt64 {
+		need = math.MaxInt64
+	} else {
+		need = max(int64(f), 1)
+	}
 	m.mu.Lock()
 	m.timer = time.AfterFunc(r.window, func() {
 		m.mu.Lock()

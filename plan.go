@@ -16,9 +16,10 @@ type Update struct {
 	Required bool            // the publisher marked it required: it is installed before any newer one
 	UserMeta json.RawMessage // the publisher's metadata of the release (e.g. a changelog); nil when none
 	Plan     Plan            // what Check planned to download
-	// Result is what Install did, set when it installed this update
-	// (nil before): it can differ from the plan (patches that failed,
-	// then the full archive).
+	// Result is what Install did, set when it installed this update: it
+	// can differ from the plan (patches that failed, then the full
+	// archive). It stays nil before, and when Install found the version
+	// already installed (by another process, meanwhile).
 	Result *InstallResult
 
 	from    Version         // the installed version the plan starts from

@@ -222,7 +222,12 @@ func updateOf(u *notsotuf.Update) *updateJSON {
 // installedOf is updateOf with what Install did instead of the plan.
 func installedOf(u *notsotuf.Update) *updateJSON {
 	j := updateOf(u)
-	if j == nil || u.Result == nil {
+	if j == nil {
+		return nil
+	}
+	if u.Result == nil {
+		// Another run installed it between this one's check and install.
+		j.Full, j.Bytes, j.Files, j.Reason = false, 0, []string{}, "installed meanwhile by another run"
 		return j
 	}
 	r := u.Result
@@ -242,7 +247,7 @@ func installedOf(u *notsotuf.Update) *updateJSON {
 // howInstalled says in words what an update did.
 func howInstalled(r *notsotuf.InstallResult) string {
 	if r == nil {
-		return "installed" // not reached: Update sets Result
+		return "installed meanwhile by another run"
 	}
 	if !r.Full {
 		return fmt.Sprintf("%d patch(es), %s", len(r.Files), size(r.Downloaded))

@@ -166,6 +166,9 @@ func runDemo(env *cliEnv, args []string) (err error) {
 // describeInstalled says what an update did (its Result, not its plan).
 func describeInstalled(u *notsotuf.Update) string {
 	r := u.Result
+	if r == nil {
+		return "installed meanwhile by another run"
+	}
 	var names []string
 	for _, f := range r.Files {
 		names = append(names, f.Name)
