@@ -1056,3 +1056,36 @@ func TestCredentialsNeverPrinted(t *testing.T) {
 		}
 	})
 }
+
+// TestBadPatchRememberedInLaterChains: a patch whose copy failed its hash
+// is remembered by itself, not only as a failed route to the release the
+// update aimed at: when a newer release appears before the fallback could
+// install anything, the chain to it (which holds the same patch) is not
+// tried either.
+func TestBadPatchRememberedInLaterChains(t *testing.T) {
+	repo := newTestRepo(t, false)
+	rels := threeReleases(t, repo)
+	fsys, cfg := osClientConfig(t, repo, "1.0")
+	writeTree(t, fsys, cfg.InstallDir, rels[0].files)
+	patch := repo.file("targets/app-1.1.patch")
+	evil := bytes.Clone(patch)
+	evil[len(evil)/2] ^= 1
+	repo.setFile("targets/app-1.1.patch", evil)
+	repo.setHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if strings.HasSuffix(r.URL.Path, ".tar.gz") {
+			http.NotFound(w, r)
+			return true
+		}
+		return false
+	})
+	ctx := context.Background()
+	if _, err := newTestClient(t, cfg).Update(ctx); err == nil || !strings.Contains(err.Error(), "app-1.1.patch does not match") {
+		t.Fatalf("err = %v", err)
+	}
+	r13 := buildRelease(t, "1.3", releaseFiles(3))
+	repo.publishRelease("app", r13, makePatch(t, rels[2], r13), false, "")
+	u, err := newTestClient(t, cfg).Check(ctx)
+	if err != nil || u.Version.String() != "1.3" || !u.Plan.Full || u.Plan.Reason != "the patch app-1.1.patch failed before" {
+		t.Fatalf("check: %+v, %v", u, err)
+	}
+}
