@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -780,13 +781,14 @@ func TestUpdatePatchDownloadFallsBack(t *testing.T) {
 			var logBuf bytes.Buffer
 			cfg.Logger = slog.New(slog.NewTextHandler(&logBuf, nil))
 			patch := repo.file("targets/app-1.2.patch")
-			archiveDown := true // first the archive is missing too
+			var archiveDown atomic.Bool
+			archiveDown.Store(true) // first the archive is missing too
 			repo.setHook(func(w http.ResponseWriter, r *http.Request) bool {
 				switch {
 				case strings.HasSuffix(r.URL.Path, "/app-1.2.patch"):
 					tt.serve(w, r, patch)
 					return true
-				case strings.HasSuffix(r.URL.Path, ".tar.gz") && archiveDown:
+				case strings.HasSuffix(r.URL.Path, ".tar.gz") && archiveDown.Load():
 					http.NotFound(w, r)
 					return true
 				}
@@ -821,7 +823,7 @@ func TestUpdatePatchDownloadFallsBack(t *testing.T) {
 				t.Fatalf("next plan %+v; want full: %v", u.Plan, tt.distrust)
 			}
 			// The archive is back.
-			archiveDown = false
+			archiveDown.Store(false)
 			before := len(targetRequests(repo))
 			u, err = newTestClient(t, cfg).Update(ctx)
 			if err != nil {
@@ -953,7 +955,8 @@ func TestCredentialsNeverPrinted(t *testing.T) {
 		w.Write(repo.file("targets/app-1.2.tar.gz"))
 	}))
 	defer other.Close()
-	var fault string
+	var faultMode atomic.Value
+	faultMode.Store("")
 	repo.setHook(func(w http.ResponseWriter, r *http.Request) bool {
 		user, pw, ok := r.BasicAuth()
 		if !ok || user != "user" || pw != password || r.Header.Get("X-Api-Key") != token {
@@ -963,7 +966,7 @@ func TestCredentialsNeverPrinted(t *testing.T) {
 		if !strings.HasSuffix(r.URL.Path, ".tar.gz") {
 			return false
 		}
-		switch fault {
+		switch faultMode.Load().(string) {
 		case "404":
 			http.NotFound(w, r)
 		case "tampered":
@@ -1006,14 +1009,14 @@ func TestCredentialsNeverPrinted(t *testing.T) {
 		return u, err
 	}
 	t.Run("ok", func(t *testing.T) {
-		fault = ""
+		faultMode.Store("")
 		if u, err := run(t, nil); err != nil || u == nil {
 			t.Fatalf("%+v, %v", u, err)
 		}
 	})
 	for _, f := range []string{"404", "tampered", "401"} {
 		t.Run(f, func(t *testing.T) {
-			fault = f
+			faultMode.Store(f)
 			_, err := run(t, nil)
 			if err == nil {
 				t.Fatal("no error")
@@ -1024,7 +1027,7 @@ func TestCredentialsNeverPrinted(t *testing.T) {
 		})
 	}
 	t.Run("unreachable", func(t *testing.T) {
-		fault = ""
+		faultMode.Store("")
 		_, err := run(t, func(cfg *ClientConfig) {
 			cfg.MetadataURL = "http://user:" + password + "@127.0.0.1:1/metadata"
 		})
@@ -1045,7 +1048,7 @@ func TestCredentialsNeverPrinted(t *testing.T) {
 		}
 	})
 	t.Run("redirect", func(t *testing.T) {
-		fault = "redirect"
+		faultMode.Store("redirect")
 		if _, err := run(t, nil); err != nil {
 			t.Fatal(err)
 		}

@@ -59,6 +59,13 @@ func newBlobServer(t *testing.T, handler func(w http.ResponseWriter, r *http.Req
 	return b
 }
 
+// requests returns the number of requests so far.
+func (b *blobServer) requests() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.ranges)
+}
+
 func (b *blobServer) remote() *remote {
 	r := newRemote(b.srv.Client(), nil)
 	r.backoff = time.Millisecond
@@ -324,8 +331,8 @@ func TestFetchTargetTooSlow(t *testing.T) {
 	if d := time.Since(start); d > 10*time.Second {
 		t.Errorf("took %v", d)
 	}
-	if len(srv.ranges) != defaultAttempts {
-		t.Errorf("%d requests, want %d", len(srv.ranges), defaultAttempts)
+	if srv.requests() != defaultAttempts {
+		t.Errorf("%d requests, want %d", srv.requests(), defaultAttempts)
 	}
 	// What came is kept: the next run resumes it.
 	if part, _ := afero.ReadFile(fsys, "/c/blob.part"); len(part) == 0 || !bytes.Equal(part, data[:len(part)]) {
@@ -354,8 +361,8 @@ func TestFetchTargetSlowButMoving(t *testing.T) {
 		if err := rem.fetchTarget(context.Background(), afero.NewMemMapFs(), srv.srv.URL+"/blob", "/c/blob", int64(len(data)), sha256hex(data), &progress{}); err != nil {
 			t.Fatal(err)
 		}
-		if len(srv.ranges) != 1 {
-			t.Errorf("%d requests, want 1", len(srv.ranges))
+		if srv.requests() != 1 {
+			t.Errorf("%d requests, want 1", srv.requests())
 		}
 	})
 	t.Run("bursts", func(t *testing.T) {
@@ -383,10 +390,10 @@ func TestFetchTargetSlowButMoving(t *testing.T) {
 		rem := srv.remote()
 		rem.minRate, rem.window = 500, 100*time.Millisecond
 		if err := rem.fetchTarget(context.Background(), afero.NewMemMapFs(), srv.srv.URL+"/blob", "/c/blob", int64(len(data)), sha256hex(data), &progress{}); err != nil {
-			t.Fatalf("%v after %d requests", err, len(srv.ranges))
+			t.Fatalf("%v after %d requests", err, srv.requests())
 		}
-		if len(srv.ranges) != len(data)/1000 {
-			t.Errorf("%d requests, want %d", len(srv.ranges), len(data)/1000)
+		if srv.requests() != len(data)/1000 {
+			t.Errorf("%d requests, want %d", srv.requests(), len(data)/1000)
 		}
 	})
 }
@@ -418,8 +425,8 @@ func TestFetchBytesTooSlow(t *testing.T) {
 			if !isSlow(err) || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), "/timestamp.json") {
 				t.Fatalf("err = %v", err)
 			}
-			if len(srv.ranges) != defaultAttempts {
-				t.Errorf("%d requests, want %d", len(srv.ranges), defaultAttempts)
+			if srv.requests() != defaultAttempts {
+				t.Errorf("%d requests, want %d", srv.requests(), defaultAttempts)
 			}
 		})
 	}
@@ -441,7 +448,7 @@ func TestFetchTargetTruncatedRepeats(t *testing.T) {
 	if !errors.As(err, &de) || ctx.Err() != nil || !errors.Is(err, io.ErrUnexpectedEOF) {
 		t.Fatalf("err = %v", err)
 	}
-	if len(srv.ranges) != 1+defaultAttempts { // the first one made progress
-		t.Errorf("%d requests, want %d", len(srv.ranges), 1+defaultAttempts)
+	if srv.requests() != 1+defaultAttempts { // the first one made progress
+		t.Errorf("%d requests, want %d", srv.requests(), 1+defaultAttempts)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -119,14 +120,15 @@ func TestCredentialsNeverPrintedCLI(t *testing.T) {
 	const password, token = "pw-S3CRET-1", "tok-S3CRET-2"
 	fixture := tufupFixtureDir(t)
 	files := http.FileServer(http.Dir(fixture))
-	var fault string
+	var faultMode atomic.Value
+	faultMode.Store("")
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		user, pw, ok := r.BasicAuth()
 		if !ok || user != "user" || pw != password || r.Header.Get("X-Api-Key") != token {
 			http.Error(w, "credentials please", http.StatusUnauthorized)
 			return
 		}
-		if strings.HasPrefix(r.URL.Path, "/targets/") && fault != "" {
+		if fault := faultMode.Load().(string); strings.HasPrefix(r.URL.Path, "/targets/") && fault != "" {
 			switch fault {
 			case "404":
 				http.NotFound(w, r)
@@ -167,7 +169,7 @@ func TestCredentialsNeverPrintedCLI(t *testing.T) {
 		{"bad header", "", creds, []string{"--header", "Bearer " + token}, 2, "--header: want 'Name: value'"},
 		{"bad URL", "", "http://user:" + password + "@host:port/metadata", []string{"--header", header}, 1, "not a valid URL"},
 	} {
-		fault = tt.fault
+		faultMode.Store(tt.fault)
 		args := tt.args
 		if strings.Contains(tt.name, "-v") {
 			t.Setenv("NOTSOTUF_VERBOSE", "1")
