@@ -2,12 +2,12 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -31,7 +31,34 @@ type clientFlags struct {
 	metadataURL, targetsURL, root      string
 	pre                                string
 	full, singleExe, json              bool
-	timeout                            time.Duration
+	timeout, rateWindow                time.Duration
+	minRate                            int64
+	header                             headerFlag
+}
+
+// headerFlag collects --header 'Name: value' (repeatable). Its values may
+// be secrets: no message quotes them. (A Set error would be quoted with
+// the argument by package flag, so a malformed one is only counted here and
+// reported by config.)
+type headerFlag struct {
+	h   http.Header
+	bad int // arguments that are not "Name: value"
+}
+
+func (f *headerFlag) String() string { return "" }
+
+func (f *headerFlag) Set(s string) error {
+	name, value, ok := strings.Cut(s, ":")
+	name = strings.TrimSpace(name)
+	if !ok || name == "" || strings.ContainsAny(name, " \t") {
+		f.bad++
+		return nil
+	}
+	if f.h == nil {
+		f.h = http.Header{}
+	}
+	f.h.Add(name, strings.TrimSpace(value))
+	return nil
 }
 
 func newClientFlags(env *cliEnv, name string) (*flag.FlagSet, *clientFlags) {
@@ -46,7 +73,10 @@ func newClientFlags(env *cliEnv, name string) (*flag.FlagSet, *clientFlags) {
 	fs.StringVar(&f.root, "root", "", "trusted root.json `file` to start from (default: the one in the cache dir)")
 	fs.StringVar(&f.pre, "pre", "", "pre-release `channel`: a, b or rc (default: final releases only)")
 	fs.BoolVar(&f.full, "full", false, "always download the full archive, never patches")
-	fs.DurationVar(&f.timeout, "timeout", 0, "give up after this `duration` in all (e.g. 10m; default: no overall limit, each request still times out)")
+	fs.DurationVar(&f.timeout, "timeout", notsotuf.DefaultTimeout, "give up after this `duration` in all (a download resumes at the next run)")
+	fs.Int64Var(&f.minRate, "min-rate", notsotuf.DefaultMinRate, "a download slower than this many `bytes` per second over --rate-window is dropped and resumed; 4 such windows in a row fail it")
+	fs.DurationVar(&f.rateWindow, "rate-window", notsotuf.DefaultRateWindow, "the `duration` over which --min-rate is measured")
+	fs.Var(&f.header, "header", "extra request header `'Name: value'` for every request, e.g. 'Authorization: Bearer TOKEN' (repeatable; never printed)")
 	fs.BoolVar(&f.json, "json", false, "print the result as one JSON object on stdout, for programs (errors stay on stderr with a non-zero exit)")
 	fs.BoolVar(&f.singleExe, "single-executable", false, "--install-dir is one executable file (each release archive holds one file), replaced by rename")
 	return fs, f
@@ -64,6 +94,18 @@ func (f *clientFlags) config(env *cliEnv) (notsotuf.ClientConfig, error) {
 	}
 	if err := f.checkValues(); err != nil {
 		return cfg, err
+	}
+	if f.timeout <= 0 {
+		return cfg, usagef("--timeout %v: want a positive duration, e.g. 10m (default %v)", f.timeout, notsotuf.DefaultTimeout)
+	}
+	if f.rateWindow <= 0 {
+		return cfg, usagef("--rate-window %v: want a positive duration, e.g. 30s", f.rateWindow)
+	}
+	if f.header.bad > 0 {
+		return cfg, usagef("--header: want 'Name: value', e.g. 'Authorization: Bearer TOKEN' (the argument is not shown: it may hold a secret)")
+	}
+	if f.minRate <= 0 {
+		return cfg, usagef("--min-rate %d: want a positive number of bytes per second, e.g. %d", f.minRate, notsotuf.DefaultMinRate)
 	}
 	cacheDir := f.cacheDir
 	if cacheDir == "" {
@@ -107,6 +149,7 @@ func (f *clientFlags) config(env *cliEnv) (notsotuf.ClientConfig, error) {
 		App: f.app, CurrentVersion: f.current, InstallDir: f.installDir, CacheDir: cacheDir,
 		MetadataURL: f.metadataURL, TargetsURL: targetsURL, TrustedRoot: root,
 		Fs: env.fs, Now: env.clientNow, Logger: env.logger, Channel: f.pre, ForceFull: f.full, SingleExecutable: f.singleExe,
+		Header: f.header.h, Timeout: f.timeout, MinRate: f.minRate, RateWindow: f.rateWindow,
 	}, nil
 }
 
@@ -127,18 +170,10 @@ func (f *clientFlags) checkValues() error {
 			continue
 		}
 		if p, err := url.Parse(u.val); err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
-			return usagef("%s %q: want an http:// or https:// URL", u.flag, u.val)
+			return usagef("%s %q: want an http:// or https:// URL", u.flag, redactedURL(u.val))
 		}
 	}
 	return nil
-}
-
-// context is the command's context, bounded by --timeout when it is set.
-func (f *clientFlags) context(env *cliEnv) (context.Context, context.CancelFunc) {
-	if f.timeout > 0 {
-		return context.WithTimeout(env.ctx, f.timeout)
-	}
-	return context.WithCancel(env.ctx)
 }
 
 // parseClientArgs parses the command line of check or update (flags only)
@@ -154,14 +189,6 @@ func parseClientArgs(env *cliEnv, name string, args []string) (*clientFlags, not
 	return f, cfg, err
 }
 
-// deadline names --timeout in err when the command's context ran out.
-func (f *clientFlags) deadline(ctx context.Context, err error) error {
-	if err != nil && ctx.Err() == context.DeadlineExceeded {
-		return fmt.Errorf("gave up after --timeout %v: %w", f.timeout, err)
-	}
-	return err
-}
-
 func cmdCheck(env *cliEnv, args []string) error {
 	f, cfg, err := parseClientArgs(env, "check", args)
 	if err != nil {
@@ -171,11 +198,10 @@ func cmdCheck(env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := f.context(env)
-	defer cancel()
-	u, err := c.Check(ctx)
+	// The client bounds the call by --timeout (ClientConfig.Timeout).
+	u, err := c.Check(env.ctx)
 	if err != nil {
-		return f.deadline(ctx, err)
+		return err
 	}
 	if f.json {
 		return printResult(env.stdout, resultJSON{App: f.app, Installed: c.Current().String(), Update: updateOf(u)})
@@ -196,15 +222,20 @@ type resultJSON struct {
 	Update    *updateJSON `json:"update"`             // null: up to date
 }
 
-// updateJSON describes the release available (check) or installed (update).
+// updateJSON describes the release available (check: the plan) or
+// installed (update: what was done).
 type updateJSON struct {
 	Version  string          `json:"version"`
 	Required bool            `json:"required"`
-	User     json.RawMessage `json:"user"` // the publisher's --meta, as signed; null if none
-	Full     bool            `json:"full"` // the full archive, not patches
-	Reason   string          `json:"reason,omitempty"`
-	Bytes    int64           `json:"bytes"` // to download
-	Files    []string        `json:"files"` // target names to download, in order
+	User     json.RawMessage `json:"user"`             // the publisher's --meta, as signed; null if none
+	Full     bool            `json:"full"`             // the full archive, not patches
+	Reason   string          `json:"reason,omitempty"` // why the full archive
+	Bytes    int64           `json:"bytes"`            // check: to download; update: downloaded
+	Files    []string        `json:"files"`            // target names: check: to download, update: installed from
+	// update: the planned patches failed and the full archive was
+	// installed instead (reason says why; bad_patch names the patch).
+	Fallback bool   `json:"fallback,omitempty"`
+	BadPatch string `json:"bad_patch,omitempty"`
 }
 
 func updateOf(u *notsotuf.Update) *updateJSON {
@@ -222,6 +253,45 @@ func updateOf(u *notsotuf.Update) *updateJSON {
 		j.Files = append(j.Files, pf.Name)
 	}
 	return j
+}
+
+// installedOf is updateOf with what Install did instead of the plan.
+func installedOf(u *notsotuf.Update) *updateJSON {
+	j := updateOf(u)
+	if j == nil {
+		return nil
+	}
+	if u.Result == nil {
+		// Another run installed it between this one's check and install.
+		j.Full, j.Bytes, j.Files, j.Reason = false, 0, []string{}, "installed meanwhile by another run"
+		return j
+	}
+	r := u.Result
+	j.Full, j.Bytes, j.Files = r.Full, r.Downloaded, []string{}
+	for _, pf := range r.Files {
+		j.Files = append(j.Files, pf.Name)
+	}
+	switch {
+	case r.Fallback != "":
+		j.Reason, j.Fallback, j.BadPatch = r.Fallback, true, r.BadPatch
+	case !r.Full:
+		j.Reason = ""
+	}
+	return j
+}
+
+// howInstalled says in words what an update did.
+func howInstalled(r *notsotuf.InstallResult) string {
+	if r == nil {
+		return "installed meanwhile by another run"
+	}
+	if !r.Full {
+		return fmt.Sprintf("%d patch(es), %s", len(r.Files), size(r.Downloaded))
+	}
+	if r.Fallback == "" {
+		return "full archive, " + size(r.Downloaded)
+	}
+	return fmt.Sprintf("full archive, %s, after the patches failed: %s", size(r.Downloaded), strings.ReplaceAll(r.Fallback, "\n", "; "))
 }
 
 func printResult(w io.Writer, r resultJSON) error {
@@ -265,15 +335,13 @@ func cmdUpdate(env *cliEnv, args []string) error {
 		return err
 	}
 	from := c.Current()
-	ctx, cancel := f.context(env)
-	defer cancel()
-	u, err := c.Update(ctx)
+	u, err := c.Update(env.ctx) // bounded by --timeout (ClientConfig.Timeout)
 	bar.finish()
 	if err != nil {
-		return f.deadline(ctx, err)
+		return err
 	}
 	if f.json {
-		r := resultJSON{App: f.app, Installed: from.String(), Update: updateOf(u)}
+		r := resultJSON{App: f.app, Installed: from.String(), Update: installedOf(u)}
 		if u != nil {
 			r.Installed, r.Previous = u.Version.String(), from.String()
 		}
@@ -283,11 +351,7 @@ func cmdUpdate(env *cliEnv, args []string) error {
 		fmt.Fprintf(env.stdout, "%s %s is up to date\n", f.app, from)
 		return nil
 	}
-	how := "full archive"
-	if !u.Plan.Full {
-		how = fmt.Sprintf("%d patch(es)", len(u.Plan.Files))
-	}
-	fmt.Fprintf(env.stdout, "updated %s %s -> %s (%s, %s)\n", f.app, from, u.Version, how, size(u.Plan.Bytes))
+	fmt.Fprintf(env.stdout, "updated %s %s -> %s (%s)\n", f.app, from, u.Version, howInstalled(u.Result))
 	return nil
 }
 
@@ -297,4 +361,12 @@ func compactJSON(raw []byte) string {
 		return string(raw)
 	}
 	return b.String()
+}
+
+// redactedURL is s for a message, with any password in it hidden.
+func redactedURL(s string) string {
+	if u, err := url.Parse(s); err == nil {
+		return u.Redacted()
+	}
+	return "(not a URL)"
 }
