@@ -169,8 +169,16 @@ func (f *clientFlags) checkValues() error {
 		if u.val == "" {
 			continue
 		}
-		if p, err := url.Parse(u.val); err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
-			return usagef("%s %q: want an http:// or https:// URL", u.flag, redactedURL(u.val))
+		p, err := url.Parse(u.val)
+		if err != nil {
+			var ue *url.Error
+			if errors.As(err, &ue) {
+				err = ue.Err // url.Error repeats the URL, password and all
+			}
+			return usagef("%s: not a valid URL: %v", u.flag, err)
+		}
+		if (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
+			return usagef("%s %q: want an http:// or https:// URL", u.flag, p.Redacted())
 		}
 	}
 	return nil
@@ -361,12 +369,4 @@ func compactJSON(raw []byte) string {
 		return string(raw)
 	}
 	return b.String()
-}
-
-// redactedURL is s for a message, with any password in it hidden.
-func redactedURL(s string) string {
-	if u, err := url.Parse(s); err == nil {
-		return u.Redacted()
-	}
-	return "(not a URL)"
 }

@@ -167,7 +167,7 @@ func TestCredentialsNeverPrintedCLI(t *testing.T) {
 		{"unreachable", "", "http://user:" + password + "@127.0.0.1:1/metadata", []string{"--header", header}, 1, "connection refused"},
 		{"401", "", creds, []string{"--header", "X-Api-Key: wrong-" + token}, 1, "notsotuf: hint: the server wants credentials, or other ones: pass them with --header 'Authorization: ...'"},
 		{"bad header", "", creds, []string{"--header", "Bearer " + token}, 2, "--header: want 'Name: value'"},
-		{"bad URL", "", "http://user:" + password + "@host:port/metadata", []string{"--header", header}, 1, "not a valid URL"},
+		{"bad URL", "", "http://user:" + password + "@host:port/metadata", []string{"--header", header}, 2, "--metadata-url: not a valid URL"},
 	} {
 		faultMode.Store(tt.fault)
 		args := tt.args
