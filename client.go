@@ -28,10 +28,18 @@ import (
 type ClientConfig struct {
 	App            string // application name, as in the target names (<app>-<version>.tar.gz)
 	CurrentVersion string // the running version (PEP 440)
-	InstallDir     string // the directory holding the installed application (with SingleExecutable: the executable)
+	// InstallDir is the directory holding the installed application (with
+	// SingleExecutable: the executable). A relative path is made absolute
+	// against the working directory. Install replaces it only if it is
+	// missing or empty, or holds the application (see [ErrForeignInstallDir]
+	// and Adopt).
+	InstallDir string
 	// CacheDir holds the trusted metadata (CacheDir/metadata), downloads
 	// and the verified tar of the installed version (the next patch base).
-	// It must be on the same Fs as InstallDir and should not be inside it.
+	// It must be on the same Fs as InstallDir and must not be, or be
+	// inside, InstallDir, nor InstallDir inside it (also through symbolic
+	// links): an update would take the trusted metadata away with the
+	// installed tree, and with it the protection against rollback.
 	CacheDir    string
 	MetadataURL string // base URL of the repository's metadata (…/metadata)
 	TargetsURL  string // base URL of the repository's targets (…/targets)
@@ -72,6 +80,13 @@ type ClientConfig struct {
 	// program. Without an installed tree to rebuild, patches start from
 	// the verified tar that the previous install left in CacheDir.
 	SingleExecutable bool
+	// Adopt lets Install replace an install directory (or executable)
+	// that it cannot tell holds the application: for a first install over
+	// a tree copied by hand, changed since, or of a version the
+	// repository no longer has. Without it Install refuses such a
+	// directory with an error wrapping [ErrForeignInstallDir] and changes
+	// nothing: a wrong InstallDir must not delete what it holds.
+	Adopt bool
 }
 
 // Client checks for, downloads and installs updates of one application from
@@ -87,6 +102,7 @@ type Client struct {
 	channel    string
 	ratio      float64
 	forceFull  bool
+	adopt      bool
 	fs         afero.Fs
 	log        *slog.Logger
 	progress   func(done, total int64)
@@ -109,6 +125,21 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	}
 	if cfg.CacheDir == "" {
 		return nil, errors.New("config: cache directory not set")
+	}
+	fsys := cfg.Fs
+	if fsys == nil {
+		fsys = afero.NewOsFs()
+	}
+	installDir, err := cleanConfigPath(fsys, "install directory", cfg.InstallDir)
+	if err != nil {
+		return nil, err
+	}
+	cacheDir, err := cleanConfigPath(fsys, "cache directory", cfg.CacheDir)
+	if err != nil {
+		return nil, err
+	}
+	if how := dirsOverlap(installDir, cacheDir); how != "" {
+		return nil, errOverlap(how, installDir, cacheDir, "")
 	}
 	metaURL, err := checkBaseURL("metadata", cfg.MetadataURL)
 	if err != nil {
@@ -135,12 +166,9 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		return nil, fmt.Errorf("config: patch ratio %v: want a positive number", cfg.PatchRatio)
 	}
 	c := &Client{
-		app: cfg.App, current: current, installDir: cfg.InstallDir, singleExe: cfg.SingleExecutable, cacheDir: cfg.CacheDir,
-		targetsURL: targetsURL, channel: cfg.Channel, ratio: ratio, forceFull: cfg.ForceFull,
-		fs: cfg.Fs, log: cfg.Logger, progress: cfg.Progress, remote: newRemote(cfg.HTTPClient),
-	}
-	if c.fs == nil {
-		c.fs = afero.NewOsFs()
+		app: cfg.App, current: current, installDir: installDir, singleExe: cfg.SingleExecutable, cacheDir: cacheDir,
+		targetsURL: targetsURL, channel: cfg.Channel, ratio: ratio, forceFull: cfg.ForceFull, adopt: cfg.Adopt,
+		fs: fsys, log: cfg.Logger, progress: cfg.Progress, remote: newRemote(cfg.HTTPClient),
 	}
 	if c.log == nil {
 		c.log = discardLogger()
@@ -203,6 +231,9 @@ func (c *Client) Current() Version {
 // The release is the newest one on the channel, unless a required release
 // comes before it: that one is installed first.
 func (c *Client) Check(ctx context.Context) (*Update, error) {
+	if err := c.checkDirs(); err != nil {
+		return nil, err
+	}
 	if err := c.tuf.refresh(ctx); err != nil {
 		return nil, err
 	}
@@ -355,6 +386,9 @@ func (c *Client) Update(ctx context.Context) (*Update, error) {
 // changes nothing and returns an error wrapping [ErrBusy]: that process
 // finishes or undoes its own install.
 func (c *Client) Recover() error {
+	if err := c.checkDirs(); err != nil {
+		return err
+	}
 	in := c.installer()
 	unlock, err := in.lock()
 	switch {
@@ -369,6 +403,12 @@ func (c *Client) Recover() error {
 	default:
 		defer unlock()
 	}
+	return c.recoverWith(in)
+}
+
+// recoverWith runs in's recover and records the version of an install it
+// completed. The caller holds the install lock.
+func (c *Client) recoverWith(in *installer) error {
 	if err := in.recover(); err != nil {
 		return err
 	}
@@ -379,6 +419,7 @@ func (c *Client) Recover() error {
 	if err != nil {
 		return fmt.Errorf("recover: journal names version %q: %w", in.recovered, err)
 	}
+	in.recovered = ""
 	if v.Compare(c.Current()) > 0 {
 		return c.record(v)
 	}
@@ -401,7 +442,7 @@ func (c *Client) record(v Version) error {
 }
 
 func (c *Client) installer() *installer {
-	return &installer{fs: c.fs, dir: c.installDir, log: c.log, singleExe: c.singleExe}
+	return &installer{fs: c.fs, dir: c.installDir, log: c.log, singleExe: c.singleExe, app: c.app}
 }
 
 // Install downloads and installs u, an update returned by Check on this
@@ -425,12 +466,20 @@ func (c *Client) Install(ctx context.Context, u *Update) error {
 	if u == nil || u.target == nil {
 		return errors.New("install: no update (use the result of Check)")
 	}
+	if err := c.checkDirs(); err != nil {
+		return err
+	}
 	in := c.installer()
 	unlock, err := in.lock()
 	if err != nil {
 		return fmt.Errorf("install %s: %w", u.Version, err)
 	}
 	defer unlock()
+	// Settle an interrupted install first: the install directory is then
+	// one version, complete, and its manifest says which.
+	if err := c.recoverWith(in); err != nil {
+		return fmt.Errorf("install %s: finishing an earlier install: %w", u.Version, err)
+	}
 	if u.Version.Compare(c.Current()) <= 0 {
 		return nil // installed meanwhile, or already
 	}
@@ -438,6 +487,10 @@ func (c *Client) Install(ctx context.Context, u *Update) error {
 		return fmt.Errorf("install %s: %w", u.Version, err)
 	}
 	prog := &progress{total: u.Plan.Bytes, fn: c.progress}
+	// Never replace a directory that does not hold the application.
+	if err := c.checkInstallDir(ctx, prog); err != nil {
+		return err
+	}
 	in.tag = u.Version.String() // lets Recover record it if a crash cuts the install short
 	var keep string
 	if !u.Plan.Full {

@@ -28,7 +28,7 @@ type clientFlags struct {
 	app, current, installDir, cacheDir string
 	metadataURL, targetsURL, root      string
 	pre                                string
-	full, singleExe, json              bool
+	full, singleExe, json, adopt       bool
 	timeout                            time.Duration
 }
 
@@ -47,6 +47,7 @@ func newClientFlags(env *cliEnv, name string) (*flag.FlagSet, *clientFlags) {
 	fs.DurationVar(&f.timeout, "timeout", 0, "give up after this `duration` in all (e.g. 10m; default: no overall limit, each request still times out)")
 	fs.BoolVar(&f.json, "json", false, "print the result as one JSON object on stdout, for programs (errors stay on stderr with a non-zero exit)")
 	fs.BoolVar(&f.singleExe, "single-executable", false, "--install-dir is one executable file (each release archive holds one file), replaced by rename")
+	fs.BoolVar(&f.adopt, "adopt", false, "update: replace --install-dir even when it does not hold the installed release (a copy made by hand and changed since); without it such a non-empty directory is refused and left as it is")
 	return fs, f
 }
 
@@ -93,7 +94,7 @@ func (f *clientFlags) config(env *cliEnv) (notsotuf.ClientConfig, error) {
 	return notsotuf.ClientConfig{
 		App: f.app, CurrentVersion: f.current, InstallDir: f.installDir, CacheDir: cacheDir,
 		MetadataURL: f.metadataURL, TargetsURL: targetsURL, TrustedRoot: root,
-		Fs: env.fs, Now: env.clientNow, Logger: env.logger, Channel: f.pre, ForceFull: f.full, SingleExecutable: f.singleExe,
+		Fs: env.fs, Now: env.clientNow, Logger: env.logger, Channel: f.pre, ForceFull: f.full, SingleExecutable: f.singleExe, Adopt: f.adopt,
 	}, nil
 }
 
