@@ -88,10 +88,14 @@ func installFixture(t testing.TB, fsys afero.Fs, root string, v1 []byte) (dir st
 
 var wantSiblings = []string{".app-other", "app", "unrelated.txt"}
 
-func checkSiblings(t testing.TB, fsys afero.Fs, root string) {
+// checkSiblings fails unless root holds the fixture's siblings, the
+// install dir and the extra names (an install manifest...).
+func checkSiblings(t testing.TB, fsys afero.Fs, root string, extra ...string) {
 	t.Helper()
-	if got := siblingsOf(t, fsys, root); strings.Join(got, ",") != strings.Join(wantSiblings, ",") {
-		t.Fatalf("install parent holds %q, want %q", got, wantSiblings)
+	want := append(append([]string(nil), wantSiblings...), extra...)
+	sort.Strings(want)
+	if got := siblingsOf(t, fsys, root); strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("install parent holds %q, want %q", got, want)
 	}
 }
 
