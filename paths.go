@@ -133,21 +133,19 @@ func ancestorHas(fsys afero.Fs, p string, id fileID) bool {
 // fsys (afero.Lstater and afero.LinkReader; without them p is returned
 // cleaned), like filepath.EvalSymlinks but without package os, and
 // tolerating a path whose end does not exist yet: the part that exists is
-// resolved and the rest appended. p should be absolute. At most 255 links
-// are followed.
+// resolved and the rest appended. p is cleaned first (as NewClient cleans
+// the configured paths: ".." in p is lexical, in a link's target it is
+// not). At most 255 links are followed. A relative p (possible on an Fs other than the operating
+// system's, see cleanConfigPath) is returned cleaned.
 func resolvePath(fsys afero.Fs, p string) (string, error) {
 	ls, ok1 := fsys.(afero.Lstater)
 	lr, ok2 := fsys.(afero.LinkReader)
 	p = filepath.Clean(p)
-	if !ok1 || !ok2 {
+	if !ok1 || !ok2 || !filepath.IsAbs(p) {
 		return p, nil
 	}
 	vol := filepath.VolumeName(p)
-	root := vol
-	if filepath.IsAbs(p) {
-		root = vol + string(filepath.Separator)
-	}
-	resolved := root
+	resolved := vol + string(filepath.Separator)
 	todo := splitPath(p[len(vol):])
 	hops := 0
 	for len(todo) > 0 {
@@ -161,9 +159,6 @@ func resolvePath(fsys afero.Fs, p string) (string, error) {
 			continue
 		}
 		next := filepath.Join(resolved, el)
-		if resolved == "" {
-			next = el
-		}
 		fi, _, err := ls.LstatIfPossible(next)
 		if errors.Is(err, fs.ErrNotExist) {
 			// Nothing below exists: the rest is taken as it is.
@@ -189,9 +184,6 @@ func resolvePath(fsys afero.Fs, p string) (string, error) {
 			target = target[len(v):]
 		}
 		todo = append(splitPath(target), todo...)
-	}
-	if resolved == "" {
-		return ".", nil
 	}
 	return resolved, nil
 }
