@@ -432,3 +432,47 @@ func FuzzReadManifest(f *testing.F) {
 		checkExeManifest(fsys, "/m", "app", 3, strings.Repeat("0", 64))
 	})
 }
+
+// TestInstallExecutableManifestFaults: in single-executable mode, after a
+// fault at any write of an install and recover, the install manifest
+// accepts the executable that is there (old or new), with both swap
+// strategies.
+func TestInstallExecutableManifestFaults(t *testing.T) {
+	for _, goos := range []string{"linux", "windows"} {
+		for _, crash := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/crash=%v", goos, crash), func(t *testing.T) {
+				a1, a2 := exeArchive(t, "binary v1"), exeArchive(t, "binary v2")
+				for n := 1; ; n += faultStep() {
+					fsys, root := tempOsFs(t)
+					exe := filepath.Join(root, "app")
+					first := &installer{fs: fsys, dir: exe, singleExe: true, goos: goos, app: "app", tag: "1"}
+					if err := first.installExecutable(context.Background(), bytes.NewReader(a1), 1<<20); err != nil {
+						t.Fatal(err)
+					}
+					ffs := faultfs.New(fsys, n, crash)
+					err := (&installer{fs: ffs, dir: exe, singleExe: true, goos: goos, app: "app", tag: "2"}).installExecutable(context.Background(), bytes.NewReader(a2), 1<<20)
+					if !ffs.Failed() {
+						if err != nil {
+							t.Fatal(err)
+						}
+						break
+					}
+					in := &installer{fs: fsys, dir: exe, singleExe: true, goos: goos, app: "app"}
+					if err := in.recover(); err != nil {
+						t.Fatalf("op %d (%s): recover: %v", n, ffs.Ops()[n-1], err)
+					}
+					size, sum, err := hashFile(fsys, exe)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if ok, why, err := checkExeManifest(fsys, in.manifestPath(), "app", size, sum); !ok {
+						t.Fatalf("op %d (%s): %s %v", n, ffs.Ops()[n-1], why, err)
+					}
+					if s := siblingsOf(t, fsys, root); strings.Join(s, ",") != "app,app"+suffixManifest {
+						t.Fatalf("op %d (%s): leftovers: %q", n, ffs.Ops()[n-1], s)
+					}
+				}
+			})
+		}
+	}
+}
