@@ -397,7 +397,11 @@ func (in *installer) finishTree(j *journal, interrupted bool) error {
 					if rerr := in.remove(in.siblingPrefix() + suffixManifestNew); rerr != nil {
 						return rerr
 					}
-					return fmt.Errorf("%w: moving %s aside (is a program in it running?): %w", errInstallAbandoned, in.dir, err)
+					hint := ""
+					if in.windows() {
+						hint = " (is a program in it running?)"
+					}
+					return fmt.Errorf("%w: moving %s aside%s: %w", errInstallAbandoned, in.dir, hint, err)
 				}
 			}
 			if err := in.rename(staged, in.dir); err != nil {
