@@ -52,7 +52,7 @@ func (e *InstallDirError) Hint() string {
 	if !e.Adoptable {
 		return "in single-executable mode --install-dir is the path of the executable file itself"
 	}
-	return "check --install-dir; if it is the application's directory (copied by hand, or changed since), run again with --adopt (ClientConfig.Adopt) to replace its content with the release"
+	return "check --install-dir (and --current); if it is the application's directory (copied by hand, or changed since), run again with --adopt (ClientConfig.Adopt) to replace its content with the release"
 }
 
 // checkInstallDir refuses to go on with an install over a path that does
@@ -122,7 +122,7 @@ func (c *Client) checkInstalledTree(ctx context.Context, prog *progress) error {
 		return refuse(append(reasons, fmt.Sprintf("the repository has no release %s to compare it with", cur))...)
 	}
 	if size, hash := rel.tarHash(); hash != "" {
-		if treeIsTar(c.fs, dir, size, hash) {
+		if ok, _ := treeIsTar(c.fs, dir, size, hash); ok {
 			return nil
 		}
 	}
@@ -281,9 +281,10 @@ func emptyDir(fsys afero.Fs, dir string) (bool, error) {
 
 // treeIsTar reports whether the tree at dir, rebuilt with WriteTar, is
 // the tar of the given size and sha256. A walk first checks that the
-// tree's files and headers fit in size, so a big tree that cannot be the
-// release (a home directory) is not read.
-func treeIsTar(fsys afero.Fs, dir string, size int64, hash string) bool {
+// tree's files and headers fit in size, so that a big tree that cannot be
+// the release (a home directory) is not read. err is WriteTar's failure
+// (an unreadable file...), if it ran.
+func treeIsTar(fsys afero.Fs, dir string, size int64, hash string) (bool, error) {
 	var n int64
 	errTooBig := errors.New("larger than the tar")
 	err := afero.Walk(fsys, dir, func(p string, fi fs.FileInfo, err error) error {
@@ -300,14 +301,17 @@ func treeIsTar(fsys afero.Fs, dir string, size int64, hash string) bool {
 		return nil
 	})
 	if err != nil {
-		return false
+		return false, nil
 	}
 	h := sha256.New()
 	lw := &limitedWriter{w: h, left: size}
 	if err := WriteTar(fsys, dir, lw); err != nil {
-		return false
+		if errors.Is(err, errWriteLimit) {
+			return false, nil
+		}
+		return false, err
 	}
-	return lw.left == 0 && hex.EncodeToString(h.Sum(nil)) == hash
+	return lw.left == 0 && hex.EncodeToString(h.Sum(nil)) == hash, nil
 }
 
 // limitedWriter fails once more than left bytes are written.
@@ -354,9 +358,13 @@ func treeHoldsTar(ctx context.Context, fsys afero.Fs, dir string, r io.Reader, n
 	defer done()
 	capped := &capReader{r: src, limit: limit}
 	tr := tar.NewReader(&ctxReader{ctx: ctx, r: capped})
+	files := 0 // files and links matched: directories alone prove nothing
 	for {
 		hdr, err := tr.Next()
 		if err == io.EOF {
+			if files == 0 {
+				return false, "the release has no file to compare with", nil
+			}
 			return true, "", nil
 		}
 		if err != nil {
@@ -411,13 +419,20 @@ func treeHoldsTar(ctx context.Context, fsys afero.Fs, dir string, r io.Reader, n
 			if err != nil || !fi.Mode().IsRegular() {
 				return false, differs, nil
 			}
+			tp := filepath.Join(dir, filepath.FromSlash(target))
+			if tfi, err := lstat(fsys, tp); err != nil || !tfi.Mode().IsRegular() {
+				return false, differs, nil
+			}
 			n1, s1, err1 := hashFile(fsys, p)
-			n2, s2, err2 := hashFile(fsys, filepath.Join(dir, filepath.FromSlash(target)))
+			n2, s2, err2 := hashFile(fsys, tp)
 			if err1 != nil || err2 != nil || n1 != n2 || s1 != s2 {
 				return false, differs, nil
 			}
 		default:
 			return false, fmt.Sprintf("the release has an entry %q of a type no install accepts", hdr.Name), nil
+		}
+		if hdr.Typeflag != tar.TypeDir {
+			files++
 		}
 	}
 }

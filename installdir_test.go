@@ -1,12 +1,15 @@
 package notsotuf
 
 import (
+	"archive/tar"
+	"bytes"
 	"context"
 	"errors"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/spf13/afero"
@@ -399,4 +402,76 @@ func TestResolvePath(t *testing.T) {
 	if got, _ := resolvePath(afero.NewMemMapFs(), "rel/x/.."); got != "rel" {
 		t.Errorf("relative path on MemMapFs: %s", got)
 	}
+}
+
+// TestInstallDirProofNeedsFiles: a release or an install manifest that
+// lists directories only proves nothing about a tree (any tree has them).
+func TestInstallDirProofNeedsFiles(t *testing.T) {
+	fsys := afero.NewMemMapFs()
+	writeTree(t, fsys, "/home/u", map[string]string{"docs/notes.txt": "mine"})
+	dirsOnly := buildTestTar(t, testEnt{name: "./", typ: tar.TypeDir}, testEnt{name: "./docs/", typ: tar.TypeDir})
+	ok, why, err := treeHoldsTar(context.Background(), fsys, "/home/u", bytes.NewReader(dirsOnly), "dirs.tar", 1<<20)
+	if ok || err != nil || !strings.Contains(why, "no file") {
+		t.Errorf("release of directories only: %v %q %v", ok, why, err)
+	}
+	var m bytes.Buffer
+	encodeManifest(&m, "app", "1", func(emit func(installedEntry) error) error {
+		return emit(installedEntry{Path: "docs", Type: "dir", Mode: "0755"})
+	})
+	afero.WriteFile(fsys, "/home/.u"+suffixManifest, m.Bytes(), 0o644)
+	if ok, why, err := checkTreeManifest(fsys, "/home/u", "/home/.u"+suffixManifest, "app"); ok || err != nil || !strings.Contains(why, "records no file") {
+		t.Errorf("manifest of directories only: %v %q %v", ok, why, err)
+	}
+	// A manifest that is not a regular file is not read (a FIFO would block).
+	fsys.Remove("/home/.u" + suffixManifest)
+	fsys.Mkdir("/home/.u"+suffixManifest, 0o755)
+	if ok, _, err := checkTreeManifest(fsys, "/home/u", "/home/.u"+suffixManifest, "app"); ok || err == nil || !strings.Contains(err.Error(), "not a regular file") {
+		t.Errorf("manifest that is a directory: %v %v", ok, err)
+	}
+}
+
+// openLogFs records the files opened through it.
+type openLogFs struct {
+	afero.Fs
+	mu     sync.Mutex
+	opened []string
+}
+
+func (f *openLogFs) Open(name string) (afero.File, error) {
+	f.mu.Lock()
+	f.opened = append(f.opened, name)
+	f.mu.Unlock()
+	return f.Fs.Open(name)
+}
+
+func (f *openLogFs) OpenFile(name string, flag int, perm os.FileMode) (afero.File, error) {
+	f.mu.Lock()
+	f.opened = append(f.opened, name)
+	f.mu.Unlock()
+	return f.Fs.OpenFile(name, flag, perm)
+}
+
+// TestCheckDoesNotReadABigTree: a wrong --install-dir holding more bytes
+// than the installed release's signed tar (a home directory) is not read
+// to plan the update, nor to refuse it.
+func TestCheckDoesNotReadABigTree(t *testing.T) {
+	repo, rels, mem, cfg := installDirSetup(t, "mem")
+	big := strings.Repeat("x", 2*len(rels[0].tar))
+	writeTree(t, mem, cfg.InstallDir, map[string]string{"videos/big.mkv": big, "notes.txt": "mine"})
+	fsys := &openLogFs{Fs: mem}
+	cfg.Fs = fsys
+	c := newTestClient(t, cfg)
+	u, err := c.Check(context.Background())
+	if err != nil || !u.Plan.Full {
+		t.Fatalf("check: %+v, %v", u, err)
+	}
+	if err := c.Install(context.Background(), u); !errors.Is(err, ErrForeignInstallDir) {
+		t.Fatalf("install: %v", err)
+	}
+	for _, p := range fsys.opened {
+		if strings.HasSuffix(p, "big.mkv") {
+			t.Errorf("opened %s", p)
+		}
+	}
+	_ = repo
 }

@@ -167,17 +167,23 @@ var errNoManifest = errors.New("no install manifest")
 // errNoManifest; a malformed one an error naming it.
 func readManifest(fsys afero.Fs, p string, fn func(manifestHeader, installedEntry) error) (manifestHeader, error) {
 	var h manifestHeader
-	f, err := fsys.Open(p)
+	// Only a regular file is read: a FIFO would block the open, a link
+	// could point anywhere.
+	fi, err := lstat(fsys, p)
 	if errors.Is(err, os.ErrNotExist) {
 		return h, errNoManifest
 	}
 	if err != nil {
 		return h, fmt.Errorf("install manifest %s: %w", p, err)
 	}
-	defer f.Close()
-	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+	if !fi.Mode().IsRegular() {
 		return h, fmt.Errorf("install manifest %s: not a regular file", p)
 	}
+	f, err := fsys.Open(p)
+	if err != nil {
+		return h, fmt.Errorf("install manifest %s: %w", p, err)
+	}
+	defer f.Close()
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 0, 4096), maxManifestLine)
 	line := 0
@@ -241,6 +247,7 @@ func (e *errManifestMismatch) Error() string { return e.reason }
 // made this directory, not that it is untouched. When the answer is no,
 // reason says why in a few words.
 func checkTreeManifest(fsys afero.Fs, dir, mpath, app string) (ok bool, reason string, err error) {
+	files := 0 // files and links found: directories alone prove nothing
 	h, err := readManifest(fsys, mpath, func(h manifestHeader, e installedEntry) error {
 		if h.App != app {
 			return &errManifestMismatch{fmt.Sprintf("%s records an install of %q", mpath, h.App)}
@@ -267,6 +274,9 @@ func checkTreeManifest(fsys afero.Fs, dir, mpath, app string) (ok bool, reason s
 				return &errManifestMismatch{fmt.Sprintf("symbolic link %q no longer points to %q (%s)", e.Path, e.Link, mpath)}
 			}
 		}
+		if e.Type != "dir" {
+			files++
+		}
 		return nil
 	})
 	var mm *errManifestMismatch
@@ -279,6 +289,8 @@ func checkTreeManifest(fsys afero.Fs, dir, mpath, app string) (ok bool, reason s
 		return false, "", err
 	case h.App != app:
 		return false, fmt.Sprintf("%s records an install of %q", mpath, h.App), nil
+	case files == 0:
+		return false, fmt.Sprintf("%s records no file", mpath), nil
 	}
 	return true, "", nil
 }
