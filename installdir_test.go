@@ -297,6 +297,7 @@ func TestClientRefusesCacheInInstallDir(t *testing.T) {
 		{"cache through a linked parent", map[string]string{"p": "app"}, "app", "p/cache", "the cache directory is inside the install directory"},
 		{"cache link to the install dir", map[string]string{"cachelink": "app"}, "app", "cachelink", "the cache directory is the install directory"},
 		{"install link into the cache", map[string]string{"applink": "cache/app"}, "applink", "cache", "the install directory is inside the cache directory"},
+		{"install link to the dir holding the cache", map[string]string{"applink": "app"}, "applink", "app/cache", "the cache directory is inside the install directory"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			fsys, cfg := osClientConfig(t, repo, "1.0")
