@@ -445,7 +445,12 @@ func (c *Client) installer() *installer {
 }
 
 // Install downloads and installs u, an update returned by Check on this
-// client. With a patch plan, it downloads the patches and applies them to
+// client. It first finishes an install a crash interrupted (see
+// [Client.Recover]) and makes sure that the install directory holds the
+// application (missing, empty, installed by notsotuf, or the installed
+// version's release; else an error wrapping [ErrForeignInstallDir],
+// unless ClientConfig.Adopt), before anything of u is downloaded. With a
+// patch plan, it downloads the patches and applies them to
 // the verified tar of the installed version, extracting the output into
 // the staged tree as it is produced (patching and extraction overlap);
 // the staged tree is swapped in only once the whole output matched its
