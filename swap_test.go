@@ -420,7 +420,8 @@ func FuzzReadManifest(f *testing.F) {
 		fsys.MkdirAll("/tree/bin", 0o755)
 		afero.WriteFile(fsys, "/tree/bin/app", []byte("app"), 0o755)
 		_, err := readManifest(fsys, "/m", func(_ manifestHeader, e installedEntry) error {
-			if !validManifestPath(e.Path) || strings.HasPrefix(filepath.Join("/tree", filepath.FromSlash(e.Path)), "/tree/..") {
+			rel, err := filepath.Rel("/tree", filepath.Join("/tree", filepath.FromSlash(e.Path)))
+			if !validManifestPath(e.Path) || err != nil || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
 				t.Fatalf("path %q accepted", e.Path)
 			}
 			return nil
