@@ -30,10 +30,18 @@ import (
 type ClientConfig struct {
 	App            string // application name, as in the target names (<app>-<version>.tar.gz)
 	CurrentVersion string // the running version (PEP 440)
-	InstallDir     string // the directory holding the installed application (with SingleExecutable: the executable)
+	// InstallDir is the directory holding the installed application (with
+	// SingleExecutable: the executable). A relative path is made absolute
+	// against the working directory. Install replaces it only if it is
+	// missing or empty, or holds the application (see [ErrForeignInstallDir]
+	// and Adopt).
+	InstallDir string
 	// CacheDir holds the trusted metadata (CacheDir/metadata), downloads
 	// and the verified tar of the installed version (the next patch base).
-	// It must be on the same Fs as InstallDir and should not be inside it.
+	// It must be on the same Fs as InstallDir and must not be, or be
+	// inside, InstallDir, nor InstallDir inside it (also through symbolic
+	// links): an update would take the trusted metadata away with the
+	// installed tree, and with it the protection against rollback.
 	CacheDir    string
 	MetadataURL string // base URL of the repository's metadata (…/metadata)
 	TargetsURL  string // base URL of the repository's targets (…/targets)
@@ -101,6 +109,13 @@ type ClientConfig struct {
 	// program. Without an installed tree to rebuild, patches start from
 	// the verified tar that the previous install left in CacheDir.
 	SingleExecutable bool
+	// Adopt lets Install replace an install directory (or executable)
+	// that it cannot tell holds the application: for a first install over
+	// a tree copied by hand, changed since, or of a version the
+	// repository no longer has. Without it Install refuses such a
+	// directory with an error wrapping [ErrForeignInstallDir] and changes
+	// nothing: a wrong InstallDir must not delete what it holds.
+	Adopt bool
 }
 
 // Client checks for, downloads and installs updates of one application from
@@ -116,6 +131,7 @@ type Client struct {
 	channel    string
 	ratio      float64
 	forceFull  bool
+	adopt      bool
 	fs         afero.Fs
 	log        *slog.Logger
 	progress   func(done, total int64)
@@ -139,6 +155,21 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	}
 	if cfg.CacheDir == "" {
 		return nil, errors.New("config: cache directory not set")
+	}
+	fsys := cfg.Fs
+	if fsys == nil {
+		fsys = afero.NewOsFs()
+	}
+	installDir, err := cleanConfigPath(fsys, "install directory", cfg.InstallDir)
+	if err != nil {
+		return nil, err
+	}
+	cacheDir, err := cleanConfigPath(fsys, "cache directory", cfg.CacheDir)
+	if err != nil {
+		return nil, err
+	}
+	if how := dirsOverlap(installDir, cacheDir); how != "" {
+		return nil, errOverlap(how, installDir, cacheDir, "")
 	}
 	metaURL, metaUser, err := checkBaseURL("metadata", cfg.MetadataURL)
 	if err != nil {
@@ -172,16 +203,13 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		return nil, fmt.Errorf("config: patch ratio %v: want a positive number", cfg.PatchRatio)
 	}
 	c := &Client{
-		app: cfg.App, current: current, installDir: cfg.InstallDir, singleExe: cfg.SingleExecutable, cacheDir: cfg.CacheDir,
-		targetsURL: targetsURL, channel: cfg.Channel, ratio: ratio, forceFull: cfg.ForceFull,
-		fs: cfg.Fs, log: cfg.Logger, progress: cfg.Progress, timeout: timeout, remote: newRemote(cfg.HTTPClient, cfg.Header),
+		app: cfg.App, current: current, installDir: installDir, singleExe: cfg.SingleExecutable, cacheDir: cacheDir,
+		targetsURL: targetsURL, channel: cfg.Channel, ratio: ratio, forceFull: cfg.ForceFull, adopt: cfg.Adopt,
+		fs: fsys, log: cfg.Logger, progress: cfg.Progress, timeout: timeout, remote: newRemote(cfg.HTTPClient, cfg.Header),
 	}
 	c.remote.minRate, c.remote.window = minRate, window
 	c.remote.addCredentials(metaURL, metaUser)
 	c.remote.addCredentials(targetsURL, targetsUser)
-	if c.fs == nil {
-		c.fs = afero.NewOsFs()
-	}
 	if c.log == nil {
 		c.log = discardLogger()
 	}
@@ -337,6 +365,9 @@ func (c *Client) Current() Version {
 func (c *Client) Check(ctx context.Context) (_ *Update, err error) {
 	ctx, done := c.limit(ctx)
 	defer func() { err = done(err) }()
+	if err := c.checkDirs(); err != nil {
+		return nil, err
+	}
 	if err := c.tuf.refresh(ctx); err != nil {
 		return nil, err
 	}
@@ -455,10 +486,9 @@ func (c *Client) findBase(cur *clientRelease) baseSource {
 		}
 	}
 	if hash != "" && !c.singleExe {
-		h := sha256.New()
-		cw := &countWriter{}
-		err := WriteTar(c.fs, c.installDir, io.MultiWriter(h, cw))
-		if err == nil && hex.EncodeToString(h.Sum(nil)) == hash && cw.n == size {
+		// (treeIsTar reads nothing of a tree too big to be the release.)
+		ok, err := treeIsTar(c.fs, c.installDir, size, hash)
+		if ok {
 			return baseSource{kind: baseInstalled, path: c.installDir, tarSize: size, tarHash: hash}
 		}
 		if err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -500,6 +530,9 @@ func (c *Client) Update(ctx context.Context) (_ *Update, err error) {
 // changes nothing and returns an error wrapping [ErrBusy]: that process
 // finishes or undoes its own install.
 func (c *Client) Recover() error {
+	if err := c.checkDirs(); err != nil {
+		return err
+	}
 	in := c.installer()
 	unlock, err := in.lock()
 	switch {
@@ -514,6 +547,12 @@ func (c *Client) Recover() error {
 	default:
 		defer unlock()
 	}
+	return c.recoverWith(in)
+}
+
+// recoverWith runs in's recover and records the version of an install it
+// completed. The caller holds the install lock.
+func (c *Client) recoverWith(in *installer) error {
 	if err := in.recover(); err != nil {
 		return err
 	}
@@ -524,6 +563,7 @@ func (c *Client) Recover() error {
 	if err != nil {
 		return fmt.Errorf("recover: journal names version %q: %w", in.recovered, err)
 	}
+	in.recovered = ""
 	if v.Compare(c.Current()) > 0 {
 		return c.record(v)
 	}
@@ -546,11 +586,16 @@ func (c *Client) record(v Version) error {
 }
 
 func (c *Client) installer() *installer {
-	return &installer{fs: c.fs, dir: c.installDir, log: c.log, singleExe: c.singleExe}
+	return &installer{fs: c.fs, dir: c.installDir, log: c.log, singleExe: c.singleExe, app: c.app}
 }
 
 // Install downloads and installs u, an update returned by Check on this
-// client. With a patch plan, it downloads the patches and applies them to
+// client. It first finishes an install a crash interrupted (see
+// [Client.Recover]) and makes sure that the install directory holds the
+// application (missing, empty, installed by notsotuf, or the installed
+// version's release; else an error wrapping [ErrForeignInstallDir],
+// unless ClientConfig.Adopt), before anything of u is downloaded. With a
+// patch plan, it downloads the patches and applies them to
 // the verified tar of the installed version, extracting the output into
 // the staged tree as it is produced (patching and extraction overlap);
 // the staged tree is swapped in only once the whole output matched its
@@ -584,12 +629,20 @@ func (c *Client) Install(ctx context.Context, u *Update) (err error) {
 		}
 		err = done(err)
 	}()
+	if err := c.checkDirs(); err != nil {
+		return err
+	}
 	in := c.installer()
 	unlock, err := in.lock()
 	if err != nil {
 		return fmt.Errorf("install %s: %w", u.Version, err)
 	}
 	defer unlock()
+	// Settle an interrupted install first: the install directory is then
+	// one version, complete, and its manifest says which.
+	if err := c.recoverWith(in); err != nil {
+		return fmt.Errorf("install %s: finishing an earlier install: %w", u.Version, err)
+	}
 	if u.Version.Compare(c.Current()) <= 0 {
 		return nil // installed meanwhile, or already
 	}
@@ -597,6 +650,10 @@ func (c *Client) Install(ctx context.Context, u *Update) (err error) {
 		return fmt.Errorf("install %s: %w", u.Version, err)
 	}
 	prog := &progress{total: u.Plan.Bytes, fn: c.progress}
+	// Never replace a directory that does not hold the application.
+	if err := c.checkInstallDir(ctx, prog); err != nil {
+		return err
+	}
 	in.tag = u.Version.String() // lets Recover record it if a crash cuts the install short
 	var keep string
 	if !u.Plan.Full {

@@ -648,6 +648,11 @@ func TestUpdateBaseGoneFallsBack(t *testing.T) {
 	writeTree(t, fsys, cfg.InstallDir, rels[1].files)
 	ctx := context.Background()
 	c := newTestClient(t, cfg)
+	// As a notsotuf install would have left it: with its install manifest
+	// (a changed file does not make it a foreign directory then).
+	if err := writeTreeManifest(fsys, cfg.InstallDir, c.installer().manifestPath(), "app", "1.1"); err != nil {
+		t.Fatal(err)
+	}
 	u, err := c.Check(ctx)
 	if err != nil || u.Plan.Full || u.base.kind != baseInstalled {
 		t.Fatalf("check: %+v, %v", u, err)

@@ -30,7 +30,7 @@ type clientFlags struct {
 	app, current, installDir, cacheDir string
 	metadataURL, targetsURL, root      string
 	pre                                string
-	full, singleExe, json              bool
+	full, singleExe, json, adopt       bool
 	timeout, rateWindow                time.Duration
 	minRate                            int64
 	header                             headerFlag
@@ -79,6 +79,7 @@ func newClientFlags(env *cliEnv, name string) (*flag.FlagSet, *clientFlags) {
 	fs.Var(&f.header, "header", "extra request header `'Name: value'` for every request, e.g. 'Authorization: Bearer TOKEN' (repeatable; never printed)")
 	fs.BoolVar(&f.json, "json", false, "print the result as one JSON object on stdout, for programs (errors stay on stderr with a non-zero exit)")
 	fs.BoolVar(&f.singleExe, "single-executable", false, "--install-dir is one executable file (each release archive holds one file), replaced by rename")
+	fs.BoolVar(&f.adopt, "adopt", false, "update: replace --install-dir even when it does not hold the installed release (a copy made by hand and changed since); without it such a non-empty directory is refused and left as it is")
 	return fs, f
 }
 
@@ -148,7 +149,7 @@ func (f *clientFlags) config(env *cliEnv) (notsotuf.ClientConfig, error) {
 	return notsotuf.ClientConfig{
 		App: f.app, CurrentVersion: f.current, InstallDir: f.installDir, CacheDir: cacheDir,
 		MetadataURL: f.metadataURL, TargetsURL: targetsURL, TrustedRoot: root,
-		Fs: env.fs, Now: env.clientNow, Logger: env.logger, Channel: f.pre, ForceFull: f.full, SingleExecutable: f.singleExe,
+		Fs: env.fs, Now: env.clientNow, Logger: env.logger, Channel: f.pre, ForceFull: f.full, SingleExecutable: f.singleExe, Adopt: f.adopt,
 		Header: f.header.h, Timeout: f.timeout, MinRate: f.minRate, RateWindow: f.rateWindow,
 	}, nil
 }
