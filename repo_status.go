@@ -1,12 +1,14 @@
 package notsotuf
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -18,11 +20,14 @@ import (
 
 // Status is a summary of a repository, for people and for monitoring.
 type Status struct {
-	App      string          `json:"app"`
-	Now      time.Time       `json:"now"`
-	Roles    []RoleStatus    `json:"roles"`
-	Releases []ReleaseStatus `json:"releases"`
-	Warnings []string        `json:"warnings,omitempty"`
+	App string    `json:"app"`
+	Now time.Time `json:"now"`
+	// ConsistentSnapshot says whether root metadata turns on TUF
+	// consistent snapshots (versioned metadata, hash-prefixed targets).
+	ConsistentSnapshot bool            `json:"consistent_snapshot"`
+	Roles              []RoleStatus    `json:"roles"`
+	Releases           []ReleaseStatus `json:"releases"`
+	Warnings           []string        `json:"warnings,omitempty"`
 }
 
 // RoleStatus describes one role's current metadata.
@@ -77,7 +82,7 @@ func (r *Repository) Status() (*Status, error) {
 		return nil, err
 	}
 	now := r.now()
-	s := &Status{App: r.Config.AppName, Now: now}
+	s := &Status{App: r.Config.AppName, Now: now, ConsistentSnapshot: st.root.Signed.ConsistentSnapshot}
 	kr := r.newKeyring()
 	add := func(role string, version int64, expires time.Time, sigs, threshold int) {
 		rs := RoleStatus{Role: role, Version: version, Expires: expires.UTC(), Threshold: threshold, Signatures: sigs}
@@ -227,24 +232,46 @@ func (r *Repository) Verify(ctx context.Context) (*VerifyReport, error) {
 	if string(cur) != string(last) {
 		return nil, fmt.Errorf("verify %s: differs from %d.root.json, the newest root version", r.metaPath("root.json"), rep.RootVersions)
 	}
+	// With consistent snapshots, clients read N.snapshot.json and
+	// N.targets.json (the versions that timestamp and snapshot name): check
+	// those, and that the unversioned copies are the same files.
+	consistent := trusted.Root.Signed.ConsistentSnapshot
+	versioned := func(role string, meta map[string]*metadata.MetaFiles) string {
+		if m := meta[role+".json"]; consistent && m != nil {
+			return fmt.Sprintf("%d.%s.json", m.Version, role)
+		}
+		return role + ".json"
+	}
 	for _, step := range []struct {
-		name string
+		name func() string
 		load func([]byte) error
 	}{
-		{"timestamp.json", func(b []byte) error { _, err := trusted.UpdateTimestamp(b); return err }},
-		{"snapshot.json", func(b []byte) error { _, err := trusted.UpdateSnapshot(b, false); return err }},
-		{"targets.json", func(b []byte) error { _, err := trusted.UpdateTargets(b); return err }},
+		{func() string { return "timestamp.json" }, func(b []byte) error { _, err := trusted.UpdateTimestamp(b); return err }},
+		{func() string { return versioned("snapshot", trusted.Timestamp.Signed.Meta) },
+			func(b []byte) error { _, err := trusted.UpdateSnapshot(b, false); return err }},
+		{func() string { return versioned("targets", trusted.Snapshot.Signed.Meta) },
+			func(b []byte) error { _, err := trusted.UpdateTargets(b); return err }},
 	} {
-		data, err := r.readMeta(step.name)
+		name := step.name()
+		data, err := r.readMeta(name)
 		if err != nil {
 			return nil, err
 		}
 		if err := step.load(data); err != nil {
-			err = fmt.Errorf("verify %s: %w", r.metaPath(step.name), err)
+			err = fmt.Errorf("verify %s: %w", r.metaPath(name), err)
 			if errors.Is(err, &metadata.ErrExpiredMetadata{}) {
 				return nil, withHint(err, "run `notsotuf refresh` to re-sign expiring metadata")
 			}
 			return nil, err
+		}
+		if _, base, ok := strings.Cut(name, "."); ok && versionedName.MatchString(name) {
+			plain, err := r.readMeta(base)
+			if err != nil {
+				return nil, err
+			}
+			if !bytes.Equal(plain, data) {
+				return nil, fmt.Errorf("verify %s: differs from %s, the version clients read", r.metaPath(base), name)
+			}
 		}
 	}
 	targets := trusted.Targets[metadata.TARGETS]
@@ -258,7 +285,7 @@ func (r *Repository) Verify(ctx context.Context) (*VerifyReport, error) {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		if err := r.checkTargetFile(n, targets.Signed.Targets[n]); err != nil {
+		if err := r.checkTargetFile(n, targets.Signed.Targets[n], consistent); err != nil {
 			problems = append(problems, err.Error())
 			continue
 		}
@@ -266,9 +293,15 @@ func (r *Repository) Verify(ctx context.Context) (*VerifyReport, error) {
 	}
 	// Stray files in targets/ (temporary files of an interrupted run, or
 	// files nobody signed).
+	stored := map[string]bool{}
+	for _, n := range names {
+		if p, err := r.storedTarget(n, targets.Signed.Targets[n], consistent); err == nil {
+			stored[filepath.Base(p)] = true
+		}
+	}
 	if entries, err := afero.ReadDir(r.Fs, r.targetsDir()); err == nil {
 		for _, e := range entries {
-			if _, ok := targets.Signed.Targets[e.Name()]; !ok {
+			if !stored[e.Name()] {
 				rep.Warnings = append(rep.Warnings, fmt.Sprintf("file %s is not in targets.json", filepath.Join(r.targetsDir(), e.Name())))
 			}
 		}
@@ -304,7 +337,7 @@ func (r *Repository) Verify(ctx context.Context) (*VerifyReport, error) {
 			return rep, err
 		}
 		curTar := filepath.Join(work, fmt.Sprintf("%d.tar", i))
-		n, sum, err := r.extractRelease(rel, curTar, false)
+		n, sum, err := r.extractRelease(rel, curTar, false, consistent)
 		if err != nil {
 			problems = append(problems, err.Error())
 			prevTar = ""
@@ -318,7 +351,7 @@ func (r *Repository) Verify(ctx context.Context) (*VerifyReport, error) {
 			case prevTar == "":
 				problems = append(problems, fmt.Sprintf("patch %s: not checked, the previous release's archive is broken", rel.patch))
 			default:
-				pp, _ := r.targetPath(rel.patch)
+				pp, _ := r.storedTarget(rel.patch, rel.patchFile, consistent)
 				if err := r.checkPatch(prevTar, pp, pm.TarSize, pm.TarHash); err != nil {
 					problems = append(problems, fmt.Sprintf("patch %s from %s: %v", rel.patch, rels[i-1].archive, err))
 				} else {
@@ -342,6 +375,9 @@ func (r *Repository) Verify(ctx context.Context) (*VerifyReport, error) {
 	}
 	return rep, nil
 }
+
+// versionedName is a versioned metadata file name, "3.snapshot.json".
+var versionedName = regexp.MustCompile(`^[0-9]+\.[^/]+\.json$`)
 
 // inferApp returns the app name of the first release target name.
 func inferApp(names []string) string {
