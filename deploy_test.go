@@ -2,6 +2,7 @@ package notsotuf
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -95,5 +96,28 @@ func TestDeployOrderAndIdempotence(t *testing.T) {
 	empty.MkdirAll("r/targets", 0o755)
 	if _, err := Deploy(empty, "r", afero.NewMemMapFs(), "site"); err == nil || !strings.Contains(err.Error(), "not a published repository") {
 		t.Errorf("unpublished source: %v", err)
+	}
+}
+
+// TestRootPackageHasNoS3SDK: an application that imports notsotuf for its
+// client must not build an S3 SDK; the S3 destination lives in
+// internal/s3deploy, used by cmd/notsotuf only.
+func TestRootPackageHasNoS3SDK(t *testing.T) {
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("no go command:", err)
+	}
+	out, err := exec.Command(goBin, "list", "-deps", "github.com/notsotuf/notsotuf").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, out)
+	}
+	deps := strings.Fields(string(out))
+	if !slices.Contains(deps, "github.com/spf13/afero") {
+		t.Fatalf("go list -deps does not list afero: %v", deps)
+	}
+	for _, d := range deps {
+		if strings.Contains(d, "minio") || strings.Contains(d, "aws-sdk") || strings.Contains(d, "/s3deploy") || strings.Contains(d, "ini.v1") {
+			t.Errorf("the root package depends on %s", d)
+		}
 	}
 }
