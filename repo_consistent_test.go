@@ -211,6 +211,19 @@ func TestConsistentSnapshotRepository(t *testing.T) {
 	if u.Plan.Full {
 		t.Errorf("update after remove: full archive, want the rebuilt patch")
 	}
+
+	// The cron refresh writes the versioned snapshot too.
+	r.Now = func() time.Time { return repoTestNow.Add(6 * 24 * time.Hour) }
+	res, err := r.Refresh(0)
+	if err != nil || !slices.Contains(res.Resigned, RoleSnapshot) {
+		t.Fatalf("refresh: %+v, %v", res, err)
+	}
+	if _, err := os.Stat(filepath.Join(meta, "6.snapshot.json")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Verify(ctx); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // TestTurnOnConsistentSnapshot: an existing repository gets consistent

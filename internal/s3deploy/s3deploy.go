@@ -144,8 +144,9 @@ func New(cfg Config) (*Destination, error) {
 			return nil, fmt.Errorf("--endpoint %q: want http:// or https:// and a host", endpoint)
 		case u.User != nil:
 			return nil, fmt.Errorf("--endpoint: credentials in the URL are not used (and would be printed): give them in AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or a profile")
-		case u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "":
-			return nil, fmt.Errorf("--endpoint %q: want http(s)://HOST[:PORT] without a path", endpoint)
+		case u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "":
+			// (Not repeated whole: a query may hold a signature.)
+			return nil, fmt.Errorf("--endpoint %s://%s...: want http(s)://HOST[:PORT] without a path or query", u.Scheme, u.Host)
 		}
 		host, secure = u.Host, u.Scheme == "https"
 	}

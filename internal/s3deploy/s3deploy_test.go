@@ -61,6 +61,7 @@ func TestNewRefuses(t *testing.T) {
 		{"ftp://host", "want http:// or https://"},
 		{"http://key:secret@127.0.0.1:9000", "credentials in the URL"},
 		{"https://host/path", "without a path"},
+		{"https://host/?X-Amz-Signature=secret", "without a path or query"},
 	} {
 		_, err := s3deploy.New(s3deploy.Config{URL: "s3://updates/app", Endpoint: tc.endpoint, Getenv: env})
 		if err == nil || !strings.Contains(err.Error(), tc.err) {
