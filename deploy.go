@@ -61,7 +61,8 @@ type DeployOptions struct {
 	// would be written and removed, changing nothing.
 	DryRun bool
 	// Progress, when set, is called as files are written with the bytes
-	// read so far for writing and the total to write.
+	// written so far and the total to write (as the destination reports
+	// them: see DeployFile.Written).
 	Progress func(done, total int64)
 }
 
@@ -78,21 +79,23 @@ type DeployFile struct {
 	once    sync.Once
 	sum     string
 	sumErr  error
-	counter func(int64) // progress of the write phase, nil otherwise
+	written func(int64) // DeployOptions.Progress while Put runs, else nil
 }
 
 // Open opens the file's content in the source repository. The file is an
 // io.ReaderAt and an io.Seeker, for destinations that upload in parts or
 // retry.
 func (f *DeployFile) Open() (afero.File, error) {
-	file, err := f.fs.Open(f.path)
-	if err != nil {
-		return nil, err
+	return f.fs.Open(f.path)
+}
+
+// Written is called by a destination's Put as it writes f: n more bytes
+// reached the destination. It feeds DeployOptions.Progress (bytes sent
+// again by a retry count again; the total is capped).
+func (f *DeployFile) Written(n int64) {
+	if f.written != nil {
+		f.written(n)
 	}
-	if f.counter != nil {
-		return &countingFile{File: file, add: f.counter}, nil
-	}
-	return file, nil
 }
 
 // SHA256 returns the hex sha256 of the file's content, computed once.
@@ -105,23 +108,6 @@ func (f *DeployFile) SHA256() (string, error) {
 		}
 	})
 	return f.sum, f.sumErr
-}
-
-type countingFile struct {
-	afero.File
-	add func(int64)
-}
-
-func (c *countingFile) Read(p []byte) (int, error) {
-	n, err := c.File.Read(p)
-	c.add(int64(n))
-	return n, err
-}
-
-func (c *countingFile) ReadAt(p []byte, off int64) (int, error) {
-	n, err := c.File.ReadAt(p, off)
-	c.add(int64(n))
-	return n, err
 }
 
 // DeployDestination is where [DeployTo] publishes a repository: a
@@ -216,10 +202,10 @@ func DeployTo(ctx context.Context, src afero.Fs, srcDir string, dst DeployDestin
 	var done atomic.Int64
 	for _, f := range todo {
 		if opts.Progress != nil {
-			f.counter = func(n int64) { opts.Progress(min(done.Add(n), total), total) }
+			f.written = func(n int64) { opts.Progress(min(done.Add(n), total), total) }
 		}
 		err := dst.Put(ctx, f)
-		f.counter = nil
+		f.written = nil
 		if err != nil {
 			return rep, fmt.Errorf("deploy: %s: %w", f.Name, err)
 		}
@@ -477,7 +463,7 @@ func (d *DirDestination) Put(ctx context.Context, f *DeployFile) error {
 	}
 	defer in.Close()
 	return writeAtomic(d.Fs, name, 0o644, func(w io.Writer) error {
-		_, err := io.Copy(w, in)
+		_, err := io.Copy(deployProgress{w, f}, in)
 		return err
 	})
 }
@@ -509,4 +495,16 @@ func sameContent(fa, fb io.Reader) (bool, error) {
 			return false, errB
 		}
 	}
+}
+
+// deployProgress reports the bytes written through it to a DeployFile.
+type deployProgress struct {
+	w io.Writer
+	f *DeployFile
+}
+
+func (p deployProgress) Write(b []byte) (int, error) {
+	n, err := p.w.Write(b)
+	p.f.Written(int64(n))
+	return n, err
 }

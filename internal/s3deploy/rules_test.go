@@ -103,9 +103,19 @@ func TestS3MultipartAndRetries(t *testing.T) {
 		}
 		return nil
 	})
-	rep, err := e.deploy(t, dir)
+	d, err := e.dest(t, "s3://updates/app", 0)
+	must(t, err)
+	var calls int
+	var last, total int64
+	rep, err := notsotuf.DeployTo(context.Background(), afero.NewOsFs(), dir, d, notsotuf.DeployOptions{Progress: func(done, all int64) {
+		calls++
+		last, total = done, all
+	}})
 	must(t, err)
 	e.rec.setFault(nil)
+	if last != total || total != rep.Bytes || calls < 10 {
+		t.Errorf("progress ended at %d of %d (%d bytes written) after %d calls", last, total, rep.Bytes, calls)
+	}
 	if len(rep.Copied) != 7 || failed < 7 {
 		t.Fatalf("deploy: %+v after %d failed requests", rep, failed)
 	}

@@ -363,6 +363,7 @@ func (d *Destination) Put(ctx context.Context, f *notsotuf.DeployFile) error {
 		CacheControl: f.CacheControl,
 		UserMetadata: map[string]string{"sha256": sum},
 		PartSize:     d.partSize,
+		Progress:     progressReader{f},
 		// Content-MD5 lets the store check every request's body; a
 		// streaming-signed body (aws-chunked) would have some stores
 		// keep "Content-Encoding: aws-chunked" on the object.
@@ -418,3 +419,12 @@ type s3Error struct {
 
 func (e *s3Error) Error() string { return e.msg }
 func (e *s3Error) Unwrap() error { return e.err }
+
+// progressReader is the reader minio-go reads as bytes go out; it reports
+// them to the deploy's progress.
+type progressReader struct{ f *notsotuf.DeployFile }
+
+func (p progressReader) Read(b []byte) (int, error) {
+	p.f.Written(int64(len(b)))
+	return len(b), nil
+}
