@@ -16,7 +16,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 
 	"github.com/spf13/afero"
 )
@@ -62,7 +61,7 @@ type DeployOptions struct {
 	DryRun bool
 	// Progress, when set, is called as files are written with the bytes
 	// written so far and the total to write (as the destination reports
-	// them: see DeployFile.Written).
+	// them: see DeployFile.Written), one call at a time.
 	Progress func(done, total int64)
 }
 
@@ -79,7 +78,7 @@ type DeployFile struct {
 	once    sync.Once
 	sum     string
 	sumErr  error
-	written func(int64) // DeployOptions.Progress while Put runs, else nil
+	written func(int64) // reports to DeployOptions.Progress; nil without one
 }
 
 // Open opens the file's content in the source repository. The file is an
@@ -149,10 +148,15 @@ func Deploy(src afero.Fs, srcDir string, dst afero.Fs, dstDir string) (*DeployRe
 //  5. only then, files the source no longer has are removed from dst.
 //
 // Only files that differ at the destination are written, so a second
-// DeployTo writes nothing. If it stops at any point (an error, a crash, a
-// cut connection), clients see the repository as it was before or, once
-// timestamp.json is written, as it is now. Every file gets a Content-Type
-// and a Cache-Control (see [DeployOptions]).
+// DeployTo writes nothing. In a repository with consistent snapshots (see
+// [Repository]), if it stops at any point (an error, a crash, a cut
+// connection), clients see the repository as it was before or, once
+// timestamp.json is written, as it is now. Without them, targets.json,
+// snapshot.json and timestamp.json are replaced one after the other under
+// the same names: stopped between the first and the last, the destination
+// holds metadata of two versions, which clients refuse until a deploy
+// completes. Every file gets a Content-Type and a Cache-Control (see
+// [DeployOptions]).
 func DeployTo(ctx context.Context, src afero.Fs, srcDir string, dst DeployDestination, opts DeployOptions) (*DeployReport, error) {
 	files, err := deployFiles(src, srcDir, opts)
 	if err != nil {
@@ -199,13 +203,31 @@ func DeployTo(ctx context.Context, src afero.Fs, srcDir string, dst DeployDestin
 
 	total := rep.Bytes
 	rep.Bytes = 0
-	var done atomic.Int64
-	for _, f := range todo {
-		if opts.Progress != nil {
-			f.written = func(n int64) { opts.Progress(min(done.Add(n), total), total) }
+	var done int64
+	var finished bool
+	var mu sync.Mutex // a destination may report from several goroutines
+	defer func() { // reports that come after DeployTo returned are dropped
+		mu.Lock()
+		finished = true
+		mu.Unlock()
+	}()
+	if opts.Progress != nil {
+		// Set once, before any Put: an HTTP transport may still be
+		// reading a body (and reporting it) after Put returned.
+		for _, f := range todo {
+			f.written = func(n int64) {
+				mu.Lock()
+				defer mu.Unlock()
+				if finished {
+					return
+				}
+				done = min(done+n, total)
+				opts.Progress(done, total)
+			}
 		}
+	}
+	for _, f := range todo {
 		err := dst.Put(ctx, f)
-		f.written = nil
 		if err != nil {
 			return rep, fmt.Errorf("deploy: %s: %w", f.Name, err)
 		}
@@ -213,7 +235,10 @@ func DeployTo(ctx context.Context, src afero.Fs, srcDir string, dst DeployDestin
 		rep.Bytes += f.Size
 	}
 	if opts.Progress != nil && total > 0 {
+		mu.Lock()
+		done = total
 		opts.Progress(total, total)
+		mu.Unlock()
 	}
 	for _, name := range stale {
 		if err := dst.Remove(ctx, name); err != nil {
