@@ -206,7 +206,8 @@ func DeployTo(ctx context.Context, src afero.Fs, srcDir string, dst DeployDestin
 	var done int64
 	var finished bool
 	var mu sync.Mutex // a destination may report from several goroutines
-	defer func() {    // reports that come after DeployTo returned are dropped
+	// Reports that come after DeployTo returned are dropped.
+	defer func() {
 		mu.Lock()
 		finished = true
 		mu.Unlock()
