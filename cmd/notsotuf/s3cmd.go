@@ -18,10 +18,10 @@ type s3Options struct {
 
 func s3Flags(fs *flag.FlagSet) *s3Options {
 	return &s3Options{
-		endpoint:   fs.String("endpoint", "", "S3-compatible service `URL` (R2, B2, GCS, MinIO...; default: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL or AWS)"),
-		region:     fs.String("region", "", "bucket `region` (default: AWS_REGION, AWS_DEFAULT_REGION, the profile's region, or asked from the service)"),
-		pathStyle:  fs.Bool("path-style", false, "address the bucket as ENDPOINT/BUCKET (services without virtual-host buckets)"),
-		cacheShort: fs.Duration("cache-control-short", 0, "Cache-Control max-age of timestamp.json and the other names whose content changes (0s: no-cache; default: 60s with consistent snapshots, no-cache without)"),
+		endpoint:   fs.String("endpoint", "", "s3:// only: S3-compatible service `URL` (R2, B2, GCS, MinIO...; default: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL or AWS)"),
+		region:     fs.String("region", "", "s3:// only: bucket `region` (default: AWS_REGION, AWS_DEFAULT_REGION, the profile's region, or asked from the service)"),
+		pathStyle:  fs.Bool("path-style", false, "s3:// only: address the bucket as ENDPOINT/BUCKET (services without virtual-host buckets)"),
+		cacheShort: fs.Duration("cache-control-short", 0, "s3:// only: Cache-Control max-age of timestamp.json and the other names whose content changes (0s: no-cache; default: 60s with consistent snapshots, no-cache without)"),
 	}
 }
 
