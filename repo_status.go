@@ -20,14 +20,15 @@ import (
 
 // Status is a summary of a repository, for people and for monitoring.
 type Status struct {
-	App string    `json:"app"`
-	Now time.Time `json:"now"`
+	App      string          `json:"app"`
+	Now      time.Time       `json:"now"`
+	Roles    []RoleStatus    `json:"roles"`
+	Releases []ReleaseStatus `json:"releases"`
+	Warnings []string        `json:"warnings,omitempty"`
+
 	// ConsistentSnapshot says whether root metadata turns on TUF
 	// consistent snapshots (versioned metadata, hash-prefixed targets).
-	ConsistentSnapshot bool            `json:"consistent_snapshot"`
-	Roles              []RoleStatus    `json:"roles"`
-	Releases           []ReleaseStatus `json:"releases"`
-	Warnings           []string        `json:"warnings,omitempty"`
+	ConsistentSnapshot bool `json:"consistent_snapshot"`
 }
 
 // RoleStatus describes one role's current metadata.
