@@ -48,6 +48,11 @@ type Config struct {
 	Thresholds     map[string]int      `json:"thresholds"`      // role -> signatures needed
 	ExpirationDays map[string]int      `json:"expiration_days"` // role -> days a new version stays valid
 	EncryptedKeys  []string            `json:"encrypted_keys"`  // key names whose private file is encrypted
+	// ConsistentSnapshot makes Init create the repository with TUF
+	// consistent snapshots (see Repository). Root metadata is what counts
+	// afterwards: Sign with SignOptions.ConsistentSnapshot turns them on
+	// in an existing repository and sets this field to match.
+	ConsistentSnapshot bool `json:"consistent_snapshot,omitempty"`
 }
 
 // Default expiry of each role's metadata, in days.
@@ -170,6 +175,11 @@ func (c *Config) Save(fsys afero.Fs, name string) error {
 // root version, root.json (the newest root), targets.json, snapshot.json and
 // timestamp.json (consistent_snapshot false); Config.RepoDir/targets holds
 // the archives <app>-<version>.tar.gz and patches <app>-<version>.patch.
+// With consistent snapshots (Config.ConsistentSnapshot at Init, or
+// SignOptions.ConsistentSnapshot later), metadata/ also holds
+// N.targets.json and N.snapshot.json for every version, and each target
+// file is stored as targets/<sha256>.<name> instead, so that every name
+// but timestamp.json always has the same content (see docs/hosting.md).
 //
 // Every operation either completes or leaves the repository as it was.
 // New files are written under temporary names first; the commit point is a

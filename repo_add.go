@@ -190,6 +190,7 @@ func (r *Repository) Add(ctx context.Context, opts AddOptions) (res *AddResult, 
 			return nil, withHint(fmt.Errorf("target file %s already exists but is not in targets.json", p), "remove the stray file")
 		}
 	}
+	consistent := st.root.Signed.ConsistentSnapshot
 	kr := r.newKeyring()
 	roles := []string{RoleTargets, RoleSnapshot, RoleTimestamp}
 	if opts.Partial {
@@ -242,7 +243,7 @@ func (r *Repository) Add(ctx context.Context, opts AddOptions) (res *AddResult, 
 	var patchTmp string
 	if prev != nil && !opts.SkipPatch {
 		prevTar := filepath.Join(work, "prev.tar")
-		if _, _, err := r.extractRelease(prev, prevTar, true); err != nil {
+		if _, _, err := r.extractRelease(prev, prevTar, true, consistent); err != nil {
 			return nil, err
 		}
 		if err := ctx.Err(); err != nil {
@@ -288,11 +289,19 @@ func (r *Repository) Add(ctx context.Context, opts AddOptions) (res *AddResult, 
 		return nil, err
 	}
 	// Publish: target files first, then metadata.
-	if err := t.install(archTmp.Name(), filepath.Join(r.targetsDir(), archiveName)); err != nil {
+	archPath, err := r.storedTarget(archiveName, st.targets.Signed.Targets[archiveName], consistent)
+	if err != nil {
+		return nil, err
+	}
+	if err := t.install(archTmp.Name(), archPath); err != nil {
 		return nil, err
 	}
 	if patchTmp != "" {
-		if err := t.install(patchTmp, filepath.Join(r.targetsDir(), patchName)); err != nil {
+		patchPath, err := r.storedTarget(patchName, st.targets.Signed.Targets[patchName], consistent)
+		if err != nil {
+			return nil, err
+		}
+		if err := t.install(patchTmp, patchPath); err != nil {
 			return nil, err
 		}
 	}
@@ -394,10 +403,26 @@ func (r *Repository) targetPath(name string) (string, error) {
 	return filepath.Join(r.targetsDir(), name), nil
 }
 
+// storedTarget returns the file that holds target name in the
+// repository: targets/<name>, or in a repository with consistent snapshots
+// targets/<sha256>.<name>, where the TUF specification has clients look
+// for it.
+func (r *Repository) storedTarget(name string, tf *metadata.TargetFiles, consistent bool) (string, error) {
+	p, err := r.targetPath(name)
+	if err != nil || !consistent {
+		return p, err
+	}
+	h, ok := tf.Hashes["sha256"]
+	if !ok {
+		return "", fmt.Errorf("target %s: no sha256 hash in targets.json", name)
+	}
+	return filepath.Join(r.targetsDir(), hex.EncodeToString(h)+"."+name), nil
+}
+
 // checkTargetFile checks a target file's length and sha256 against its
 // metadata, streaming it.
-func (r *Repository) checkTargetFile(name string, tf *metadata.TargetFiles) error {
-	p, err := r.targetPath(name)
+func (r *Repository) checkTargetFile(name string, tf *metadata.TargetFiles, consistent bool) error {
+	p, err := r.storedTarget(name, tf, consistent)
 	if err != nil {
 		return err
 	}
@@ -421,14 +446,15 @@ func (r *Repository) checkTargetFile(name string, tf *metadata.TargetFiles) erro
 // extractRelease decompresses a release's archive into dst (after checking
 // the archive against its metadata when check is set) and returns the
 // uncompressed tar's size and sha256. When the release's metadata records
-// its tar hash, a mismatch is an error.
-func (r *Repository) extractRelease(rel *release, dst string, check bool) (int64, string, error) {
+// its tar hash, a mismatch is an error. consistent says where the archive
+// is (see storedTarget).
+func (r *Repository) extractRelease(rel *release, dst string, check, consistent bool) (int64, string, error) {
 	if check {
-		if err := r.checkTargetFile(rel.archive, rel.archiveFile); err != nil {
+		if err := r.checkTargetFile(rel.archive, rel.archiveFile, consistent); err != nil {
 			return 0, "", err
 		}
 	}
-	p, err := r.targetPath(rel.archive)
+	p, err := r.storedTarget(rel.archive, rel.archiveFile, consistent)
 	if err != nil {
 		return 0, "", err
 	}
@@ -520,25 +546,32 @@ func (r *Repository) Remove(ctx context.Context, version string) (err error) {
 	}
 	t := r.newTxn()
 	defer t.finish("remove", &err)
+	consistent := st.root.Signed.ConsistentSnapshot
 	gone := rels[idx]
 	for _, n := range []string{gone.archive, gone.patch} {
 		if n == "" {
 			continue
 		}
-		delete(st.targets.Signed.Targets, n)
-		p, err := r.targetPath(n)
+		p, err := r.storedTarget(n, st.targets.Signed.Targets[n], consistent)
 		if err != nil {
 			return err
 		}
+		delete(st.targets.Signed.Targets, n)
 		t.deleteOnCommit(p)
 	}
 	if idx+1 < len(rels) && rels[idx+1].patch != "" {
 		next := rels[idx+1]
+		// The next release's patch changes (or goes): with consistent
+		// snapshots its file has another name, removed after the
+		// metadata; without, it is replaced in place.
+		oldPatch, err := r.storedTarget(next.patch, next.patchFile, consistent)
+		if err != nil {
+			return err
+		}
 		if idx == 0 {
 			// Nothing older to patch from.
 			delete(st.targets.Signed.Targets, next.patch)
-			p, _ := r.targetPath(next.patch)
-			t.deleteOnCommit(p)
+			t.deleteOnCommit(oldPatch)
 		} else {
 			prev := rels[idx-1]
 			work, cleanup, err := r.workDir()
@@ -547,10 +580,10 @@ func (r *Repository) Remove(ctx context.Context, version string) (err error) {
 			}
 			defer cleanup()
 			prevTar, nextTar := filepath.Join(work, "prev.tar"), filepath.Join(work, "next.tar")
-			if _, _, err := r.extractRelease(prev, prevTar, true); err != nil {
+			if _, _, err := r.extractRelease(prev, prevTar, true, consistent); err != nil {
 				return err
 			}
-			n, sum, err := r.extractRelease(next, nextTar, true)
+			n, sum, err := r.extractRelease(next, nextTar, true, consistent)
 			if err != nil {
 				return err
 			}
@@ -576,9 +609,15 @@ func (r *Repository) Remove(ctx context.Context, version string) (err error) {
 				return err
 			}
 			st.targets.Signed.Targets[next.patch] = newTargetFile(next.patch, pi, *next.patchFile.Custom)
-			p, _ := r.targetPath(next.patch)
+			p, err := r.storedTarget(next.patch, st.targets.Signed.Targets[next.patch], consistent)
+			if err != nil {
+				return err
+			}
 			if err := t.install(pf.Name(), p); err != nil {
 				return err
+			}
+			if p != oldPatch {
+				t.deleteOnCommit(oldPatch)
 			}
 		}
 	}

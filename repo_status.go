@@ -1,12 +1,14 @@
 package notsotuf
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -23,6 +25,10 @@ type Status struct {
 	Roles    []RoleStatus    `json:"roles"`
 	Releases []ReleaseStatus `json:"releases"`
 	Warnings []string        `json:"warnings,omitempty"`
+
+	// ConsistentSnapshot says whether root metadata turns on TUF
+	// consistent snapshots (versioned metadata, hash-prefixed targets).
+	ConsistentSnapshot bool `json:"consistent_snapshot"`
 }
 
 // RoleStatus describes one role's current metadata.
@@ -79,7 +85,7 @@ func (r *Repository) Status() (*Status, error) {
 		return nil, err
 	}
 	now := r.now()
-	s := &Status{App: r.Config.AppName, Now: now, Releases: []ReleaseStatus{}}
+	s := &Status{App: r.Config.AppName, Now: now, Releases: []ReleaseStatus{}, ConsistentSnapshot: st.root.Signed.ConsistentSnapshot}
 	kr := r.newKeyring()
 	add := func(role string, version int64, expires time.Time, sigs, threshold int) {
 		rs := RoleStatus{Role: role, Version: version, Expires: expires.UTC(), Threshold: threshold, Signatures: sigs}
@@ -238,21 +244,46 @@ func (r *Repository) Verify(ctx context.Context) (*VerifyReport, error) {
 	if err := r.checkExpiry(&trusted.Root.Signed, top); err != nil {
 		return nil, err
 	}
+	// With consistent snapshots, clients read N.snapshot.json and
+	// N.targets.json (the versions that timestamp and snapshot name): check
+	// those, and that the unversioned copies are the same files.
+	consistent := trusted.Root.Signed.ConsistentSnapshot
+	versioned := func(role string, meta map[string]*metadata.MetaFiles) string {
+		if m := meta[role+".json"]; consistent && m != nil {
+			return fmt.Sprintf("%d.%s.json", m.Version, role)
+		}
+		return role + ".json"
+	}
 	for _, step := range []struct {
-		name string
+		name func() string
 		load func([]byte) error
 	}{
-		{"timestamp.json", func(b []byte) error { _, err := trusted.UpdateTimestamp(b); return err }},
-		{"snapshot.json", func(b []byte) error { _, err := trusted.UpdateSnapshot(b, false); return err }},
-		{"targets.json", func(b []byte) error { _, err := trusted.UpdateTargets(b); return err }},
+		{func() string { return "timestamp.json" }, func(b []byte) error { _, err := trusted.UpdateTimestamp(b); return err }},
+		{func() string { return versioned("snapshot", trusted.Timestamp.Signed.Meta) },
+			func(b []byte) error { _, err := trusted.UpdateSnapshot(b, false); return err }},
+		{func() string { return versioned("targets", trusted.Snapshot.Signed.Meta) },
+			func(b []byte) error { _, err := trusted.UpdateTargets(b); return err }},
 	} {
-		data := top[step.name]
+		name := step.name()
+		data, err := r.readMeta(name)
+		if err != nil {
+			return nil, err
+		}
 		if err := step.load(data); err != nil {
-			err = fmt.Errorf("verify %s: %w", r.metaPath(step.name), err)
+			err = fmt.Errorf("verify %s: %w", r.metaPath(name), err)
 			if errors.Is(err, &metadata.ErrExpiredMetadata{}) {
 				return nil, withHint(err, "run `notsotuf refresh` to re-sign expiring metadata")
 			}
 			return nil, err
+		}
+		if _, base, ok := strings.Cut(name, "."); ok && versionedName.MatchString(name) {
+			plain, err := r.readMeta(base)
+			if err != nil {
+				return nil, err
+			}
+			if !bytes.Equal(plain, data) {
+				return nil, fmt.Errorf("verify %s: differs from %s, the version clients read", r.metaPath(base), name)
+			}
 		}
 	}
 	targets := trusted.Targets[metadata.TARGETS]
@@ -266,7 +297,7 @@ func (r *Repository) Verify(ctx context.Context) (*VerifyReport, error) {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		if err := r.checkTargetFile(n, targets.Signed.Targets[n]); err != nil {
+		if err := r.checkTargetFile(n, targets.Signed.Targets[n], consistent); err != nil {
 			problems = append(problems, err.Error())
 			continue
 		}
@@ -274,9 +305,15 @@ func (r *Repository) Verify(ctx context.Context) (*VerifyReport, error) {
 	}
 	// Stray files in targets/ (temporary files of an interrupted run, or
 	// files nobody signed).
+	stored := map[string]bool{}
+	for _, n := range names {
+		if p, err := r.storedTarget(n, targets.Signed.Targets[n], consistent); err == nil {
+			stored[filepath.Base(p)] = true
+		}
+	}
 	if entries, err := afero.ReadDir(r.Fs, r.targetsDir()); err == nil {
 		for _, e := range entries {
-			if _, ok := targets.Signed.Targets[e.Name()]; !ok {
+			if !stored[e.Name()] {
 				rep.Warnings = append(rep.Warnings, fmt.Sprintf("file %s is not in targets.json", filepath.Join(r.targetsDir(), e.Name())))
 			}
 		}
@@ -312,7 +349,7 @@ func (r *Repository) Verify(ctx context.Context) (*VerifyReport, error) {
 			return rep, err
 		}
 		curTar := filepath.Join(work, fmt.Sprintf("%d.tar", i))
-		n, sum, err := r.extractRelease(rel, curTar, false)
+		n, sum, err := r.extractRelease(rel, curTar, false, consistent)
 		if err != nil {
 			problems = append(problems, err.Error())
 			prevTar = ""
@@ -326,7 +363,7 @@ func (r *Repository) Verify(ctx context.Context) (*VerifyReport, error) {
 			case prevTar == "":
 				problems = append(problems, fmt.Sprintf("patch %s: not checked, the previous release's archive is broken", rel.patch))
 			default:
-				pp, _ := r.targetPath(rel.patch)
+				pp, _ := r.storedTarget(rel.patch, rel.patchFile, consistent)
 				if err := r.checkPatch(prevTar, pp, pm.TarSize, pm.TarHash); err != nil {
 					problems = append(problems, fmt.Sprintf("patch %s from %s: %v", rel.patch, rels[i-1].archive, err))
 				} else {
@@ -439,6 +476,9 @@ func resignHint(roles []string) string {
 	return fmt.Sprintf("re-sign %s where their keys are: `notsotuf refresh` (or `notsotuf sign ROLE --expires DAYS` for each), then deploy",
 		strings.Join(roles, ", "))
 }
+
+// versionedName is a versioned metadata file name, "3.snapshot.json".
+var versionedName = regexp.MustCompile(`^[0-9]+\.[^/]+\.json$`)
 
 // inferApp returns the app name of the first release target name.
 func inferApp(names []string) string {

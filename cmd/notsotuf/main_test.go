@@ -55,6 +55,8 @@ func TestScripts(t *testing.T) {
 			case "tufup":
 				_, err := os.Stat(filepath.Join(tufupFixture(), "metadata", "root.json"))
 				return err == nil, nil
+			case "versitygw": // s3_test.go
+				return versitygwCondition()
 			}
 			return false, fmt.Errorf("unknown condition %q", cond)
 		},
@@ -83,6 +85,8 @@ func TestScripts(t *testing.T) {
 			"append":      cmdAppend,
 			"replace":     cmdReplace,
 			"mkapp":       cmdMkapp,
+			// s3_test.go
+			"s3server": cmdS3Server,
 		},
 	})
 }

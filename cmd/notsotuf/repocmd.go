@@ -25,7 +25,7 @@ func init() {
 	register(command{"add", "VERSION BUNDLE_DIR [--required] [--meta JSON] [--skip-patch] [--partial]", "publish a release (archive + patch)", cmdAdd})
 	register(command{"remove", "VERSION", "withdraw a release, repairing the patch chain", cmdRemove})
 	register(command{"keys", "create|list|add|revoke|replace ...", "manage signing keys (root changes are signed by old and new keys)", cmdKeys})
-	register(command{"sign", "ROLE [--expires DAYS] [--partial]", "add signatures to a role, or re-sign it with a new expiry", cmdSign})
+	register(command{"sign", "ROLE [--expires DAYS] [--partial] [--consistent-snapshot]", "add signatures to a role, or re-sign it with a new expiry", cmdSign})
 	register(command{"refresh", "[--within DURATION]", "re-sign metadata that expires soon (for cron)", cmdRefresh})
 	register(command{"status", "[--json] [--check]", "show versions, expiry, keys and releases", cmdStatus})
 	register(command{"verify", "[--repo-dir DIR] [--app NAME]", "check the whole repository as a client would", cmdVerify})
@@ -131,6 +131,7 @@ func cmdInit(env *cliEnv, args []string) error {
 	thresholds := fs.String("threshold", "", "signatures needed per role, e.g. `root=2` (default 1 each)")
 	nkeys := fs.String("keys", "", "number of keys per role, e.g. `root=3` (default: the threshold); extra keys are named ROLE-2, ROLE-3, ...")
 	expires := fs.String("expires", "", "days a new version stays valid, e.g. `timestamp=2,targets=90` (default root=365,targets=30,snapshot=7,timestamp=1)")
+	consistent := fs.Bool("consistent-snapshot", false, "TUF consistent snapshots: versioned metadata and hash-prefixed target files, so only timestamp.json may be cached briefly (for buckets and CDNs: docs/hosting.md)")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -149,6 +150,7 @@ func cmdInit(env *cliEnv, args []string) error {
 	}
 	cfg := notsotuf.DefaultConfig(*app)
 	cfg.RepoDir, cfg.KeysDir = *repoDir, *keysDir
+	cfg.ConsistentSnapshot = *consistent
 	if err := roleInts("threshold", *thresholds, cfg.Thresholds); err != nil {
 		return err
 	}
@@ -192,6 +194,9 @@ func cmdInit(env *cliEnv, args []string) error {
 	}
 	fmt.Fprintf(env.stdout, "initialized repository for %s\n  metadata: %s\n  targets:  %s\n  keys:     %s\n  config:   %s\n",
 		cfg.AppName, filepath.Join(cfg.RepoDir, "metadata"), filepath.Join(cfg.RepoDir, "targets"), cfg.KeysDir, *cfgPath)
+	if cfg.ConsistentSnapshot {
+		fmt.Fprintln(env.stdout, "consistent snapshots: on (metadata N.targets.json, N.snapshot.json; targets stored as <sha256>.<name>)")
+	}
 	fmt.Fprintf(env.stdout, "keep the root key (%s) offline; the snapshot and timestamp keys are the online keys `notsotuf refresh` uses\n",
 		filepath.Join(cfg.KeysDir, cfg.KeyMap[notsotuf.RoleRoot][0]))
 	return nil
@@ -379,10 +384,11 @@ func cmdKeys(env *cliEnv, args []string) error {
 }
 
 func cmdSign(env *cliEnv, args []string) error {
-	fs := newFlags(env, "sign", "ROLE [--expires DAYS] [--partial]")
+	fs := newFlags(env, "sign", "ROLE [--expires DAYS] [--partial] [--consistent-snapshot]")
 	cfgPath := configFlag(fs)
 	days := fs.Int("expires", 0, "publish a new version expiring in `DAYS` days (default: add signatures to the current version)")
 	partial := fs.Bool("partial", false, "write the metadata even if it has fewer signatures than the threshold")
+	consistent := fs.Bool("consistent-snapshot", false, "with root: a new root version that turns on TUF consistent snapshots (target files get hash-prefixed names; clients follow at their next update)")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -394,9 +400,15 @@ func cmdSign(env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	res, err := repo.Sign(notsotuf.SignOptions{Role: pos[0], ExpiresDays: *days, Partial: *partial})
+	res, err := repo.Sign(notsotuf.SignOptions{Role: pos[0], ExpiresDays: *days, Partial: *partial, ConsistentSnapshot: *consistent})
 	if err != nil {
 		return err
+	}
+	if *consistent {
+		if err := repo.Config.Save(env.fs, *cfgPath); err != nil {
+			return err
+		}
+		fmt.Fprintln(env.stdout, "consistent snapshots: on; deploy the repository (`notsotuf deploy`) for clients to see them")
 	}
 	fmt.Fprintf(env.stdout, "%s version %d: %d of %d signatures; wrote %s\n", res.Role, res.Version, res.Signatures, res.Threshold, strings.Join(res.Written, ", "))
 	if res.Signatures < res.Threshold {
@@ -491,7 +503,11 @@ func cmdStatus(env *cliEnv, args []string) error {
 		}
 		return warned()
 	}
-	fmt.Fprintf(env.stdout, "app %s, repository %s\n\n", st.App, repo.Config.RepoDir)
+	fmt.Fprintf(env.stdout, "app %s, repository %s\n", st.App, repo.Config.RepoDir)
+	if st.ConsistentSnapshot {
+		fmt.Fprintln(env.stdout, "consistent snapshots: on")
+	}
+	fmt.Fprintln(env.stdout)
 	tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ROLE\tVERSION\tEXPIRES\tIN\tSIGNATURES\tNOTE")
 	inTable := map[string]bool{}
