@@ -323,18 +323,22 @@ func checkOrder(t *testing.T, reqs []string, rep *notsotuf.DeployReport) {
 // client is a fresh client of the bucket, served read-only by anonymous
 // HTTP GETs (the bucket is public), with version current installed from
 // bundle.
-func (w *world) client(name, current, bundle string) *notsotuf.Client {
+func (w *world) client(name, current, bundle string, opts ...func(*notsotuf.ClientConfig)) *notsotuf.Client {
 	w.t.Helper()
 	install := filepath.Join(w.dir, "clients", name, "app")
 	copyDir(w.t, bundle, install)
 	root, err := os.ReadFile(filepath.Join(w.repo.Config.RepoDir, "metadata", "1.root.json"))
 	must(w.t, err)
 	base := w.srv.Endpoint + "/updates/app"
-	c, err := notsotuf.NewClient(notsotuf.ClientConfig{
+	cfg := notsotuf.ClientConfig{
 		App: "demo", CurrentVersion: current, InstallDir: install, CacheDir: filepath.Join(w.dir, "clients", name, "cache"),
 		MetadataURL: base + "/metadata", TargetsURL: base + "/targets", TrustedRoot: root,
 		Now: func() time.Time { return testNow },
-	})
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	c, err := notsotuf.NewClient(cfg)
 	must(w.t, err)
 	return c
 }
@@ -450,7 +454,9 @@ func TestDeployS3(t *testing.T) {
 			if got := w.bucketState(); !mapsEqual(got, st2) {
 				t.Fatalf("bucket differs from the repository after remove")
 			}
-			c2 := w.client("b", "1.0", b10)
+			// 1.0 is gone from the repository, so nothing signed shows
+			// that the copied tree is 1.0: the client must be told (Adopt).
+			c2 := w.client("b", "1.0", b10, func(c *notsotuf.ClientConfig) { c.Adopt = true })
 			u, err = c2.Update(context.Background())
 			must(t, err)
 			if u == nil || u.Version.String() != "1.1" || !u.Plan.Full {
