@@ -92,6 +92,8 @@ type Client struct {
 	progress   func(done, total int64)
 	remote     *remote
 	tuf        *tufClient
+
+	cacheChecked bool // CheckCacheDir was called: Check does not log its result
 }
 
 // NewClient checks cfg and returns a client. It does not touch the network
@@ -177,13 +179,16 @@ type installedRecord struct {
 
 func (c *Client) recordPath() string { return filepath.Join(c.cacheDir, "installed.json") }
 
+// maxRecordLength caps the read of installed.json (a few dozen bytes).
+const maxRecordLength = 64 << 10
+
 // Current returns the installed version: ClientConfig.CurrentVersion, or the
 // version this client's cache records as installed since, if newer (so a
 // process still running the old version does not install the same update
 // twice). Installing an older version by hand should go with removing the
 // cache directory's installed.json.
 func (c *Client) Current() Version {
-	data, err := afero.ReadFile(c.fs, c.recordPath())
+	data, err := readCacheFile(c.fs, c.recordPath(), maxRecordLength)
 	if err != nil {
 		return c.current
 	}
@@ -203,6 +208,11 @@ func (c *Client) Current() Version {
 // The release is the newest one on the channel, unless a required release
 // comes before it: that one is installed first.
 func (c *Client) Check(ctx context.Context) (*Update, error) {
+	if !c.cacheChecked {
+		if err := c.CheckCacheDir(); err != nil {
+			c.log.Warn("unsafe cache directory", "err", err)
+		}
+	}
 	if err := c.tuf.refresh(ctx); err != nil {
 		return nil, err
 	}
@@ -303,15 +313,19 @@ func (c *Client) findBase(cur *clientRelease) baseSource {
 	size, hash := cur.tarHash()
 	if hash != "" {
 		p := c.cachePath(tarName(c.app, cur.version))
-		if n, h, err := hashFile(c.fs, p); err == nil && h == hash && n == size {
+		if n, h, err := hashFileLimit(c.fs, p, size); err == nil && h == hash && n == size {
 			return baseSource{kind: baseCachedTar, path: p, tarSize: size, tarHash: hash}
+		} else if errors.Is(err, errNotRegular) {
+			c.log.Warn("ignoring a cached tar", "err", err)
 		}
 	}
 	if cur.archive != nil {
 		p := c.cachePath(ArchiveName(c.app, cur.version))
 		want := plannedFile(cur.archive)
-		if n, h, err := hashFile(c.fs, p); err == nil && h == want.SHA256 && n == want.Length {
+		if n, h, err := hashFileLimit(c.fs, p, want.Length); err == nil && h == want.SHA256 && n == want.Length {
 			return baseSource{kind: baseCachedArchive, path: p, tarSize: size, tarHash: hash, archiveLen: want.Length}
+		} else if errors.Is(err, errNotRegular) {
+			c.log.Warn("ignoring a cached archive", "err", err)
 		}
 	}
 	if hash != "" && !c.singleExe {
@@ -589,12 +603,12 @@ func (c *Client) baseTar(ctx context.Context, u *Update) (string, error) {
 		defer func() { n = cw.n }()
 		switch b.kind {
 		case baseCachedArchive:
-			f, err := c.fs.Open(b.path)
+			f, err := openNoFollow(c.fs, b.path, os.O_RDONLY, 0)
 			if err != nil {
 				return err
 			}
 			defer f.Close()
-			zr, err := gzip.NewReader(f)
+			zr, err := gzip.NewReader(io.LimitReader(f, b.archiveLen))
 			if err != nil {
 				return fmt.Errorf("%s: %w", b.path, err)
 			}

@@ -481,7 +481,7 @@ func (in *installer) writeExe(staged string, r io.Reader, size int64, perm fs.Fi
 	if err := in.fs.Remove(staged); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
-	f, err := in.fs.OpenFile(staged, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := openNoFollow(in.fs, staged, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return err
 	}
@@ -565,9 +565,12 @@ func (in *installer) recoverExe() error {
 	return nil
 }
 
+// maxJournalLength caps the read of a journal (a few hundred bytes).
+const maxJournalLength = 64 << 10
+
 // readJournal returns the journal at jpath, nil if there is none.
 func (in *installer) readJournal(jpath, op string) (*journal, error) {
-	data, err := afero.ReadFile(in.fs, jpath)
+	data, err := readCacheFile(in.fs, jpath, maxJournalLength)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
