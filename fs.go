@@ -199,6 +199,10 @@ func openNoFollow(fsys afero.Fs, name string, flag int, perm os.FileMode) (afero
 		case errors.Is(err, fs.ErrNotExist) && flag&os.O_CREATE != 0:
 			before = nil
 		default:
+			var pe *fs.PathError
+			if errors.As(err, &pe) {
+				err = &fs.PathError{Op: "open", Path: name, Err: pe.Err} // as an open would say
+			}
 			return nil, err
 		}
 		oflag := flag &^ os.O_TRUNC
