@@ -486,13 +486,13 @@ func (c *Client) Install(ctx context.Context, u *Update) error {
 		if err := c.remote.fetchTarget(ctx, c.fs, c.tuf.targetURL(c.targetsURL, u.target.archive), gz, u.archive.Length, u.archive.SHA256, prog); err != nil {
 			return err
 		}
-		limit, tarHash := u.target.tarHash()
+		tarSize, tarHash := u.target.tarHash()
 		keep = gz
 		if tarHash != "" {
 			// A notsotuf archive signs its tar: install from it and keep
 			// that tar, checked, as the next patch base (no gunzip then).
 			tarPath := c.cachePath(tarName(c.app, u.Version))
-			kept, err := c.installArchiveKeepTar(ctx, in, gz, tarPath, limit, tarHash)
+			kept, err := c.installArchiveKeepTar(ctx, in, gz, u.archive.Length, tarPath, tarSize, tarHash)
 			if err != nil {
 				return err
 			}
@@ -501,8 +501,7 @@ func (c *Client) Install(ctx context.Context, u *Update) error {
 			}
 		} else {
 			// tufup archives do not sign their tar size.
-			limit = u.archive.Length * maxDeflateRatio
-			if err := c.installFile(ctx, in, gz, limit); err != nil {
+			if err := c.installFile(ctx, in, gz, u.archive.Length); err != nil {
 				return err
 			}
 		}
@@ -686,30 +685,44 @@ func (c *Client) ownCacheFile(name string) bool {
 	return err == nil && tn.App == c.app
 }
 
-// installFile installs the tar or tar.gz at p with the installer.
-func (c *Client) installFile(ctx context.Context, in *installer, p string, limit int64) error {
-	f, err := c.fs.Open(p)
+// installFile installs the archive at p, of the signed length archiveLen,
+// with the installer. Its tar size is not signed (a tufup archive): the
+// extraction is bounded by what archiveLen bytes of gzip can expand to.
+func (c *Client) installFile(ctx context.Context, in *installer, p string, archiveLen int64) error {
+	f, err := openNoFollow(c.fs, p, os.O_RDONLY, 0)
 	if err != nil {
 		return fmt.Errorf("install: %w", err)
 	}
 	defer f.Close()
+	r := namedReader{io.LimitReader(f, archiveLen), p}
+	limit := archiveLen * maxDeflateRatio
 	if c.singleExe {
-		return in.installExecutable(ctx, f, limit)
+		return in.installExecutable(ctx, r, limit)
 	}
-	return in.installTar(ctx, f, limit)
+	return in.installTar(ctx, r, limit)
 }
 
-// installArchiveKeepTar installs the verified archive gz while writing its
-// uncompressed tar to tarPath in the same pass. It reports whether the tar
-// was kept: only when it has the signed size and sha256 (else the archive
-// stays the base). An error means the install failed.
-func (c *Client) installArchiveKeepTar(ctx context.Context, in *installer, gz, tarPath string, size int64, hash string) (bool, error) {
-	f, err := c.fs.Open(gz)
+// installArchiveKeepTar installs the verified archive gz (of the signed
+// length archiveLen) while writing its uncompressed tar to tarPath in the
+// same pass. The uncompressed tar must be the signed one (size and
+// sha256): extraction stops at the signed size, and the installer's commit
+// waits until the whole tar matched its signed hash (in.verify), as on the
+// patch path; a mismatch abandons the install (an error wrapping
+// ErrUnsafeArchive). It reports whether the tar was kept as the next
+// patch base (a failure to write it, a full cache disk, only leaves the
+// archive as the base).
+func (c *Client) installArchiveKeepTar(ctx context.Context, in *installer, gz string, archiveLen int64, tarPath string, size int64, hash string) (bool, error) {
+	if size <= 0 || size/maxDeflateRatio > archiveLen {
+		// No gzip stream of archiveLen bytes expands to that: the
+		// metadata lies, and extracting up to it could fill the disk.
+		return false, fmt.Errorf("install: %s: the signed tar_size %d is impossible for an archive of %d bytes: %w", gz, size, archiveLen, ErrUnsafeArchive)
+	}
+	f, err := openNoFollow(c.fs, gz, os.O_RDONLY, 0)
 	if err != nil {
 		return false, fmt.Errorf("install: %w", err)
 	}
 	defer f.Close()
-	zr, err := gzip.NewReader(f)
+	zr, err := gzip.NewReader(io.LimitReader(f, archiveLen))
 	if err != nil {
 		return false, fmt.Errorf("install: %s: %w", gz, err)
 	}
@@ -720,6 +733,19 @@ func (c *Client) installArchiveKeepTar(ctx context.Context, in *installer, gz, t
 		sw := &softWriter{w: w}
 		h, cw := sha256.New(), &countWriter{}
 		tee := namedReader{io.TeeReader(io.LimitReader(zr, size+1), io.MultiWriter(sw, h, cw)), gz}
+		in.verify = func() error {
+			// The tar reader stops at the end-of-archive blocks: read the
+			// rest (padding, gzip checksum) before judging the whole.
+			if _, err := io.Copy(io.Discard, tee); err != nil {
+				return fmt.Errorf("%s: %w", gz, err)
+			}
+			if sum := hex.EncodeToString(h.Sum(nil)); cw.n != size || sum != hash {
+				return fmt.Errorf("%s: the uncompressed tar (%d bytes, sha256 %s) is not the signed one (tar_size %d, tar_hash %s): %w",
+					gz, cw.n, sum, size, hash, ErrUnsafeArchive)
+			}
+			return nil
+		}
+		defer func() { in.verify = nil }()
 		if c.singleExe {
 			installErr = in.installExecutable(ctx, tee, size)
 		} else {
@@ -728,16 +754,7 @@ func (c *Client) installArchiveKeepTar(ctx context.Context, in *installer, gz, t
 		if installErr != nil {
 			return installErr
 		}
-		if _, err := io.Copy(io.Discard, tee); err != nil { // the tar's final padding
-			return err
-		}
-		if sw.err != nil {
-			return sw.err
-		}
-		if cw.n != size || hex.EncodeToString(h.Sum(nil)) != hash {
-			return fmt.Errorf("uncompressed tar is not the signed one (%d bytes)", cw.n)
-		}
-		return nil
+		return sw.err
 	})
 	if installErr != nil {
 		return false, installErr

@@ -293,13 +293,7 @@ func (in *installer) installTar(ctx context.Context, r io.Reader, limit int64) e
 	}
 	// extractTar synced the files; sync their directory entries too, before
 	// the journal makes the staged tree the one recover keeps.
-	dirs := []string{staged}
-	for _, e := range m.entries {
-		if e.kind == tar.TypeDir {
-			dirs = append(dirs, filepath.Join(staged, filepath.FromSlash(e.name)))
-		}
-	}
-	parallel(ctx, syncWorkers, dirs, func(d string) error { syncDir(in.fs, d); return nil })
+	m.syncDirs(ctx, in.fs, staged)
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -452,6 +446,8 @@ func (in *installer) extractExecutable(ctx context.Context, staged, archive stri
 			return bad(err.Error())
 		case name == "" && hdr.Typeflag == tar.TypeDir:
 			continue
+		case isSparse(hdr):
+			return bad("sparse files are not allowed")
 		case hdr.Typeflag != tar.TypeReg:
 			return bad("a single-executable archive holds one regular file and nothing else")
 		case strings.Contains(name, "/"):
