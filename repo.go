@@ -2,6 +2,7 @@ package notsotuf
 
 import (
 	"bytes"
+	"context"
 	"crypto/ed25519"
 	"encoding/hex"
 	"encoding/json"
@@ -195,6 +196,35 @@ type Repository struct {
 	Passphrase func(keyName string) ([]byte, error)
 	// Rand is the randomness for new keys; nil means crypto/rand.
 	Rand io.Reader
+
+	limits archiveLimits // the archive limits add and verify check; zero: the clients' (tests lower them)
+}
+
+// archiveLimits returns the limits of what clients accept in an archive.
+func (r *Repository) archiveLimits() archiveLimits {
+	if r.limits == (archiveLimits{}) {
+		return clientLimits
+	}
+	return r.limits
+}
+
+// checkClientRules applies the clients' extraction rules (checkTar) to
+// the tar at tarPath, which the archive named archive (of archiveLen bytes)
+// holds, with the limit a client applies: the signed tar size, or what
+// archiveLen bytes of gzip can expand to when none is signed. Names only
+// Windows refuses come back as warnings.
+func (r *Repository) checkClientRules(ctx context.Context, archive string, archiveLen int64, tarPath string, tarSize int64) ([]string, error) {
+	limit := tarSize
+	if limit <= 0 {
+		limit = archiveLen * maxDeflateRatio
+	}
+	f, err := r.Fs.Open(tarPath)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	_, warnings, err := checkTar(ctx, archive, f, limit, r.archiveLimits())
+	return warnings, err
 }
 
 func (r *Repository) now() time.Time {
