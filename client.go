@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/spf13/afero"
+	"github.com/theupdateframework/go-tuf/v2/metadata"
 	"github.com/theupdateframework/go-tuf/v2/metadata/trustedmetadata"
 )
 
@@ -492,7 +493,7 @@ func (c *Client) Install(ctx context.Context, u *Update) error {
 			// A notsotuf archive signs its tar: install from it and keep
 			// that tar, checked, as the next patch base (no gunzip then).
 			tarPath := c.cachePath(tarName(c.app, u.Version))
-			kept, err := c.installArchiveKeepTar(ctx, in, gz, u.archive.Length, tarPath, tarSize, tarHash)
+			kept, err := c.installArchiveKeepTar(ctx, in, gz, u.archive, tarPath, tarSize, tarHash)
 			if err != nil {
 				return err
 			}
@@ -501,7 +502,7 @@ func (c *Client) Install(ctx context.Context, u *Update) error {
 			}
 		} else {
 			// tufup archives do not sign their tar size.
-			if err := c.installFile(ctx, in, gz, u.archive.Length); err != nil {
+			if err := c.installFile(ctx, in, gz, u.archive); err != nil {
 				return err
 			}
 		}
@@ -685,44 +686,74 @@ func (c *Client) ownCacheFile(name string) bool {
 	return err == nil && tn.App == c.app
 }
 
-// installFile installs the archive at p, of the signed length archiveLen,
-// with the installer. Its tar size is not signed (a tufup archive): the
-// extraction is bounded by what archiveLen bytes of gzip can expand to.
-func (c *Client) installFile(ctx context.Context, in *installer, p string, archiveLen int64) error {
+// signedArchive opens the downloaded archive p for an install: it reads
+// at most its signed length, hashing what it reads, and check (to call
+// from the installer's verify hook, before the commit) reads the rest and
+// compares it with the signed length and sha256. The archive was checked
+// when downloaded; this catches one changed since (another user writing
+// to the cache), whose tar would otherwise go unchecked when the
+// repository signs no tar hash (tufup archives).
+func (c *Client) signedArchive(p string, want PlannedFile) (r io.Reader, check func() error, closeFn func(), err error) {
 	f, err := openNoFollow(c.fs, p, os.O_RDONLY, 0)
 	if err != nil {
-		return fmt.Errorf("install: %w", err)
+		return nil, nil, nil, fmt.Errorf("install: %w", err)
 	}
-	defer f.Close()
-	r := namedReader{io.LimitReader(f, archiveLen), p}
-	limit := archiveLen * maxDeflateRatio
-	if c.singleExe {
-		return in.installExecutable(ctx, r, limit)
+	h, cw := sha256.New(), &countWriter{}
+	r = io.TeeReader(io.LimitReader(f, want.Length), io.MultiWriter(h, cw))
+	check = func() error {
+		if _, err := io.Copy(io.Discard, r); err != nil {
+			return fmt.Errorf("%s: %w", p, err)
+		}
+		if sum := hex.EncodeToString(h.Sum(nil)); cw.n != want.Length || sum != want.SHA256 {
+			return &SecurityError{File: want.Name, Err: &metadata.ErrLengthOrHashMismatch{
+				Msg: fmt.Sprintf("%s changed since it was downloaded: %d bytes with sha256 %s, signed metadata says %d bytes with sha256 %s", p, cw.n, sum, want.Length, want.SHA256)}}
+		}
+		return nil
 	}
-	return in.installTar(ctx, r, limit)
+	return r, check, func() { f.Close() }, nil
 }
 
-// installArchiveKeepTar installs the verified archive gz (of the signed
-// length archiveLen) while writing its uncompressed tar to tarPath in the
-// same pass. The uncompressed tar must be the signed one (size and
-// sha256): extraction stops at the signed size, and the installer's commit
-// waits until the whole tar matched its signed hash (in.verify), as on the
-// patch path; a mismatch abandons the install (an error wrapping
+// installFile installs the downloaded archive p (see signedArchive) with
+// the installer. Its tar size is not signed (a tufup archive): the
+// extraction is bounded by what the archive's signed length of gzip can
+// expand to.
+func (c *Client) installFile(ctx context.Context, in *installer, p string, archive PlannedFile) error {
+	r, check, closeFn, err := c.signedArchive(p, archive)
+	if err != nil {
+		return err
+	}
+	defer closeFn()
+	in.verify = check
+	defer func() { in.verify = nil }()
+	nr := namedReader{r, p}
+	limit := archive.Length * maxDeflateRatio
+	if c.singleExe {
+		return in.installExecutable(ctx, nr, limit)
+	}
+	return in.installTar(ctx, nr, limit)
+}
+
+// installArchiveKeepTar installs the downloaded archive gz (see
+// signedArchive) while writing its uncompressed tar to tarPath in the same
+// pass. The uncompressed tar must be the signed one (size and sha256):
+// extraction stops at the signed size, and the installer's commit waits
+// until the whole tar matched its signed hash (in.verify), as on the patch
+// path; a mismatch abandons the install (an error wrapping
 // ErrUnsafeArchive). It reports whether the tar was kept as the next
 // patch base (a failure to write it, a full cache disk, only leaves the
 // archive as the base).
-func (c *Client) installArchiveKeepTar(ctx context.Context, in *installer, gz string, archiveLen int64, tarPath string, size int64, hash string) (bool, error) {
-	if size <= 0 || size/maxDeflateRatio > archiveLen {
-		// No gzip stream of archiveLen bytes expands to that: the
-		// metadata lies, and extracting up to it could fill the disk.
-		return false, fmt.Errorf("install: %s: the signed tar_size %d is impossible for an archive of %d bytes: %w", gz, size, archiveLen, ErrUnsafeArchive)
+func (c *Client) installArchiveKeepTar(ctx context.Context, in *installer, gz string, archive PlannedFile, tarPath string, size int64, hash string) (bool, error) {
+	if size <= 0 || size/maxDeflateRatio > archive.Length {
+		// No gzip stream of that length expands to that: the metadata
+		// lies, and extracting up to it could fill the disk.
+		return false, fmt.Errorf("install: %s: the signed tar_size %d is impossible for an archive of %d bytes: %w", gz, size, archive.Length, ErrUnsafeArchive)
 	}
-	f, err := openNoFollow(c.fs, gz, os.O_RDONLY, 0)
+	r, checkArchive, closeFn, err := c.signedArchive(gz, archive)
 	if err != nil {
-		return false, fmt.Errorf("install: %w", err)
+		return false, err
 	}
-	defer f.Close()
-	zr, err := gzip.NewReader(io.LimitReader(f, archiveLen))
+	defer closeFn()
+	zr, err := gzip.NewReader(r)
 	if err != nil {
 		return false, fmt.Errorf("install: %s: %w", gz, err)
 	}
@@ -738,6 +769,9 @@ func (c *Client) installArchiveKeepTar(ctx context.Context, in *installer, gz st
 			// rest (padding, gzip checksum) before judging the whole.
 			if _, err := io.Copy(io.Discard, tee); err != nil {
 				return fmt.Errorf("%s: %w", gz, err)
+			}
+			if err := checkArchive(); err != nil {
+				return err
 			}
 			if sum := hex.EncodeToString(h.Sum(nil)); cw.n != size || sum != hash {
 				return fmt.Errorf("%s: the uncompressed tar (%d bytes, sha256 %s) is not the signed one (tar_size %d, tar_hash %s): %w",

@@ -308,3 +308,64 @@ func TestUpdateSparseArchiveFalseTarSize(t *testing.T) {
 		})
 	}
 }
+
+// swapFs stands for another local user who replaces a downloaded file in
+// the cache between its check and its use: the first time name is opened
+// for reading after it exists, its content becomes evil.
+type swapFs struct {
+	afero.Fs
+	name    string
+	evil    []byte
+	swapped bool
+}
+
+func (s *swapFs) OpenFile(name string, flag int, perm os.FileMode) (afero.File, error) {
+	if !s.swapped && filepath.Base(name) == s.name && flag&(os.O_WRONLY|os.O_RDWR) == 0 {
+		if ok, _ := afero.Exists(s.Fs, name); ok {
+			s.swapped = true
+			if err := afero.WriteFile(s.Fs, name, s.evil, 0o644); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return s.Fs.OpenFile(name, flag, perm)
+}
+
+func (s *swapFs) LstatIfPossible(name string) (os.FileInfo, bool, error) {
+	return s.Fs.(afero.Lstater).LstatIfPossible(name)
+}
+
+// TestUpdateArchiveSwappedAfterDownload: an archive replaced in the cache
+// after its download was checked is caught before the commit, also when
+// the repository signs no tar hash (a tufup archive), since the install
+// hashes the archive again as it reads it.
+func TestUpdateArchiveSwappedAfterDownload(t *testing.T) {
+	for _, tufup := range []bool{true, false} {
+		t.Run(fmt.Sprint("tufup ", tufup), func(t *testing.T) {
+			repo := newTestRepo(t, false)
+			v1, v2 := buildRelease(t, "1.0", releaseFiles(1)), buildRelease(t, "2.0", releaseFiles(2))
+			repo.publishRelease("app", v1, nil, false, "")
+			if tufup {
+				repo.addTarget("app-2.0.tar.gz", v2.archive, map[string]any{"user": nil, "tufup": map[string]any{"required": false}})
+				repo.publish()
+			} else {
+				repo.publishRelease("app", v2, nil, false, "")
+			}
+			osfs, cfg := osClientConfig(t, repo, "1.0")
+			evil := buildRelease(t, "2.0", map[string]string{"app": "#!/bin/sh\necho evil\n"})
+			cfg.Fs = &swapFs{Fs: osfs, name: "app-2.0.tar.gz", evil: evil.archive}
+			writeTree(t, osfs, cfg.InstallDir, v1.files)
+			_, err := newTestClient(t, cfg).Update(context.Background())
+			if !cfg.Fs.(*swapFs).swapped {
+				t.Fatal("the archive was not swapped")
+			}
+			if !errors.Is(err, ErrSecurity) && !errors.Is(err, ErrUnsafeArchive) {
+				t.Fatalf("update: %v, want the swapped archive refused", err)
+			}
+			if tufup && !strings.Contains(err.Error(), "changed since it was downloaded") {
+				t.Errorf("update: %v, want it to say the archive changed", err)
+			}
+			wantTree(t, osfs, cfg.InstallDir, v1.files)
+		})
+	}
+}
