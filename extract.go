@@ -316,39 +316,45 @@ func (m *tarManifest) syncDirs(ctx context.Context, fsys afero.Fs, dst string) {
 
 // each calls fn with the index and name of every entry of the given kind
 // (the root excluded) from up to n goroutines, and returns the first
-// error; after an error or the end of ctx no new call starts.
+// error; after an error or the end of ctx no new call starts. The
+// goroutines take the entries by blocks, so walking a manifest of many
+// entries of another kind costs little.
 func (m *tarManifest) each(ctx context.Context, n int, kind int, fn func(i int32, name string) error) error {
-	var next atomic.Int32
-	next.Store(1)
+	const block = 256
 	var (
-		mu    sync.Mutex
-		first error
-		wg    sync.WaitGroup
+		next   atomic.Int32
+		failed atomic.Bool
+		mu     sync.Mutex
+		first  error
+		wg     sync.WaitGroup
 	)
-	failed := func() bool {
+	next.Store(1)
+	fail := func(err error) {
 		mu.Lock()
-		defer mu.Unlock()
 		if first == nil {
-			first = ctx.Err()
+			first = err
 		}
-		return first != nil
+		mu.Unlock()
+		failed.Store(true)
 	}
 	for range n {
 		wg.Go(func() {
-			for !failed() {
-				i := next.Add(1) - 1
-				if i >= m.n {
+			for !failed.Load() {
+				if err := ctx.Err(); err != nil {
+					fail(err)
 					return
 				}
-				if m.ent(i).kind() != kind {
-					continue
+				start := next.Add(block) - block
+				if start >= m.n {
+					return
 				}
-				if err := fn(i, m.path(i)); err != nil {
-					mu.Lock()
-					if first == nil {
-						first = err
+				for i := start; i < min(start+block, m.n) && !failed.Load(); i++ {
+					if m.ent(i).kind() != kind {
+						continue
 					}
-					mu.Unlock()
+					if err := fn(i, m.path(i)); err != nil {
+						fail(err)
+					}
 				}
 			}
 		})
