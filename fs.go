@@ -351,11 +351,12 @@ func readCapped(f afero.File, name string, max int64) ([]byte, error) {
 	return data, nil
 }
 
-// ReadTrustedRoot reads a trusted root.json from name, for
-// [ClientConfig.TrustedRoot]: name must be a regular file (a symbolic link
-// to one is followed) of at most 512 KiB, the client's cap on root
-// metadata. A FIFO, a device (/dev/zero) or a directory is refused
-// without blocking and without being read.
+// ReadTrustedRoot reads a trusted root.json from name in fsys (nil means
+// the operating system's file system), for [ClientConfig.TrustedRoot]:
+// name must be a regular file (a symbolic link to one is followed) of at
+// most 512 KiB, the client's cap on root metadata. A FIFO, a device
+// (/dev/zero) or a directory is refused without blocking and without
+// being read.
 func ReadTrustedRoot(fsys afero.Fs, name string) ([]byte, error) {
 	if fsys == nil {
 		fsys = afero.NewOsFs()
