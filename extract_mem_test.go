@@ -223,3 +223,30 @@ func TestArchiveEntryLimits(t *testing.T) {
 		t.Fatalf("an archive of %d entries: %v, want the entry limit", manyEntriesCount(n+1), err)
 	}
 }
+
+// TestExtractLinkWorkBounded: a hostile publisher's archive of many
+// short symbolic links, each near the per-link bound of resolution steps
+// (through another link: "s" is 16 steps, each link goes through "s" 240
+// times), is refused once the archive's total is spent, instead of
+// keeping the client busy for minutes.
+func TestExtractLinkWorkBounded(t *testing.T) {
+	s := strings.TrimSuffix(strings.Repeat("./", 16), "/")
+	target := strings.TrimSuffix(strings.Repeat("s/", 240), "/")
+	count := maxTotalLinkSteps/(240*17) + 2
+	pr, pw := io.Pipe()
+	go func() {
+		tw := tar.NewWriter(pw)
+		err := tw.WriteHeader(&tar.Header{Name: "s", Typeflag: tar.TypeSymlink, Linkname: s, Mode: 0o777, Format: tar.FormatPAX})
+		for i := 0; err == nil && i < count; i++ {
+			err = tw.WriteHeader(&tar.Header{Name: fmt.Sprintf("l%d", i), Typeflag: tar.TypeSymlink, Linkname: target, Mode: 0o777, Format: tar.FormatPAX})
+		}
+		if err == nil {
+			err = tw.Close()
+		}
+		pw.CloseWithError(err)
+	}()
+	_, _, err := checkTar(context.Background(), "links.tar", pr, 1<<40, clientLimits)
+	if !errors.Is(err, ErrUnsafeArchive) || !strings.Contains(err.Error(), "symbolic links takes more than") {
+		t.Fatalf("checkTar: %v, want the link work bound", err)
+	}
+}
