@@ -153,8 +153,10 @@ func exists(fsys afero.Fs, name string) (bool, error) {
 // files live in directories that another local user might be able to
 // write to (a misconfigured cache directory, an install location shared
 // with a group). The library opens every such file with openNoFollow or
-// createTemp, never with fsys.Open or fsys.OpenFile directly, and reads
-// them with a size cap (readCacheFile, hashFileLimit), so that a file
+// createTemp, never with fsys.Open or fsys.OpenFile directly (inside a
+// staged tree, which it creates with mode 0700, extractTar creates files
+// with O_EXCL), and reads them with a size cap (readCacheFile,
+// hashFileLimit, or the signed length), so that a file
 // planted there can neither redirect a write (a symbolic link to a file
 // of the user running the update, often root), nor hang the client (a
 // FIFO), nor feed it endless data (a link to /dev/zero).
