@@ -86,7 +86,7 @@ func applyPatchChainTee(ctx context.Context, fsys afero.Fs, basePath string, ste
 				return nil
 			})
 		}
-		f, err := afero.TempFile(fsys, dir, stepPrefix+"*")
+		f, err := createTemp(fsys, dir, stepPrefix+"*")
 		if err != nil {
 			return fmt.Errorf("applying patch %s: %w", st.Name, err)
 		}
@@ -115,7 +115,7 @@ func applyStep(ctx context.Context, fsys afero.Fs, oldPath string, st patchStep,
 	if st.Meta.TarSize < 0 {
 		return fmt.Errorf("applying patch %s: negative tar_size %d", st.Name, st.Meta.TarSize)
 	}
-	old, err := fsys.Open(oldPath)
+	old, err := openNoFollow(fsys, oldPath, os.O_RDONLY, 0)
 	if err != nil {
 		return fmt.Errorf("applying patch %s: %w", st.Name, err)
 	}
@@ -124,7 +124,7 @@ func applyStep(ctx context.Context, fsys afero.Fs, oldPath string, st patchStep,
 	if err != nil {
 		return fmt.Errorf("applying patch %s: %w", st.Name, err)
 	}
-	p, err := fsys.Open(st.Path)
+	p, err := openNoFollow(fsys, st.Path, os.O_RDONLY, 0)
 	if err != nil {
 		return fmt.Errorf("applying patch %s: %w", st.Name, err)
 	}

@@ -138,6 +138,8 @@ type Client struct {
 	timeout    time.Duration
 	remote     *remote
 	tuf        *tufClient
+
+	cacheChecked bool // CheckCacheDir was called: Check does not log its result
 }
 
 // NewClient checks cfg and returns a client. It does not touch the network
@@ -335,13 +337,16 @@ type installedRecord struct {
 
 func (c *Client) recordPath() string { return filepath.Join(c.cacheDir, "installed.json") }
 
+// maxRecordLength caps the read of installed.json (a few dozen bytes).
+const maxRecordLength = 64 << 10
+
 // Current returns the installed version: ClientConfig.CurrentVersion, or the
 // version this client's cache records as installed since, if newer (so a
 // process still running the old version does not install the same update
 // twice). Installing an older version by hand should go with removing the
 // cache directory's installed.json.
 func (c *Client) Current() Version {
-	data, err := afero.ReadFile(c.fs, c.recordPath())
+	data, err := readCacheFile(c.fs, c.recordPath(), maxRecordLength)
 	if err != nil {
 		return c.current
 	}
@@ -367,6 +372,11 @@ func (c *Client) Check(ctx context.Context) (_ *Update, err error) {
 	defer func() { err = done(err) }()
 	if err := c.checkDirs(); err != nil {
 		return nil, err
+	}
+	if !c.cacheChecked {
+		if err := c.CheckCacheDir(); err != nil {
+			c.log.Warn("unsafe cache directory", "err", err)
+		}
 	}
 	if err := c.tuf.refresh(ctx); err != nil {
 		return nil, err
@@ -474,15 +484,19 @@ func (c *Client) findBase(cur *clientRelease) baseSource {
 	size, hash := cur.tarHash()
 	if hash != "" {
 		p := c.cachePath(tarName(c.app, cur.version))
-		if n, h, err := hashFile(c.fs, p); err == nil && h == hash && n == size {
+		if n, h, err := hashFileLimit(c.fs, p, size); err == nil && h == hash && n == size {
 			return baseSource{kind: baseCachedTar, path: p, tarSize: size, tarHash: hash}
+		} else if errors.Is(err, errNotRegular) {
+			c.log.Warn("ignoring a cached tar", "err", err)
 		}
 	}
 	if cur.archive != nil {
 		p := c.cachePath(ArchiveName(c.app, cur.version))
 		want := plannedFile(cur.archive)
-		if n, h, err := hashFile(c.fs, p); err == nil && h == want.SHA256 && n == want.Length {
+		if n, h, err := hashFileLimit(c.fs, p, want.Length); err == nil && h == want.SHA256 && n == want.Length {
 			return baseSource{kind: baseCachedArchive, path: p, tarSize: size, tarHash: hash, archiveLen: want.Length}
+		} else if errors.Is(err, errNotRegular) {
+			c.log.Warn("ignoring a cached archive", "err", err)
 		}
 	}
 	if hash != "" && !c.singleExe {
@@ -685,13 +699,13 @@ func (c *Client) Install(ctx context.Context, u *Update) (err error) {
 		if err := c.remote.fetchTarget(ctx, c.fs, c.tuf.targetURL(c.targetsURL, u.target.archive), gz, u.archive.Length, u.archive.SHA256, prog); err != nil {
 			return err
 		}
-		limit, tarHash := u.target.tarHash()
+		tarSize, tarHash := u.target.tarHash()
 		keep = gz
 		if tarHash != "" {
 			// A notsotuf archive signs its tar: install from it and keep
 			// that tar, checked, as the next patch base (no gunzip then).
 			tarPath := c.cachePath(tarName(c.app, u.Version))
-			kept, err := c.installArchiveKeepTar(ctx, in, gz, tarPath, limit, tarHash)
+			kept, err := c.installArchiveKeepTar(ctx, in, gz, u.archive, tarPath, tarSize, tarHash)
 			if err != nil {
 				return err
 			}
@@ -700,8 +714,7 @@ func (c *Client) Install(ctx context.Context, u *Update) (err error) {
 			}
 		} else {
 			// tufup archives do not sign their tar size.
-			limit = u.archive.Length * maxDeflateRatio
-			if err := c.installFile(ctx, in, gz, limit); err != nil {
+			if err := c.installFile(ctx, in, gz, u.archive); err != nil {
 				return err
 			}
 		}
@@ -870,12 +883,12 @@ func (c *Client) baseTar(ctx context.Context, u *Update) (string, error) {
 		defer func() { n = cw.n }()
 		switch b.kind {
 		case baseCachedArchive:
-			f, err := c.fs.Open(b.path)
+			f, err := openNoFollow(c.fs, b.path, os.O_RDONLY, 0)
 			if err != nil {
 				return err
 			}
 			defer f.Close()
-			zr, err := gzip.NewReader(f)
+			zr, err := gzip.NewReader(io.LimitReader(f, b.archiveLen))
 			if err != nil {
 				return fmt.Errorf("%s: %w", b.path, err)
 			}
@@ -953,30 +966,74 @@ func (c *Client) ownCacheFile(name string) bool {
 	return err == nil && tn.App == c.app
 }
 
-// installFile installs the tar or tar.gz at p with the installer.
-func (c *Client) installFile(ctx context.Context, in *installer, p string, limit int64) error {
-	f, err := c.fs.Open(p)
+// signedArchive opens the downloaded archive p for an install: it reads
+// at most its signed length, hashing what it reads, and check (to call
+// from the installer's verify hook, before the commit) reads the rest and
+// compares it with the signed length and sha256. The archive was checked
+// when downloaded; this catches one changed since (another user writing
+// to the cache), whose tar would otherwise go unchecked when the
+// repository signs no tar hash (tufup archives).
+func (c *Client) signedArchive(p string, want PlannedFile) (r io.Reader, check func() error, closeFn func(), err error) {
+	f, err := openNoFollow(c.fs, p, os.O_RDONLY, 0)
 	if err != nil {
-		return fmt.Errorf("install: %w", err)
+		return nil, nil, nil, fmt.Errorf("install: %w", err)
 	}
-	defer f.Close()
-	if c.singleExe {
-		return in.installExecutable(ctx, f, limit)
+	h, cw := sha256.New(), &countWriter{}
+	r = io.TeeReader(io.LimitReader(f, want.Length), io.MultiWriter(h, cw))
+	check = func() error {
+		if _, err := io.Copy(io.Discard, r); err != nil {
+			return fmt.Errorf("%s: %w", p, err)
+		}
+		if sum := hex.EncodeToString(h.Sum(nil)); cw.n != want.Length || sum != want.SHA256 {
+			return &SecurityError{File: want.Name, Err: &metadata.ErrLengthOrHashMismatch{
+				Msg: fmt.Sprintf("%s changed since it was downloaded: %d bytes with sha256 %s, signed metadata says %d bytes with sha256 %s", p, cw.n, sum, want.Length, want.SHA256)}}
+		}
+		return nil
 	}
-	return in.installTar(ctx, f, limit)
+	return r, check, func() { f.Close() }, nil
 }
 
-// installArchiveKeepTar installs the verified archive gz while writing its
-// uncompressed tar to tarPath in the same pass. It reports whether the tar
-// was kept: only when it has the signed size and sha256 (else the archive
-// stays the base). An error means the install failed.
-func (c *Client) installArchiveKeepTar(ctx context.Context, in *installer, gz, tarPath string, size int64, hash string) (bool, error) {
-	f, err := c.fs.Open(gz)
+// installFile installs the downloaded archive p (see signedArchive) with
+// the installer. Its tar size is not signed (a tufup archive): the
+// extraction is bounded by what the archive's signed length of gzip can
+// expand to.
+func (c *Client) installFile(ctx context.Context, in *installer, p string, archive PlannedFile) error {
+	r, check, closeFn, err := c.signedArchive(p, archive)
 	if err != nil {
-		return false, fmt.Errorf("install: %w", err)
+		return err
 	}
-	defer f.Close()
-	zr, err := gzip.NewReader(f)
+	defer closeFn()
+	in.verify = check
+	defer func() { in.verify = nil }()
+	nr := namedReader{r, p}
+	limit := archive.Length * maxDeflateRatio
+	if c.singleExe {
+		return in.installExecutable(ctx, nr, limit)
+	}
+	return in.installTar(ctx, nr, limit)
+}
+
+// installArchiveKeepTar installs the downloaded archive gz (see
+// signedArchive) while writing its uncompressed tar to tarPath in the same
+// pass. The uncompressed tar must be the signed one (size and sha256):
+// extraction stops at the signed size, and the installer's commit waits
+// until the whole tar matched its signed hash (in.verify), as on the patch
+// path; a mismatch abandons the install (an error wrapping
+// ErrUnsafeArchive). It reports whether the tar was kept as the next
+// patch base (a failure to write it, a full cache disk, only leaves the
+// archive as the base).
+func (c *Client) installArchiveKeepTar(ctx context.Context, in *installer, gz string, archive PlannedFile, tarPath string, size int64, hash string) (bool, error) {
+	if size <= 0 || size/maxDeflateRatio > archive.Length {
+		// No gzip stream of that length expands to that: the metadata
+		// lies, and extracting up to it could fill the disk.
+		return false, fmt.Errorf("install: %s: the signed tar_size %d is impossible for an archive of %d bytes: %w", gz, size, archive.Length, ErrUnsafeArchive)
+	}
+	r, checkArchive, closeFn, err := c.signedArchive(gz, archive)
+	if err != nil {
+		return false, err
+	}
+	defer closeFn()
+	zr, err := gzip.NewReader(r)
 	if err != nil {
 		return false, fmt.Errorf("install: %s: %w", gz, err)
 	}
@@ -987,6 +1044,22 @@ func (c *Client) installArchiveKeepTar(ctx context.Context, in *installer, gz, t
 		sw := &softWriter{w: w}
 		h, cw := sha256.New(), &countWriter{}
 		tee := namedReader{io.TeeReader(io.LimitReader(zr, size+1), io.MultiWriter(sw, h, cw)), gz}
+		in.verify = func() error {
+			// The tar reader stops at the end-of-archive blocks: read the
+			// rest (padding, gzip checksum) before judging the whole.
+			if _, err := io.Copy(io.Discard, tee); err != nil {
+				return fmt.Errorf("%s: %w", gz, err)
+			}
+			if err := checkArchive(); err != nil {
+				return err
+			}
+			if sum := hex.EncodeToString(h.Sum(nil)); cw.n != size || sum != hash {
+				return fmt.Errorf("%s: the uncompressed tar (%d bytes, sha256 %s) is not the signed one (tar_size %d, tar_hash %s): %w",
+					gz, cw.n, sum, size, hash, ErrUnsafeArchive)
+			}
+			return nil
+		}
+		defer func() { in.verify = nil }()
 		if c.singleExe {
 			installErr = in.installExecutable(ctx, tee, size)
 		} else {
@@ -995,16 +1068,7 @@ func (c *Client) installArchiveKeepTar(ctx context.Context, in *installer, gz, t
 		if installErr != nil {
 			return installErr
 		}
-		if _, err := io.Copy(io.Discard, tee); err != nil { // the tar's final padding
-			return err
-		}
-		if sw.err != nil {
-			return sw.err
-		}
-		if cw.n != size || hex.EncodeToString(h.Sum(nil)) != hash {
-			return fmt.Errorf("uncompressed tar is not the signed one (%d bytes)", cw.n)
-		}
-		return nil
+		return sw.err
 	})
 	if installErr != nil {
 		return false, installErr

@@ -238,6 +238,15 @@ func (r *Repository) Add(ctx context.Context, opts AddOptions) (res *AddResult, 
 	if err != nil {
 		return nil, err
 	}
+	// Publish nothing a client would refuse to install.
+	warnings, err := r.checkClientRules(ctx, archiveName, res.Archive.Length, newTar, tarSize)
+	if err != nil {
+		return nil, withHint(fmt.Errorf("bundle %s: clients would refuse to install this release (nothing was published): %w", opts.BundleDir, err),
+			"rename or remove the entries named (the rules: docs/publishing.md, \"What clients accept in an archive\")")
+	}
+	for _, w := range warnings {
+		r.log().Warn("bundle entry", "warning", w)
+	}
 	res.Archive.TarSize, res.Archive.TarHash = tarSize, tarHash
 
 	var patchTmp string

@@ -192,9 +192,12 @@ type VerifyReport struct {
 // previous and by itself), then timestamp, snapshot and targets with go-tuf's
 // trustedmetadata at the current time (Repository.Now); then every target
 // file's length and sha256, every archive's uncompressed tar against its
-// recorded tar hash, and every patch of the chain: applying it to the
-// previous release's tar must give the signed tar_size and tar_hash. A
-// failure is a *VerifyError listing every problem found.
+// recorded tar hash and against the rules clients extract archives with
+// (no ".." or absolute names, no links leaving the tree, no devices or
+// sparse files, no case collisions, the entry limits...; names only
+// Windows refuses are warnings), and every patch of the chain: applying it
+// to the previous release's tar must give the signed tar_size and
+// tar_hash. A failure is a *VerifyError listing every problem found.
 func (r *Repository) Verify(ctx context.Context) (*VerifyReport, error) {
 	rep := &VerifyReport{}
 	if ok, err := exists(r.Fs, filepath.Join(r.Config.RepoDir, journalName)); err != nil {
@@ -355,6 +358,14 @@ func (r *Repository) Verify(ctx context.Context) (*VerifyReport, error) {
 			prevTar = ""
 			continue
 		}
+		// What a client does with the archive: extract it under the
+		// same rules (checked without writing anything).
+		ap, _ := r.targetPath(rel.archive)
+		warnings, err := r.checkClientRules(ctx, ap, rel.archiveFile.Length, curTar, rel.archiveMeta.TarSize)
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("archive %s: clients refuse to install it: %v", rel.archive, err))
+		}
+		rep.Warnings = append(rep.Warnings, warnings...)
 		if rel.patch != "" {
 			pm := rel.patchMeta
 			switch {

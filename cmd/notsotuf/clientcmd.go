@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/notsotuf/notsotuf"
-	"github.com/spf13/afero"
 	"github.com/theupdateframework/go-tuf/v2/metadata/trustedmetadata"
 )
 
@@ -131,7 +130,9 @@ func (f *clientFlags) config(env *cliEnv) (notsotuf.ClientConfig, error) {
 	if env.getenv("NOTSOTUF_NOW") != "" && !clientClockFromEnv {
 		fmt.Fprintln(env.stderr, "notsotuf: warning: NOTSOTUF_NOW is ignored by check and update: a client keeps the real clock, or expired metadata would pass")
 	}
-	root, err := afero.ReadFile(env.fs, rootFile)
+	// A regular file of at most 512 KiB: --root /dev/zero or a FIFO is
+	// refused at once, not read forever.
+	root, err := notsotuf.ReadTrustedRoot(env.fs, rootFile)
 	if err != nil {
 		if f.root == "" && errors.Is(err, os.ErrNotExist) {
 			return cfg, usagef("--root is required: no trusted root in %s yet", filepath.Dir(rootFile))
@@ -152,6 +153,22 @@ func (f *clientFlags) config(env *cliEnv) (notsotuf.ClientConfig, error) {
 		Fs: env.fs, Now: env.clientNow, Logger: env.logger, Channel: f.pre, ForceFull: f.full, SingleExecutable: f.singleExe, Adopt: f.adopt,
 		Header: f.header.h, Timeout: f.timeout, MinRate: f.minRate, RateWindow: f.rateWindow,
 	}, nil
+}
+
+// newClient makes the client of check and update, and warns when its cache
+// directory is writable by other users (it does not stop: see
+// notsotuf.Client.CheckCacheDir).
+func newClient(env *cliEnv, cfg notsotuf.ClientConfig) (*notsotuf.Client, error) {
+	c, err := notsotuf.NewClient(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.CheckCacheDir(); err != nil {
+		for _, line := range strings.Split(err.Error(), "\n") {
+			fmt.Fprintf(env.stderr, "notsotuf: warning: %s\n", line)
+		}
+	}
+	return c, nil
 }
 
 // checkValues checks the flag values that NewClient would otherwise refuse
@@ -203,7 +220,7 @@ func cmdCheck(env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	c, err := notsotuf.NewClient(cfg)
+	c, err := newClient(env, cfg)
 	if err != nil {
 		return err
 	}
@@ -336,7 +353,7 @@ func cmdUpdate(env *cliEnv, args []string) error {
 	}
 	bar := newProgressBar(env.stderr, "update", false)
 	cfg.Progress = bar.update
-	c, err := notsotuf.NewClient(cfg)
+	c, err := newClient(env, cfg)
 	if err != nil {
 		return err
 	}

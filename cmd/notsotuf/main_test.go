@@ -87,6 +87,8 @@ func TestScripts(t *testing.T) {
 			"mkapp":       cmdMkapp,
 			// s3_test.go
 			"s3server": cmdS3Server,
+			// mkfifo_*_test.go
+			"mkfifo": cmdMkfifo,
 		},
 	})
 }
