@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"time"
 
@@ -58,6 +59,17 @@ type ClientConfig struct {
 	// "b" or "a" to also accept release candidates, betas, alphas (tufup's
 	// rule: "a" accepts a, b and rc).
 	Channel string
+	// Versions, when set, is a PEP 440 version specifier that bounds the
+	// releases offered, e.g. "~=1.4" to stay on 1.x from 1.4 on when 2.0
+	// ships (see ParseSpecifier). Pre-releases remain the Channel's
+	// business.
+	Versions string
+	// Platform names the builds this client installs when a repository
+	// has builds for several platforms (<app>-<platform>-<version>.tar.gz,
+	// see ValidPlatform); builds for every platform (<app>-<version>.tar.gz)
+	// are seen too, a platform's own build wins. "" means the running
+	// system's GOOS-GOARCH, e.g. "linux-amd64".
+	Platform string
 	// PatchRatio: patches are used when their total size is at most
 	// PatchRatio times the full archive's; 0 means DefaultPatchRatio.
 	PatchRatio float64
@@ -85,6 +97,8 @@ type Client struct {
 	cacheDir   string
 	targetsURL string
 	channel    string
+	versions   Specifier
+	platform   string
 	ratio      float64
 	forceFull  bool
 	fs         afero.Fs
@@ -127,6 +141,17 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if err := ValidChannel(cfg.Channel); err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
+	versions, err := ParseSpecifier(cfg.Versions)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	platform := cfg.Platform
+	if platform == "" {
+		platform = runtime.GOOS + "-" + runtime.GOARCH
+	}
+	if err := ValidPlatform(platform); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
 	ratio := cfg.PatchRatio
 	if ratio == 0 {
 		ratio = DefaultPatchRatio
@@ -136,7 +161,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	}
 	c := &Client{
 		app: cfg.App, current: current, installDir: cfg.InstallDir, singleExe: cfg.SingleExecutable, cacheDir: cfg.CacheDir,
-		targetsURL: targetsURL, channel: cfg.Channel, ratio: ratio, forceFull: cfg.ForceFull,
+		targetsURL: targetsURL, channel: cfg.Channel, versions: versions, platform: platform, ratio: ratio, forceFull: cfg.ForceFull,
 		fs: cfg.Fs, log: cfg.Logger, progress: cfg.Progress, remote: newRemote(cfg.HTTPClient),
 	}
 	if c.fs == nil {
@@ -169,10 +194,12 @@ func checkBaseURL(what, s string) (string, error) {
 
 // installedRecord is CacheDir/installed.json: the version the client last
 // installed, so that a process still running the old version does not
-// install the same update twice.
+// install the same update twice. After a rollback (see Update.Rollback),
+// Replaced is the yanked version it replaced.
 type installedRecord struct {
-	App     string `json:"app"`
-	Version string `json:"version"`
+	App      string `json:"app"`
+	Version  string `json:"version"`
+	Replaced string `json:"replaced,omitempty"`
 }
 
 func (c *Client) recordPath() string { return filepath.Join(c.cacheDir, "installed.json") }
@@ -180,8 +207,9 @@ func (c *Client) recordPath() string { return filepath.Join(c.cacheDir, "install
 // Current returns the installed version: ClientConfig.CurrentVersion, or the
 // version this client's cache records as installed since, if newer (so a
 // process still running the old version does not install the same update
-// twice). Installing an older version by hand should go with removing the
-// cache directory's installed.json.
+// twice), or if it is the rollback that replaced CurrentVersion (yanked).
+// Installing an older version by hand should go with removing the cache
+// directory's installed.json.
 func (c *Client) Current() Version {
 	data, err := afero.ReadFile(c.fs, c.recordPath())
 	if err != nil {
@@ -192,7 +220,15 @@ func (c *Client) Current() Version {
 		return c.current
 	}
 	v, err := ParseVersion(rec.Version)
-	if err != nil || v.Compare(c.current) <= 0 {
+	if err != nil {
+		return c.current
+	}
+	if rec.Replaced != "" {
+		if r, err := ParseVersion(rec.Replaced); err == nil && r.Compare(c.current) == 0 {
+			return v
+		}
+	}
+	if v.Compare(c.current) <= 0 {
 		return c.current
 	}
 	return v
@@ -201,39 +237,87 @@ func (c *Client) Current() Version {
 // Check refreshes the repository's metadata and returns the release to
 // install with its plan, or nil when the installed version is up to date.
 // The release is the newest one on the channel, unless a required release
-// comes before it: that one is installed first.
+// comes before it: that one is installed first. Releases are offered
+// under the rules the publisher signed (see [Client.Decide]): yanked
+// releases never, a staged rollout to the installs in it; a client
+// running a yanked version is offered a rollback.
 func (c *Client) Check(ctx context.Context) (*Update, error) {
+	d, err := c.Decide(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return d.Update, nil
+}
+
+// Decision is what [Client.Decide] found: the update to install, if any,
+// and the newer releases the client is not offered, with the reasons.
+type Decision struct {
+	Update   *Update    // nil when the installed version is up to date
+	Withheld []Withheld // releases newer than Update (or than the installed version) not offered, oldest first
+}
+
+// Decide is Check, with the reasons: it refreshes the repository's
+// metadata and chooses the release to install with these rules, all read
+// from signed metadata. Among the releases newer than the installed one,
+// for the client's platform (or for every platform), on its channel and
+// within ClientConfig.Versions, it skips yanked releases and releases in
+// a staged rollout that this install is not part of, and takes the
+// newest, or the first required one. If there is none and the installed
+// version itself is yanked, it takes the newest lower release that passes
+// the same rules, as a rollback (Update.Rollback): the only case where a
+// lower version is installed.
+//
+// The staged rollout bucket of the install is a random number kept in
+// CacheDir/rollout-bucket (drawn on first need).
+func (c *Client) Decide(ctx context.Context) (*Decision, error) {
 	if err := c.tuf.refresh(ctx); err != nil {
 		return nil, err
 	}
 	current := c.Current()
-	rels := releases(c.tuf.targets(), c.app, c.log)
-	t := selectTarget(rels, current, c.channel)
-	if t < 0 {
-		return nil, nil
+	set := releaseSetOf(c.tuf.targets(), c.app, c.platform, c.log)
+	bucket := -1
+	var bucketErr error
+	sel := selectRelease(set, current, selectOptions{channel: c.channel, versions: c.versions, bucket: func() (int, error) {
+		if bucket < 0 && bucketErr == nil {
+			bucket, bucketErr = rolloutBucket(c.fs, c.cacheDir, c.log)
+		}
+		return bucket, bucketErr
+	}})
+	d := &Decision{Withheld: sel.withheld}
+	for _, w := range sel.withheld {
+		c.log.Info("release withheld", "version", w.Version, "platform", w.Platform, "reason", w.Reason)
 	}
-	r := &rels[t]
+	r := sel.target
+	if r == nil {
+		return d, nil
+	}
 	u := &Update{
 		Version: r.version, Required: r.meta.Required, UserMeta: compact(r.meta.User),
+		Rollback: sel.rollback, RollbackReason: sel.reason,
 		from: current, target: r, archive: plannedFile(r.archive),
 	}
-	if reason := c.planPatches(u, rels, t); reason != "" {
+	if reason := c.planPatches(u, set); reason != "" {
 		u.Plan = Plan{Full: true, Files: []PlannedFile{u.archive}, Bytes: u.archive.Length, Reason: reason}
 	}
-	c.log.Info("update available", "from", current, "to", u.Version, "full", u.Plan.Full, "bytes", u.Plan.Bytes, "reason", u.Plan.Reason)
-	return u, nil
+	c.log.Info("update available", "from", current, "to", u.Version, "rollback", u.Rollback, "full", u.Plan.Full, "bytes", u.Plan.Bytes, "reason", u.Plan.Reason)
+	d.Update = u
+	return d, nil
 }
 
 // planPatches fills u's plan with the patch chain, or returns why the full
 // archive must be downloaded instead.
-func (c *Client) planPatches(u *Update, rels []clientRelease, t int) string {
+func (c *Client) planPatches(u *Update, set *releaseSet) string {
 	if c.forceFull {
 		return "a full download was requested"
+	}
+	if u.Rollback {
+		return fmt.Sprintf("a rollback from %s installs the full archive (patches only lead up)", u.from)
 	}
 	if ok, _ := exists(c.fs, c.failedMarker(u.Version)); ok {
 		return fmt.Sprintf("a patch to %s failed before", u.Version)
 	}
-	chain, why := patchChain(rels, u.from, t)
+	cur := set.at(u.from)
+	chain, why := set.patchChain(cur, u.target, u.from)
 	if why != "" {
 		return why
 	}
@@ -245,12 +329,6 @@ func (c *Client) planPatches(u *Update, rels []clientRelease, t int) string {
 	}
 	if float64(sum) > c.ratio*float64(u.archive.Length) {
 		return fmt.Sprintf("the patches (%d bytes) exceed %g times the archive (%d bytes)", sum, c.ratio, u.archive.Length)
-	}
-	var cur *clientRelease
-	for i := range rels {
-		if rels[i].version.Compare(u.from) == 0 {
-			cur = &rels[i]
-		}
 	}
 	base := c.findBase(cur)
 	if base.kind == baseNone {
@@ -308,7 +386,7 @@ func (c *Client) findBase(cur *clientRelease) baseSource {
 		}
 	}
 	if cur.archive != nil {
-		p := c.cachePath(ArchiveName(c.app, cur.version))
+		p := c.cachePath(cur.archive.Path)
 		want := plannedFile(cur.archive)
 		if n, h, err := hashFile(c.fs, p); err == nil && h == want.SHA256 && n == want.Length {
 			return baseSource{kind: baseCachedArchive, path: p, tarSize: size, tarHash: hash, archiveLen: want.Length}
@@ -375,19 +453,42 @@ func (c *Client) Recover() error {
 	if in.recovered == "" {
 		return nil
 	}
-	v, err := ParseVersion(in.recovered)
+	tag, from, rollback := strings.Cut(in.recovered, rollbackTag)
+	v, err := ParseVersion(tag)
 	if err != nil {
 		return fmt.Errorf("recover: journal names version %q: %w", in.recovered, err)
 	}
-	if v.Compare(c.Current()) > 0 {
-		return c.record(v)
+	var replaced Version
+	if rollback {
+		if replaced, err = ParseVersion(from); err != nil {
+			return fmt.Errorf("recover: journal names version %q: %w", in.recovered, err)
+		}
+	}
+	if replaced.IsZero() && v.Compare(c.Current()) > 0 || !replaced.IsZero() && replaced.Compare(c.Current()) == 0 {
+		return c.record(v, replaced)
 	}
 	return nil
 }
 
-// record writes v as the installed version in CacheDir/installed.json.
-func (c *Client) record(v Version) error {
-	rec, err := json.Marshal(installedRecord{App: c.app, Version: v.String()})
+// installTag is what the install journal records of u (see Recover): its
+// version, and for a rollback the yanked version it replaces.
+func installTag(u *Update) string {
+	if u.Rollback {
+		return u.Version.String() + rollbackTag + u.from.String()
+	}
+	return u.Version.String()
+}
+
+const rollbackTag = " replacing "
+
+// record writes v as the installed version in CacheDir/installed.json;
+// replaced is the yanked version a rollback replaced (zero otherwise).
+func (c *Client) record(v, replaced Version) error {
+	r := installedRecord{App: c.app, Version: v.String()}
+	if !replaced.IsZero() {
+		r.Replaced = replaced.String()
+	}
+	rec, err := json.Marshal(r)
 	if err != nil {
 		return err
 	}
@@ -431,14 +532,14 @@ func (c *Client) Install(ctx context.Context, u *Update) error {
 		return fmt.Errorf("install %s: %w", u.Version, err)
 	}
 	defer unlock()
-	if u.Version.Compare(c.Current()) <= 0 {
+	if cur := c.Current(); u.Rollback && cur.Compare(u.from) != 0 || !u.Rollback && u.Version.Compare(cur) <= 0 {
 		return nil // installed meanwhile, or already
 	}
 	if err := c.fs.MkdirAll(c.cacheDir, 0o755); err != nil {
 		return fmt.Errorf("install %s: %w", u.Version, err)
 	}
 	prog := &progress{total: u.Plan.Bytes, fn: c.progress}
-	in.tag = u.Version.String() // lets Recover record it if a crash cuts the install short
+	in.tag = installTag(u) // lets Recover record it if a crash cuts the install short
 	var keep string
 	if !u.Plan.Full {
 		tarPath, err, installErr := c.installPatches(ctx, u, prog, in)
@@ -493,7 +594,11 @@ func (c *Client) Install(ctx context.Context, u *Update) error {
 			}
 		}
 	}
-	if err := c.record(u.Version); err != nil {
+	var replaced Version
+	if u.Rollback {
+		replaced = u.from
+	}
+	if err := c.record(u.Version, replaced); err != nil {
 		return err
 	}
 	c.log.Info("installed", "version", u.Version, "full", strings.HasSuffix(keep, ArchiveExt))
@@ -669,7 +774,7 @@ func (c *Client) ownCacheFile(name string) bool {
 		name += ".gz"
 	}
 	tn, err := ParseTargetName(name)
-	return err == nil && tn.App == c.app
+	return err == nil && (tn.App == c.app || tn.App == releaseStem(c.app, c.platform))
 }
 
 // installFile installs the tar or tar.gz at p with the installer.
