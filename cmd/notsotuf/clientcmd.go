@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"time"
 
@@ -27,7 +28,7 @@ func init() {
 type clientFlags struct {
 	app, current, installDir, cacheDir string
 	metadataURL, targetsURL, root      string
-	pre                                string
+	pre, versions, platform            string
 	full, singleExe, json              bool
 	timeout                            time.Duration
 }
@@ -43,6 +44,8 @@ func newClientFlags(env *cliEnv, name string) (*flag.FlagSet, *clientFlags) {
 	fs.StringVar(&f.targetsURL, "targets-url", "", "base URL of the repository's targets (default: the metadata URL with /metadata replaced by /targets)")
 	fs.StringVar(&f.root, "root", "", "trusted root.json to start from (default: the one in the cache dir)")
 	fs.StringVar(&f.pre, "pre", "", "pre-release channel: a, b or rc (default: final releases only)")
+	fs.StringVar(&f.versions, "versions", "", "PEP 440 version `specifier` bounding the releases installed, e.g. '~=1.4' to stay on 1.x")
+	fs.StringVar(&f.platform, "platform", "", "install the builds of this `platform` when the repository has several (default: this system's, "+runtime.GOOS+"-"+runtime.GOARCH+")")
 	fs.BoolVar(&f.full, "full", false, "always download the full archive, never patches")
 	fs.DurationVar(&f.timeout, "timeout", 0, "give up after this `duration` in all (e.g. 10m; default: no overall limit, each request still times out)")
 	fs.BoolVar(&f.json, "json", false, "print the result as one JSON object on stdout, for programs (errors stay on stderr with a non-zero exit)")
@@ -58,6 +61,14 @@ func (f *clientFlags) config(env *cliEnv) (notsotuf.ClientConfig, error) {
 	} {
 		if req.val == "" {
 			return cfg, usagef("%s is required", req.name)
+		}
+	}
+	if _, err := notsotuf.ParseSpecifier(f.versions); err != nil {
+		return cfg, &hinted{fmt.Errorf("--versions: %w", err), "write a PEP 440 specifier, e.g. '~=1.4' (1.4 and later 1.x) or '>=1.4, <2'"}
+	}
+	if f.platform != "" {
+		if err := notsotuf.ValidPlatform(f.platform); err != nil {
+			return cfg, fmt.Errorf("--platform: %w", err)
 		}
 	}
 	cacheDir := f.cacheDir
@@ -94,6 +105,7 @@ func (f *clientFlags) config(env *cliEnv) (notsotuf.ClientConfig, error) {
 		App: f.app, CurrentVersion: f.current, InstallDir: f.installDir, CacheDir: cacheDir,
 		MetadataURL: f.metadataURL, TargetsURL: targetsURL, TrustedRoot: root,
 		Fs: env.fs, Now: env.clientNow, Logger: env.logger, Channel: f.pre, ForceFull: f.full, SingleExecutable: f.singleExe,
+		Versions: f.versions, Platform: f.platform,
 	}, nil
 }
 
@@ -137,18 +149,26 @@ func cmdCheck(env *cliEnv, args []string) error {
 	}
 	ctx, cancel := f.context(env)
 	defer cancel()
-	u, err := c.Check(ctx)
+	d, err := c.Decide(ctx)
 	if err != nil {
 		return f.deadline(ctx, err)
 	}
+	u := d.Update
 	if f.json {
-		return printResult(env.stdout, resultJSON{App: f.app, Installed: c.Current().String(), Update: updateOf(u)})
+		r := resultJSON{App: f.app, Installed: c.Current().String(), Update: updateOf(u)}
+		for _, w := range d.Withheld {
+			r.Withheld = append(r.Withheld, withheldJSON{Version: w.Version.String(), Platform: w.Platform, Reason: w.Reason})
+		}
+		return printResult(env.stdout, r)
 	}
 	if u == nil {
 		fmt.Fprintf(env.stdout, "%s %s is up to date\n", f.app, c.Current())
-		return nil
+	} else {
+		describeUpdate(env.stdout, f.app, c.Current(), u)
 	}
-	describeUpdate(env.stdout, f.app, c.Current(), u)
+	for _, w := range d.Withheld {
+		fmt.Fprintf(env.stdout, "withheld: %s %s (%s)\n", f.app, w.Version, w.Reason)
+	}
 	return nil
 }
 
@@ -158,6 +178,15 @@ type resultJSON struct {
 	Installed string      `json:"installed"`          // the installed version, after the command
 	Previous  string      `json:"previous,omitempty"` // update: the version before it
 	Update    *updateJSON `json:"update"`             // null: up to date
+	// Withheld (check): newer releases not offered, and why (yanked,
+	// staged rollout, outside --versions, a required release first).
+	Withheld []withheldJSON `json:"withheld,omitempty"`
+}
+
+type withheldJSON struct {
+	Version  string `json:"version"`
+	Platform string `json:"platform,omitempty"`
+	Reason   string `json:"reason"`
 }
 
 // updateJSON describes the release available (check) or installed (update).
@@ -169,6 +198,10 @@ type updateJSON struct {
 	Reason   string          `json:"reason,omitempty"`
 	Bytes    int64           `json:"bytes"` // to download
 	Files    []string        `json:"files"` // target names to download, in order
+	// Rollback: the installed version was yanked and this lower one
+	// replaces it (a downgrade the publisher signed); RollbackReason why.
+	Rollback       bool   `json:"rollback,omitempty"`
+	RollbackReason string `json:"rollback_reason,omitempty"`
 }
 
 func updateOf(u *notsotuf.Update) *updateJSON {
@@ -178,6 +211,7 @@ func updateOf(u *notsotuf.Update) *updateJSON {
 	j := &updateJSON{
 		Version: u.Version.String(), Required: u.Required, Full: u.Plan.Full,
 		Reason: u.Plan.Reason, Bytes: u.Plan.Bytes, Files: []string{},
+		Rollback: u.Rollback, RollbackReason: u.RollbackReason,
 	}
 	if len(u.UserMeta) > 0 {
 		j.User = json.RawMessage(compactJSON(u.UserMeta))
@@ -203,7 +237,11 @@ func describeUpdate(w io.Writer, app string, from notsotuf.Version, u *notsotuf.
 	if u.Required {
 		req = " (required)"
 	}
-	fmt.Fprintf(w, "%s %s is available%s (installed: %s)\n", app, u.Version, req, from)
+	if u.Rollback {
+		fmt.Fprintf(w, "%s %s is available as a rollback (installed: %s): %s\n", app, u.Version, from, u.RollbackReason)
+	} else {
+		fmt.Fprintf(w, "%s %s is available%s (installed: %s)\n", app, u.Version, req, from)
+	}
 	if u.Plan.Full {
 		fmt.Fprintf(w, "download: full archive, %s (%s)\n", size(u.Plan.Bytes), u.Plan.Reason)
 	} else {
@@ -250,6 +288,10 @@ func cmdUpdate(env *cliEnv, args []string) error {
 	how := "full archive"
 	if !u.Plan.Full {
 		how = fmt.Sprintf("%d patch(es)", len(u.Plan.Files))
+	}
+	if u.Rollback {
+		fmt.Fprintf(env.stdout, "rolled back %s %s -> %s (%s, %s): %s\n", f.app, from, u.Version, how, size(u.Plan.Bytes), u.RollbackReason)
+		return nil
 	}
 	fmt.Fprintf(env.stdout, "updated %s %s -> %s (%s, %s)\n", f.app, from, u.Version, how, size(u.Plan.Bytes))
 	return nil
