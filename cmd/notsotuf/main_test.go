@@ -83,6 +83,8 @@ func TestScripts(t *testing.T) {
 			"append":      cmdAppend,
 			"replace":     cmdReplace,
 			"mkapp":       cmdMkapp,
+			// releasecmd_test.go
+			"clients": cmdClients,
 		},
 	})
 }
