@@ -21,8 +21,8 @@ package main
 //	client [flags] CMD        run `notsotuf check|update` (the CLI) on the script's app:
 //	                          install dir $WORK/install, cache $WORK/cache, trusted root
 //	                          $WORK/trusted-root.json, clock $NOTSOTUF_NOW; flags:
-//	                          -full, -v, -timeout D (the same through the library,
-//	                          in-process, with a context deadline)
+//	                          -full, -v, -platform NAME, -timeout D (the same through
+//	                          the library, in-process, with a context deadline)
 //	save-state NAME           record the install dir and the trusted metadata
 //	unchanged NAME [PART]     fail unless both (or PART: install or metadata) are as
 //	                          recorded by save-state NAME
@@ -192,8 +192,9 @@ func cmdClient(ts *testscript.TestScript, neg bool, args []string) {
 	timeout := fl.Duration("timeout", 0, "context deadline (runs the library in-process)")
 	full := fl.Bool("full", false, "force the full archive")
 	verbose := fl.Bool("v", false, "log to stderr")
+	platform := fl.String("platform", "", "the client's platform (--platform)")
 	if err := fl.Parse(args); err != nil || fl.NArg() != 1 || (fl.Arg(0) != "check" && fl.Arg(0) != "update") {
-		ts.Fatalf("usage: client [-timeout D] [-full] [-v] check|update")
+		ts.Fatalf("usage: client [-timeout D] [-full] [-v] [-platform NAME] check|update")
 	}
 	work := ts.Getenv("WORK")
 	cmd := fl.Arg(0)
@@ -203,6 +204,9 @@ func cmdClient(ts *testscript.TestScript, neg bool, args []string) {
 			"--metadata-url", ts.Getenv("REPO_URL") + "/metadata", "--root", filepath.Join(work, "trusted-root.json")}
 		if *full {
 			cli = append(cli, "--full")
+		}
+		if *platform != "" {
+			cli = append(cli, "--platform", *platform)
 		}
 		if *verbose {
 			cli = append([]string{"-v"}, cli...)
@@ -227,6 +231,7 @@ func cmdClient(ts *testscript.TestScript, neg bool, args []string) {
 		TargetsURL:  ts.Getenv("REPO_URL") + "/targets",
 		TrustedRoot: root,
 		ForceFull:   *full,
+		Platform:    *platform,
 	}
 	if s := ts.Getenv("NOTSOTUF_NOW"); s != "" {
 		now, err := time.Parse(time.RFC3339, s)
