@@ -1,12 +1,14 @@
 package notsotuf
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/notsotuf/notsotuf/internal/faultfs"
 	"github.com/spf13/afero"
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 )
@@ -267,4 +269,103 @@ func newClientForTest(t testing.TB, fsys afero.Fs, current string) *Client {
 	repo := newTestRepo(t, false)
 	cfg := repo.config(fsys, current)
 	return newTestClient(t, cfg)
+}
+
+// yankInTestRepo re-publishes rel's archive entry marked yanked.
+func yankInTestRepo(t testing.TB, repo *testRepo, rel appRelease, reason string) {
+	t.Helper()
+	v := mustVersion(t, rel.version)
+	c, err := ArchiveMeta{TarSize: int64(len(rel.tar)), TarHash: sha256hex(rel.tar), Yanked: true, YankReason: reason}.Custom()
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo.addTarget(ArchiveName("app", v), rel.archive, json.RawMessage(c))
+	repo.publish()
+}
+
+// TestRollbackInstall: on a real disk, a client running a yanked release
+// installs the newest release that is not yanked, records the rollback,
+// and neither installs it again nor goes further down.
+func TestRollbackInstall(t *testing.T) {
+	repo := newTestRepo(t, false)
+	rels := threeReleases(t, repo)
+	yankInTestRepo(t, repo, rels[2], "crashes on start")
+	fsys, cfg := osClientConfig(t, repo, "1.2")
+	writeTree(t, fsys, cfg.InstallDir, rels[2].files)
+	ctx := context.Background()
+
+	c := newTestClient(t, cfg)
+	u, err := c.Update(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u == nil || u.Version.String() != "1.1" || !u.Rollback || !u.Plan.Full ||
+		u.RollbackReason != "the installed version 1.2 was yanked: crashes on start" {
+		t.Fatalf("update %+v", u)
+	}
+	wantTree(t, fsys, cfg.InstallDir, rels[1].files)
+	if got := c.Current().String(); got != "1.1" {
+		t.Fatalf("Current() = %s after the rollback, want 1.1", got)
+	}
+	// The same process (still "1.2") and a restarted one (1.1) are done.
+	for _, current := range []string{"1.2", "1.1"} {
+		cfg.CurrentVersion = current
+		if u, err := newTestClient(t, cfg).Update(ctx); err != nil || u != nil {
+			t.Fatalf("current %s: update again: %+v, %v", current, u, err)
+		}
+	}
+	// Installing the rollback again (an Update value kept by the caller)
+	// changes nothing.
+	cfg.CurrentVersion = "1.2"
+	if err := newTestClient(t, cfg).Install(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+	wantTree(t, fsys, cfg.InstallDir, rels[1].files)
+	// 1.1 is not yanked: no further rollback, and 1.2 stays withheld.
+	cfg.CurrentVersion = "1.1"
+	d, err := newTestClient(t, cfg).Decide(ctx)
+	if err != nil || d.Update != nil || len(d.Withheld) != 1 || d.Withheld[0].Reason != "yanked: crashes on start" {
+		t.Fatalf("decision %+v, %v", d, err)
+	}
+}
+
+// TestRecoverRecordsRollback: a crash at every write of a rollback; after
+// the next start's Recover, the tree is 1.2 or 1.1, complete, and once it
+// is 1.1 the client knows it (Current, no second rollback).
+func TestRecoverRecordsRollback(t *testing.T) {
+	repo := newTestRepo(t, false)
+	rels := threeReleases(t, repo)
+	yankInTestRepo(t, repo, rels[2], "bad")
+	recorded := 0
+	for n := 1; n < 300; n++ {
+		base, cfg := osClientConfig(t, repo, "1.2")
+		writeTree(t, base, cfg.InstallDir, rels[2].files)
+		cfg.Fs = faultfs.New(base, n, true)
+		_, err := newTestClient(t, cfg).Update(context.Background())
+		if err == nil {
+			break // n passed the last write
+		}
+		journal := filepath.Join(filepath.Dir(cfg.InstallDir), "."+filepath.Base(cfg.InstallDir)+".notsotuf-journal")
+		committed, _ := afero.Exists(base, journal)
+		cfg.Fs = base
+		c := newTestClient(t, cfg)
+		if err := c.Recover(); err != nil {
+			t.Fatalf("crash at write %d: recover: %v", n, err)
+		}
+		if committed {
+			recorded++
+			wantTree(t, base, cfg.InstallDir, rels[1].files)
+			if got := c.Current().String(); got != "1.1" {
+				t.Fatalf("crash at write %d after the commit: Current() = %s after Recover, want 1.1", n, got)
+			}
+			if u, err := c.Check(context.Background()); err != nil || u != nil {
+				t.Fatalf("crash at write %d after the commit: check offers %+v, %v", n, u, err)
+			}
+		} else if got := c.Current().String(); got != "1.2" && got != "1.1" {
+			t.Fatalf("crash at write %d: Current() = %s", n, got)
+		}
+	}
+	if recorded == 0 {
+		t.Fatal("no crash point fell after the commit: the test checked nothing")
+	}
 }
