@@ -167,8 +167,17 @@ func (p *patcher) tar(rel *release) (string, int64, string, error) {
 	return path, n, sum, nil
 }
 
-// drop removes rel's patch, if it has one.
+// drop removes rel's patch, if it has one, reporting it as a repair
+// (nothing below rel to patch from any more).
 func (p *patcher) drop(rel *release) error {
+	if rel.patch != "" {
+		p.done = append(p.done, Repatch{Name: rel.patch})
+	}
+	return p.withdraw(rel)
+}
+
+// withdraw removes rel's patch, if it has one.
+func (p *patcher) withdraw(rel *release) error {
 	if rel.patch == "" {
 		return nil
 	}
@@ -178,7 +187,6 @@ func (p *patcher) drop(rel *release) error {
 	}
 	delete(p.st.targets.Signed.Targets, rel.patch)
 	p.t.deleteOnCommit(path)
-	p.done = append(p.done, Repatch{Name: rel.patch})
 	rel.patch, rel.patchFile, rel.patchMeta = "", nil, PatchMeta{}
 	return nil
 }
@@ -306,7 +314,7 @@ func (r *Repository) Yank(ctx context.Context, version, platform, reason string)
 			if err := r.setArchiveMeta(st, rel, m); err != nil {
 				return nil, err
 			}
-			if err := p.drop(rel); err != nil {
+			if err := p.withdraw(rel); err != nil { // a yanked release has no patch
 				return nil, err
 			}
 			group := groupOf(rels, rel.platform)
