@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 
@@ -275,6 +276,10 @@ func (c *Client) Decide(ctx context.Context) (*Decision, error) {
 	}
 	current := c.Current()
 	set := releaseSetOf(c.tuf.targets(), c.app, c.platform, c.log)
+	if len(set.platforms) > 0 && !slices.Contains(set.platforms, c.platform) {
+		c.log.Warn("the repository has no build for this platform (set it with ClientConfig.Platform or --platform)",
+			"platform", c.platform, "platforms", strings.Join(set.platforms, ","))
+	}
 	bucket := -1
 	var bucketErr error
 	sel := selectRelease(set, current, selectOptions{channel: c.channel, versions: c.versions, bucket: func() (int, error) {
@@ -293,7 +298,7 @@ func (c *Client) Decide(ctx context.Context) (*Decision, error) {
 	}
 	u := &Update{
 		Version: r.version, Required: r.meta.Required, UserMeta: compact(r.meta.User),
-		Rollback: sel.rollback, RollbackReason: sel.reason,
+		Rollback: sel.rollback, RollbackReason: sel.reason, rollback: sel.rollback,
 		from: current, target: r, archive: plannedFile(r.archive),
 	}
 	if reason := c.planPatches(u, set); reason != "" {
@@ -310,7 +315,7 @@ func (c *Client) planPatches(u *Update, set *releaseSet) string {
 	if c.forceFull {
 		return "a full download was requested"
 	}
-	if u.Rollback {
+	if u.rollback {
 		return fmt.Sprintf("a rollback from %s installs the full archive (patches only lead up)", u.from)
 	}
 	if ok, _ := exists(c.fs, c.failedMarker(u.Version)); ok {
@@ -473,7 +478,7 @@ func (c *Client) Recover() error {
 // installTag is what the install journal records of u (see Recover): its
 // version, and for a rollback the yanked version it replaces.
 func installTag(u *Update) string {
-	if u.Rollback {
+	if u.rollback {
 		return u.Version.String() + rollbackTag + u.from.String()
 	}
 	return u.Version.String()
@@ -532,7 +537,7 @@ func (c *Client) Install(ctx context.Context, u *Update) error {
 		return fmt.Errorf("install %s: %w", u.Version, err)
 	}
 	defer unlock()
-	if cur := c.Current(); u.Rollback && cur.Compare(u.from) != 0 || !u.Rollback && u.Version.Compare(cur) <= 0 {
+	if cur := c.Current(); u.rollback && cur.Compare(u.from) != 0 || !u.rollback && u.Version.Compare(cur) <= 0 {
 		return nil // installed meanwhile, or already
 	}
 	if err := c.fs.MkdirAll(c.cacheDir, 0o755); err != nil {
@@ -595,7 +600,7 @@ func (c *Client) Install(ctx context.Context, u *Update) error {
 		}
 	}
 	var replaced Version
-	if u.Rollback {
+	if u.rollback {
 		replaced = u.from
 	}
 	if err := c.record(u.Version, replaced); err != nil {

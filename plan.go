@@ -20,11 +20,12 @@ type Update struct {
 	Rollback       bool
 	RollbackReason string
 
-	from    Version          // the installed version the plan starts from
-	target  *clientRelease   // the release to install
-	chain   []*clientRelease // patches to apply, in order, when !Plan.Full
-	base    baseSource
-	archive PlannedFile
+	rollback bool             // Rollback as Check decided it (Install trusts this, not the exported field)
+	from     Version          // the installed version the plan starts from
+	target   *clientRelease   // the release to install
+	chain    []*clientRelease // patches to apply, in order, when !Plan.Full
+	base     baseSource
+	archive  PlannedFile
 }
 
 // Plan is how an update is fetched: a chain of patches applied to the

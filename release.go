@@ -31,6 +31,9 @@ type releaseSet struct {
 	// sorted: each patch starts from the release before it in its own
 	// group that is not yanked.
 	groups map[string][]*clientRelease
+	// platforms lists every platform the repository has builds for,
+	// sorted (so a client configured with another one can say so).
+	platforms []string
 }
 
 // releaseSetOf gathers app's releases from the signed targets for a client
@@ -45,6 +48,7 @@ func releaseSetOf(targets map[string]*metadata.TargetFiles, app, platform string
 	}
 	type key struct{ platform, version string }
 	byKey := map[key]*clientRelease{}
+	seen := map[string]bool{}
 	for name, tf := range targets {
 		tn, err := ParseTargetName(name)
 		if err != nil {
@@ -52,6 +56,12 @@ func releaseSetOf(targets map[string]*metadata.TargetFiles, app, platform string
 		}
 		p, ok := own[tn.App]
 		if !ok {
+			// Another platform's build? (Only to name it in a warning.)
+			if rest, found := strings.CutPrefix(tn.App, app+"-"); found && tn.Kind == KindArchive && ValidPlatform(rest) == nil {
+				if m, err := ParseArchiveMeta(tf.Custom); err == nil && m.Platform == rest {
+					seen[rest] = true
+				}
+			}
 			continue
 		}
 		if _, ok := tf.Hashes["sha256"]; !ok {
@@ -85,12 +95,18 @@ func releaseSetOf(targets map[string]*metadata.TargetFiles, app, platform string
 		}
 	}
 	s := &releaseSet{groups: map[string][]*clientRelease{}}
+	for p := range seen {
+		s.platforms = append(s.platforms, p)
+	}
 	byVersion := map[string]*clientRelease{}
 	for k, r := range byKey {
 		if r.archive == nil && r.patch == nil {
 			continue
 		}
 		s.groups[k.platform] = append(s.groups[k.platform], r)
+		if k.platform != "" && !slices.Contains(s.platforms, k.platform) {
+			s.platforms = append(s.platforms, k.platform)
+		}
 		// The platform's build wins over the build for every platform
 		// (unless it has no usable archive).
 		if cur := byVersion[k.version]; cur == nil || (cur.archive == nil && r.archive != nil) ||
@@ -102,6 +118,7 @@ func releaseSetOf(targets map[string]*metadata.TargetFiles, app, platform string
 	for p := range s.groups {
 		slices.SortFunc(s.groups[p], byVer)
 	}
+	slices.Sort(s.platforms)
 	for _, r := range byVersion {
 		s.view = append(s.view, r)
 	}
