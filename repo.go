@@ -169,7 +169,9 @@ func (c *Config) Save(fsys afero.Fs, name string) error {
 // laid out like tufup's: Config.RepoDir/metadata holds N.root.json for every
 // root version, root.json (the newest root), targets.json, snapshot.json and
 // timestamp.json (consistent_snapshot false); Config.RepoDir/targets holds
-// the archives <app>-<version>.tar.gz and patches <app>-<version>.patch.
+// the archives <app>-<version>.tar.gz and patches <app>-<version>.patch
+// (<app>-<platform>-<version>.* for a platform's builds, see
+// AddOptions.Platform).
 //
 // Every operation either completes or leaves the repository as it was.
 // New files are written under temporary names first; the commit point is a
