@@ -30,7 +30,15 @@ type PatchOptions struct {
 func Diff(old, new []byte, w io.Writer, opts *PatchOptions) error {
 	var o bsdiff.DiffOptions
 	if opts != nil {
-		o.Workers, o.Progress = opts.Workers, opts.Progress
+		o.Workers = opts.Workers
+		if p := opts.Progress; p != nil {
+			// The bytes of new matched against old: the longest phase.
+			o.Progress = func(phase string, done, total int64) {
+				if phase == "match" {
+					p(done, total)
+				}
+			}
+		}
 	}
 	return bsdiff.Diff(old, new, w, &o)
 }

@@ -197,6 +197,25 @@ type Repository struct {
 	Passphrase func(keyName string) ([]byte, error)
 	// Rand is the randomness for new keys; nil means crypto/rand.
 	Rand io.Reader
+	// Progress, if set, is called as Add, Remove and Verify work through
+	// the release files, from one goroutine at a time, with the phase and
+	// its bytes done so far and in all (a command line tool draws a bar):
+	//   - "archive": the release's tar written (total is an estimate from
+	//     the bundle's file sizes until the last call);
+	//   - "index", "match", "compress": computing a patch: indexing the
+	//     previous release's tar (reported at its start and end only),
+	//     matching the new tar against it, compressing the patch;
+	//   - "check": the tar a patch gives, rebuilt to check it.
+	// Each phase starts at 0 and ends with done == total. Calls are coarse
+	// (every few MiB), so that reporting costs nothing measurable.
+	Progress func(phase string, done, total int64)
+}
+
+// progress calls r.Progress when it is set.
+func (r *Repository) progress(phase string, done, total int64) {
+	if r.Progress != nil {
+		r.Progress(phase, done, total)
+	}
 }
 
 func (r *Repository) now() time.Time {

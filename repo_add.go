@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -61,6 +62,10 @@ type AddResult struct {
 	// Signatures and Threshold of the new targets metadata (Signatures is
 	// below Threshold only with AddOptions.Partial).
 	Signatures, Threshold int
+	// Warnings are what the publisher must act on although the release is
+	// published: a role of the repository (root, say) is expired, so clients
+	// refuse every release until it is re-signed.
+	Warnings []string
 }
 
 // release is one version in targets metadata, for one platform or for
@@ -195,8 +200,8 @@ func (r *Repository) Add(ctx context.Context, opts AddOptions) (res *AddResult, 
 		return nil, err
 	}
 	if len(bytes.TrimSpace(opts.UserMeta)) > 0 {
-		if err := ValidateUserMeta(opts.UserMeta); err != nil {
-			return nil, withHint(fmt.Errorf("--meta: %w", err), "write numbers as integers or strings, e.g. {\"size\": \"1.5\"}")
+		if err := checkUserMeta(opts.UserMeta); err != nil {
+			return nil, err
 		}
 	}
 	fi, err := r.Fs.Stat(opts.BundleDir)
@@ -279,11 +284,13 @@ func (r *Repository) Add(ctx context.Context, opts AddOptions) (res *AddResult, 
 		archTmp.Close()
 		return nil, fmt.Errorf("create %s: %w", newTar, err)
 	}
-	tarSize, tarHash, err := writeArchive(r.Fs, opts.BundleDir, archTmp, tarFile)
+	tarOut, archived := r.archiveProgress(opts.BundleDir, tarFile)
+	tarSize, tarHash, err := writeArchive(r.Fs, opts.BundleDir, archTmp, tarOut)
 	err = errors.Join(err, closeSync(archTmp), tarFile.Close())
 	if err != nil {
 		return nil, err
 	}
+	archived(tarSize)
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -313,7 +320,7 @@ func (r *Repository) Add(ctx context.Context, opts AddOptions) (res *AddResult, 
 		}
 		patchTmp = pf.Name()
 		t.temps = append(t.temps, patchTmp)
-		err = diffTarFiles(ctx, r.Fs, prevTar, newTar, pf)
+		err = diffTarFiles(ctx, r.Fs, prevTar, newTar, pf, r.Progress)
 		if err = errors.Join(err, closeSync(pf)); err != nil {
 			return nil, fmt.Errorf("patch %s: %w", patchName, err)
 		}
@@ -371,7 +378,67 @@ func (r *Repository) Add(ctx context.Context, opts AddOptions) (res *AddResult, 
 		return nil, err
 	}
 	res.Signatures, res.Threshold = pr.Signatures[RoleTargets][0], pr.Signatures[RoleTargets][1]
+	res.Warnings = r.expiryWarnings(st)
 	return res, nil
+}
+
+// archiveProgress wraps w, which receives the release's tar as it is
+// written, so that it reports the "archive" phase to Repository.Progress
+// every MiB; done reports the end with the real size. The total is
+// estimated from the bundle's file sizes until then.
+func (r *Repository) archiveProgress(bundleDir string, w io.Writer) (_ io.Writer, done func(size int64)) {
+	if r.Progress == nil {
+		return w, func(int64) {}
+	}
+	total := int64(1024) // the two zero blocks that end a tar
+	afero.Walk(r.Fs, bundleDir, func(_ string, fi fs.FileInfo, err error) error {
+		if err == nil {
+			total += 512 // the entry's header
+			if fi.Mode().IsRegular() {
+				total += (fi.Size() + 511) / 512 * 512
+			}
+		}
+		return nil
+	})
+	r.progress("archive", 0, total)
+	tp := &tarProgress{w: w, report: func(n int64) { r.progress("archive", min(n, total), total) }}
+	return tp, func(size int64) { r.progress("archive", size, size) }
+}
+
+// tarProgress passes writes to w and reports the bytes written every MiB.
+type tarProgress struct {
+	w       io.Writer
+	n, last int64
+	report  func(n int64)
+}
+
+func (p *tarProgress) Write(b []byte) (int, error) {
+	n, err := p.w.Write(b)
+	p.n += int64(n)
+	if p.n-p.last >= 1<<20 {
+		p.last = p.n
+		p.report(p.n)
+	}
+	return n, err
+}
+
+// checkUserMeta checks the release's custom metadata, with advice that fits
+// the mistake: JSON that does not parse (often a shell quoting problem)
+// or a number canonical JSON cannot sign.
+func checkUserMeta(raw json.RawMessage) error {
+	var v any
+	if err := strictDecode(raw, &v); err != nil {
+		shown := string(raw)
+		if len(shown) > 60 {
+			shown = shown[:57] + "..."
+		}
+		return withHint(fmt.Errorf("--meta %q: not valid JSON: %v", shown, err),
+			"give one JSON value, quoted for the shell, e.g. --meta '{\"changes\": [\"faster startup\"]}'")
+	}
+	if err := ValidateUserMeta(raw); err != nil {
+		return withHint(fmt.Errorf("--meta: %w", err), "write numbers as integers or strings, e.g. {\"size\": \"1.5\"}")
+	}
+	return nil
 }
 
 func closeSync(f afero.File) error {
@@ -484,7 +551,8 @@ func (r *Repository) checkPatch(oldTar, patchPath string, wantSize int64, wantHa
 	}
 	defer pf.Close()
 	h := sha256.New()
-	n, err := applyPatchStream(old, ofi.Size(), pf, h)
+	r.progress("check", 0, wantSize)
+	n, err := applyPatchStream(old, ofi.Size(), pf, h, func(done, total int64) { r.progress("check", done, total) })
 	if err != nil {
 		return err
 	}

@@ -212,7 +212,7 @@ func (p *patcher) rebuild(ctx context.Context, rel, base *release) error {
 		return fmt.Errorf("create patch in %s: %w", p.r.targetsDir(), err)
 	}
 	p.t.temps = append(p.t.temps, pf.Name())
-	err = diffTarFiles(ctx, p.r.Fs, baseTar, relTar, pf)
+	err = diffTarFiles(ctx, p.r.Fs, baseTar, relTar, pf, p.r.Progress)
 	if err = errors.Join(err, closeSync(pf)); err != nil {
 		return fmt.Errorf("patch %s: %w", name, err)
 	}

@@ -32,6 +32,10 @@ type SignResult struct {
 	Signatures int
 	Threshold  int
 	Written    []string // roles whose metadata was written
+	// Warnings are what the signer must act on although the signatures are
+	// written: a role of the repository (root, say) is expired, so clients
+	// refuse it until that role is re-signed.
+	Warnings []string
 }
 
 func checkRole(role string) error {
@@ -71,7 +75,7 @@ func (r *Repository) Sign(opts SignOptions) (res *SignResult, err error) {
 		return nil, err
 	}
 	sig := pr.Signatures[opts.Role]
-	res = &SignResult{Role: opts.Role, Version: pr.Versions[opts.Role], Signatures: sig[0], Threshold: sig[1]}
+	res = &SignResult{Role: opts.Role, Version: pr.Versions[opts.Role], Signatures: sig[0], Threshold: sig[1], Warnings: r.expiryWarnings(st)}
 	for _, role := range Roles {
 		if _, ok := pr.Versions[role]; ok {
 			res.Written = append(res.Written, role)

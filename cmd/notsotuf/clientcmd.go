@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/notsotuf/notsotuf"
 	"github.com/spf13/afero"
+	"github.com/theupdateframework/go-tuf/v2/metadata/trustedmetadata"
 )
 
 func init() {
@@ -36,14 +38,14 @@ type clientFlags struct {
 func newClientFlags(env *cliEnv, name string) (*flag.FlagSet, *clientFlags) {
 	f := &clientFlags{}
 	fs := newFlags(env, name, "--app NAME --current VERSION --install-dir DIR --metadata-url URL [flags]")
-	fs.StringVar(&f.app, "app", "", "application name (as in the target names)")
-	fs.StringVar(&f.current, "current", "", "installed version")
-	fs.StringVar(&f.installDir, "install-dir", "", "directory of the installed application")
-	fs.StringVar(&f.cacheDir, "cache-dir", "", "cache directory for trusted metadata and downloads (default: the user cache dir/notsotuf/APP)")
-	fs.StringVar(&f.metadataURL, "metadata-url", "", "base URL of the repository's metadata")
-	fs.StringVar(&f.targetsURL, "targets-url", "", "base URL of the repository's targets (default: the metadata URL with /metadata replaced by /targets)")
-	fs.StringVar(&f.root, "root", "", "trusted root.json to start from (default: the one in the cache dir)")
-	fs.StringVar(&f.pre, "pre", "", "pre-release channel: a, b or rc (default: final releases only)")
+	fs.StringVar(&f.app, "app", "", "application `name` (as in the target names)")
+	fs.StringVar(&f.current, "current", "", "installed `version`")
+	fs.StringVar(&f.installDir, "install-dir", "", "`dir` of the installed application")
+	fs.StringVar(&f.cacheDir, "cache-dir", "", "cache `dir` for trusted metadata and downloads (default: the user cache dir/notsotuf/APP)")
+	fs.StringVar(&f.metadataURL, "metadata-url", "", "base `URL` of the repository's metadata")
+	fs.StringVar(&f.targetsURL, "targets-url", "", "base `URL` of the repository's targets (default: the metadata URL with /metadata replaced by /targets)")
+	fs.StringVar(&f.root, "root", "", "trusted root.json `file` to start from (default: the one in the cache dir)")
+	fs.StringVar(&f.pre, "pre", "", "pre-release `channel`: a, b or rc (default: final releases only)")
 	fs.StringVar(&f.versions, "versions", "", "PEP 440 version `specifier` bounding the releases installed, e.g. '~=1.4' to stay on 1.x")
 	fs.StringVar(&f.platform, "platform", "", "install the builds of this `platform` when the repository has several (default: this system's, "+runtime.GOOS+"-"+runtime.GOARCH+")")
 	fs.BoolVar(&f.full, "full", false, "always download the full archive, never patches")
@@ -63,13 +65,8 @@ func (f *clientFlags) config(env *cliEnv) (notsotuf.ClientConfig, error) {
 			return cfg, usagef("%s is required", req.name)
 		}
 	}
-	if _, err := notsotuf.ParseSpecifier(f.versions); err != nil {
-		return cfg, &hinted{fmt.Errorf("--versions: %w", err), "write a PEP 440 specifier, e.g. '~=1.4' (1.4 and later 1.x) or '>=1.4, <2'"}
-	}
-	if f.platform != "" {
-		if err := notsotuf.ValidPlatform(f.platform); err != nil {
-			return cfg, fmt.Errorf("--platform: %w", err)
-		}
+	if err := f.checkValues(); err != nil {
+		return cfg, err
 	}
 	cacheDir := f.cacheDir
 	if cacheDir == "" {
@@ -101,12 +98,51 @@ func (f *clientFlags) config(env *cliEnv) (notsotuf.ClientConfig, error) {
 		}
 		return cfg, fmt.Errorf("trusted root: %w", err)
 	}
+	if _, err := trustedmetadata.New(root); err != nil {
+		what := "--root " + rootFile
+		if f.root == "" {
+			what = "trusted root " + rootFile
+		}
+		return cfg, &hinted{fmt.Errorf("%s: not a usable TUF root: %w", what, err),
+			"pass with --root the root.json the repository published (its metadata/1.root.json, or a newer N.root.json you trust)"}
+	}
 	return notsotuf.ClientConfig{
 		App: f.app, CurrentVersion: f.current, InstallDir: f.installDir, CacheDir: cacheDir,
 		MetadataURL: f.metadataURL, TargetsURL: targetsURL, TrustedRoot: root,
 		Fs: env.fs, Now: env.clientNow, Logger: env.logger, Channel: f.pre, ForceFull: f.full, SingleExecutable: f.singleExe,
 		Versions: f.versions, Platform: f.platform,
 	}, nil
+}
+
+// checkValues checks the flag values that NewClient would otherwise refuse
+// in the library's words ("config: ..."), so that the error names the flag.
+func (f *clientFlags) checkValues() error {
+	if err := notsotuf.ValidAppName(f.app); err != nil {
+		return usagef("--app: %v", err)
+	}
+	if _, err := notsotuf.ParseVersion(f.current); err != nil {
+		return usagef("--current: %v", err)
+	}
+	if notsotuf.ValidChannel(f.pre) != nil {
+		return usagef("--pre %q: want a, b or rc (leave --pre out for final releases only)", f.pre)
+	}
+	if _, err := notsotuf.ParseSpecifier(f.versions); err != nil {
+		return &hinted{usagef("--versions: %v", err), "write a PEP 440 specifier, e.g. '~=1.4' (1.4 and later 1.x) or '>=1.4, <2'"}
+	}
+	if f.platform != "" {
+		if err := notsotuf.ValidPlatform(f.platform); err != nil {
+			return usagef("--platform: %v", err)
+		}
+	}
+	for _, u := range []struct{ flag, val string }{{"--metadata-url", f.metadataURL}, {"--targets-url", f.targetsURL}} {
+		if u.val == "" {
+			continue
+		}
+		if p, err := url.Parse(u.val); err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
+			return usagef("%s %q: want an http:// or https:// URL", u.flag, u.val)
+		}
+	}
+	return nil
 }
 
 // context is the command's context, bounded by --timeout when it is set.
