@@ -60,8 +60,8 @@ func printRepatched(w io.Writer, rs []notsotuf.Repatch) {
 func cmdYank(env *cliEnv, args []string) error {
 	fs := newFlags(env, "yank", "VERSION [--reason TEXT] [--platform NAME]")
 	cfgPath := configFlag(fs)
-	reason := fs.String("reason", "", "why, in a few words: clients show it (signed with the release)")
-	platform := platformFlag(fs, "yank this platform's build only (default: every build of VERSION)")
+	reason := fs.String("reason", "", "`TEXT` saying why, in a few words: clients show it (signed with the release)")
+	platform := platformFlag(fs, "yank the build of platform `NAME` only (default: every build of VERSION)")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -85,7 +85,7 @@ func cmdYank(env *cliEnv, args []string) error {
 func cmdUnyank(env *cliEnv, args []string) error {
 	fs := newFlags(env, "unyank", "VERSION [--platform NAME]")
 	cfgPath := configFlag(fs)
-	platform := platformFlag(fs, "unyank this platform's build only (default: every yanked build of VERSION)")
+	platform := platformFlag(fs, "unyank the build of platform `NAME` only (default: every yanked build of VERSION)")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -108,7 +108,7 @@ func cmdUnyank(env *cliEnv, args []string) error {
 func cmdRollout(env *cliEnv, args []string) error {
 	fs := newFlags(env, "rollout", "VERSION PERCENT [--platform NAME]")
 	cfgPath := configFlag(fs)
-	platform := platformFlag(fs, "change this platform's build only (default: every build of VERSION)")
+	platform := platformFlag(fs, "change the build of platform `NAME` only (default: every build of VERSION)")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err

@@ -206,7 +206,7 @@ func cmdAdd(env *cliEnv, args []string) error {
 	skipPatch := fs.Bool("skip-patch", false, "publish the archive only (clients download it in full)")
 	partial := fs.Bool("partial", false, "sign targets with the keys here even if fewer than its threshold; others complete it with 'notsotuf sign targets'")
 	rollout := fs.String("rollout", "", "offer the release to `PERCENT` of installs first (a staged rollout; widen it with 'notsotuf rollout')")
-	platform := platformFlag(fs, "publish a build for this platform only (e.g. linux-amd64, windows-amd64, darwin-arm64), with its own patch chain")
+	platform := platformFlag(fs, "publish the build of platform `NAME` (e.g. linux-amd64, windows-amd64, darwin-arm64), with its own patch chain")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -254,7 +254,7 @@ func cmdAdd(env *cliEnv, args []string) error {
 func cmdRemove(env *cliEnv, args []string) error {
 	fs := newFlags(env, "remove", "VERSION [--platform NAME]")
 	cfgPath := configFlag(fs)
-	platform := platformFlag(fs, "remove this platform's build only (default: every build of VERSION)")
+	platform := platformFlag(fs, "remove the build of platform `NAME` only (default: every build of VERSION)")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
