@@ -225,13 +225,7 @@ func (c *Client) currentRelease(v Version) *clientRelease {
 	if c.tuf.trusted == nil || c.tuf.trusted.Targets[metadata.TARGETS] == nil {
 		return nil
 	}
-	rels := releases(c.tuf.targets(), c.app, c.log)
-	for i := range rels {
-		if rels[i].version.Compare(v) == 0 {
-			return &rels[i]
-		}
-	}
-	return nil
+	return releaseSetOf(c.tuf.targets(), c.app, c.platform, c.log).at(v)
 }
 
 // releaseTar returns how to read the uncompressed tar of rel from a

@@ -175,7 +175,9 @@ func (c *Config) Save(fsys afero.Fs, name string) error {
 // laid out like tufup's: Config.RepoDir/metadata holds N.root.json for every
 // root version, root.json (the newest root), targets.json, snapshot.json and
 // timestamp.json (consistent_snapshot false); Config.RepoDir/targets holds
-// the archives <app>-<version>.tar.gz and patches <app>-<version>.patch.
+// the archives <app>-<version>.tar.gz and patches <app>-<version>.patch
+// (<app>-<platform>-<version>.* for a platform's builds, see
+// AddOptions.Platform).
 // With consistent snapshots (Config.ConsistentSnapshot at Init, or
 // SignOptions.ConsistentSnapshot later), metadata/ also holds
 // N.targets.json and N.snapshot.json for every version, and each target

@@ -89,6 +89,8 @@ func TestScripts(t *testing.T) {
 			"s3server": cmdS3Server,
 			// mkfifo_*_test.go
 			"mkfifo": cmdMkfifo,
+			// releasecmd_test.go
+			"clients": cmdClients,
 		},
 	})
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -22,8 +23,8 @@ import (
 
 func init() {
 	register(command{"init", "--app NAME [flags]", "create keys and an empty signed repository", cmdInit})
-	register(command{"add", "VERSION BUNDLE_DIR [--required] [--meta JSON] [--skip-patch] [--partial]", "publish a release (archive + patch)", cmdAdd})
-	register(command{"remove", "VERSION", "withdraw a release, repairing the patch chain", cmdRemove})
+	register(command{"add", "VERSION BUNDLE_DIR [--required] [--meta JSON] [--skip-patch] [--partial] [--rollout PERCENT] [--platform NAME]", "publish a release (archive + patch)", cmdAdd})
+	register(command{"remove", "VERSION [--platform NAME]", "delete a release, repairing the patch chain (see also yank)", cmdRemove})
 	register(command{"keys", "create|list|add|revoke|replace ...", "manage signing keys (root changes are signed by old and new keys)", cmdKeys})
 	register(command{"sign", "ROLE [--expires DAYS] [--partial] [--consistent-snapshot]", "add signatures to a role, or re-sign it with a new expiry", cmdSign})
 	register(command{"refresh", "[--within DURATION]", "re-sign metadata that expires soon (for cron)", cmdRefresh})
@@ -203,12 +204,14 @@ func cmdInit(env *cliEnv, args []string) error {
 }
 
 func cmdAdd(env *cliEnv, args []string) error {
-	fs := newFlags(env, "add", "VERSION BUNDLE_DIR [--required] [--meta JSON] [--skip-patch] [--partial]")
+	fs := newFlags(env, "add", "VERSION BUNDLE_DIR [--required] [--meta JSON] [--skip-patch] [--partial] [--rollout PERCENT] [--platform NAME]")
 	cfgPath := configFlag(fs)
 	required := fs.Bool("required", false, "clients must install this release before any newer one")
 	meta := fs.String("meta", "", "custom `JSON` published with the release (e.g. a changelog; integers and strings, no floats)")
 	skipPatch := fs.Bool("skip-patch", false, "publish the archive only (clients download it in full)")
 	partial := fs.Bool("partial", false, "sign targets with the keys here even if fewer than its threshold; others complete it with 'notsotuf sign targets'")
+	rollout := fs.String("rollout", "", "offer the release to `PERCENT` of installs first (a staged rollout; widen it with 'notsotuf rollout')")
+	platform := platformFlag(fs, "publish the build of platform `NAME` (e.g. linux-amd64, windows-amd64, darwin-arm64), with its own patch chain")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -220,7 +223,14 @@ func cmdAdd(env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	opts := notsotuf.AddOptions{Version: pos[0], BundleDir: pos[1], Required: *required, SkipPatch: *skipPatch, Partial: *partial}
+	opts := notsotuf.AddOptions{Version: pos[0], BundleDir: pos[1], Required: *required, SkipPatch: *skipPatch, Partial: *partial, Platform: *platform}
+	if *rollout != "" {
+		p, err := parsePercent("--rollout", *rollout)
+		if err != nil {
+			return err
+		}
+		opts.Rollout = &p
+	}
 	if *meta != "" {
 		opts.UserMeta = json.RawMessage(*meta)
 	}
@@ -235,6 +245,10 @@ func cmdAdd(env *cliEnv, args []string) error {
 	if res.Patch != nil {
 		fmt.Fprintf(env.stdout, "  patch   %s (%d bytes, from %s)\n", res.Patch.Name, res.Patch.Length, res.From)
 	}
+	printRepatched(env.stdout, res.Repatched)
+	if opts.Rollout != nil && *opts.Rollout < 100 {
+		fmt.Fprintf(env.stdout, "  staged rollout to %d%% of installs: widen it with `notsotuf rollout %s PERCENT`\n", *opts.Rollout, res.Version)
+	}
 	if res.Signatures < res.Threshold {
 		fmt.Fprintf(env.stdout, "targets has %d of %d signatures: clients will not see this release until `notsotuf sign targets` is run where the other keys are\n", res.Signatures, res.Threshold)
 	}
@@ -243,8 +257,9 @@ func cmdAdd(env *cliEnv, args []string) error {
 }
 
 func cmdRemove(env *cliEnv, args []string) error {
-	fs := newFlags(env, "remove", "VERSION")
+	fs := newFlags(env, "remove", "VERSION [--platform NAME]")
 	cfgPath := configFlag(fs)
+	platform := platformFlag(fs, "remove the build of platform `NAME` only (default: every build of VERSION)")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -258,12 +273,17 @@ func cmdRemove(env *cliEnv, args []string) error {
 	}
 	bar := newPhaseBar(env.stderr)
 	repo.Progress = bar.update
-	err = repo.Remove(env.ctx, pos[0])
+	res, err := repo.RemoveBuild(env.ctx, pos[0], *platform)
 	bar.finish()
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(env.stdout, "removed %s %s\n", repo.Config.AppName, pos[0])
+	if *platform != "" {
+		fmt.Fprintf(env.stdout, "removed %s %s (%s)\n", repo.Config.AppName, pos[0], *platform)
+	} else {
+		fmt.Fprintf(env.stdout, "removed %s %s\n", repo.Config.AppName, pos[0])
+	}
+	printRepatched(env.stdout, res.Repatched)
 	return nil
 }
 
@@ -522,13 +542,34 @@ func cmdStatus(env *cliEnv, args []string) error {
 		fmt.Fprintln(env.stdout, "no releases yet: `notsotuf add VERSION BUNDLE_DIR`")
 	} else {
 		tw = tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "VERSION\tARCHIVE\tSIZE\tPATCH\tPATCH SIZE\tREQUIRED")
+		// The PLATFORM and STATE columns appear once a release uses them.
+		platforms, states := false, false
+		for _, r := range st.Releases {
+			platforms = platforms || r.Platform != ""
+			states = states || r.Yanked || r.Rollout < 100
+		}
+		head := "VERSION\tARCHIVE\tSIZE\tPATCH\tPATCH SIZE\tREQUIRED"
+		if platforms {
+			head = "VERSION\tPLATFORM\tARCHIVE\tSIZE\tPATCH\tPATCH SIZE\tREQUIRED"
+		}
+		if states {
+			head += "\tSTATE"
+		}
+		fmt.Fprintln(tw, head)
 		for _, r := range st.Releases {
 			patch, psize := "-", "-"
 			if r.Patch != "" {
 				patch, psize = r.Patch, strconv.FormatInt(r.PatchSize, 10)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%v\n", r.Version, r.Archive, r.ArchiveSize, patch, psize, r.Required)
+			row := r.Version
+			if platforms {
+				row += "\t" + cmp.Or(r.Platform, "all")
+			}
+			row += fmt.Sprintf("\t%s\t%d\t%s\t%s\t%v", r.Archive, r.ArchiveSize, patch, psize, r.Required)
+			if states {
+				row += "\t" + releaseState(r)
+			}
+			fmt.Fprintln(tw, row)
 		}
 		tw.Flush()
 	}
@@ -538,6 +579,21 @@ func cmdStatus(env *cliEnv, args []string) error {
 		}
 	}
 	return warned()
+}
+
+// releaseState describes a release's yank and rollout for status.
+func releaseState(r notsotuf.ReleaseStatus) string {
+	switch {
+	case r.Yanked && r.YankReason != "":
+		return "yanked: " + r.YankReason
+	case r.Yanked:
+		return "yanked"
+	case r.Rollout == 0:
+		return "rollout halted (0%)"
+	case r.Rollout < 100:
+		return fmt.Sprintf("rollout %d%%", r.Rollout)
+	}
+	return "live"
 }
 
 // timeLeft writes seconds left for people, to the minute: "6d23h",
