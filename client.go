@@ -52,9 +52,9 @@ type ClientConfig struct {
 	// that lags behind answers 404), too slow, or a file that fails
 	// verification, which is logged as a warning and kept for
 	// MirrorErrors. Every file is verified against the signed metadata
-	// whichever mirror sends it. A mirror that could not be reached is
-	// not asked again in the same run while another one works. See
-	// docs/client.md, "Mirrors".
+	// whichever mirror sends it. A mirror that could not be reached or
+	// sent a bad file is not asked again in the same run while another
+	// one answers. See docs/client.md, "Mirrors".
 	Mirrors []Mirror
 	// TrustedRoot is a root.json the application trusts (usually embedded
 	// in it): the client starts from it when CacheDir has no newer trusted

@@ -89,14 +89,16 @@ func (r *remote) setDown(i int, down bool) {
 // other, until one succeeds. The rules (docs/client.md, "Mirrors"):
 //
 //   - Mirrors are tried in the configured order, skipping those that
-//     failed with a transient error earlier in the run ("down": a dead
-//     first mirror is not asked again for every file). When every mirror
-//     tried failed that way, those down are tried too.
+//     failed with a transient error or sent a bad file earlier in the run
+//     ("down": a dead or stale first mirror is not asked again for every
+//     file). When no mirror up could answer, those down are tried too.
 //   - A transient failure (the mirror unreachable, a 5xx, 408 or 429, too
 //     slow) marks the mirror down and the next one is tried at once. When
 //     all the mirrors tried failed that way, they are tried again after a
 //     backoff, up to r.attempts rounds (with one mirror: the retries of a
-//     single server).
+//     single server); not when another mirror answered (a 404 for the next
+//     root version, asked at every refresh, would otherwise cost the
+//     backoffs of a dead mirror each time).
 //   - Any other answer from a mirror (an HTTP error such as 404, more bytes
 //     than the signed length, a file that fails verification: a
 //     *SecurityError) is final for that mirror and this file, and the next
@@ -145,10 +147,14 @@ func (r *remote) fromSources(ctx context.Context, name string, srcs []source, ge
 			if progress {
 				round = 0
 			}
-			if transient(err) {
+			switch {
+			case transient(err):
 				r.setDown(s.mirror, true)
 				retry = append(retry, s)
-			} else {
+			case suspicious(err):
+				r.setDown(s.mirror, true) // stale or hostile: ask the others first
+				answered = true
+			default:
 				answered = true
 			}
 		}
@@ -163,7 +169,7 @@ func (r *remote) fromSources(ctx context.Context, name string, srcs []source, ge
 			return err
 		}
 	}
-	for len(retry) > 0 {
+	for len(retry) > 0 && !answered {
 		if round++; round >= max1(r.attempts) {
 			break
 		}
