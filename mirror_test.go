@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -613,5 +614,22 @@ func TestNewClientMirrors(t *testing.T) {
 		if err == nil || err.Error() != tt.want {
 			t.Errorf("%+v: err = %v, want %s", tt.m, err, tt.want)
 		}
+	}
+}
+
+// TestDefaultClientProxyFromEnvironment: with no HTTPClient configured,
+// requests go through the proxies of the environment (HTTPS_PROXY,
+// HTTP_PROXY, NO_PROXY). testdata/script/client_proxy.txtar shows it end
+// to end through a proxy (in a child process: Go reads the environment's
+// proxies once per process).
+func TestDefaultClientProxyFromEnvironment(t *testing.T) {
+	tr, ok := newRemote(nil, nil).client.Transport.(*http.Transport)
+	if !ok || tr.Proxy == nil || reflect.ValueOf(tr.Proxy).Pointer() != reflect.ValueOf(http.ProxyFromEnvironment).Pointer() {
+		t.Fatalf("default transport %#v: want Proxy = http.ProxyFromEnvironment", tr)
+	}
+	// The same with extra headers (the client is wrapped then).
+	tr, ok = newRemote(nil, http.Header{"X-A": {"b"}}).client.Transport.(*http.Transport)
+	if !ok || reflect.ValueOf(tr.Proxy).Pointer() != reflect.ValueOf(http.ProxyFromEnvironment).Pointer() {
+		t.Fatal("with headers: no proxy from the environment")
 	}
 }
