@@ -118,12 +118,12 @@ type remote struct {
 	window  time.Duration
 
 	// mirrors are the configured servers of the repository, in order
-	// (ClientConfig.MetadataURL and TargetsURL first); down marks those
-	// that failed with a transient error in this run (see fromSources);
+	// (ClientConfig.MetadataURL and TargetsURL first); down marks the
+	// servers (scheme://host) that failed in this run (see fromSources);
 	// passed holds the failures the client got past by another mirror in
 	// this run (Client.MirrorErrors).
 	mirrors []mirror
-	down    []bool
+	down    map[string]bool
 	passed  []*MirrorError
 	log     *slog.Logger
 }
@@ -360,7 +360,7 @@ func (mr meteredReader) Read(p []byte) (int, error) {
 // fetchBytes downloads a small file from url into memory, refusing more
 // than max bytes.
 func (r *remote) fetchBytes(ctx context.Context, url string, max int64) ([]byte, error) {
-	return r.fetchBytesFrom(ctx, url, []source{{mirror: -1, url: url}}, max, nil)
+	return r.fetchBytesFrom(ctx, url, []source{{url: url}}, max, nil)
 }
 
 // fetchMetadata downloads the metadata file name (a path under the
@@ -448,7 +448,7 @@ func (p *progress) add(n int64) {
 
 // fetchTarget downloads url into dst (see fetchTargetFrom).
 func (r *remote) fetchTarget(ctx context.Context, fsys afero.Fs, url, dst string, length int64, sha256hex string, prog *progress) error {
-	return r.fetchTargetFrom(ctx, fsys, url, []source{{mirror: -1, url: url}}, dst, length, sha256hex, prog)
+	return r.fetchTargetFrom(ctx, fsys, url, []source{{url: url}}, dst, length, sha256hex, prog)
 }
 
 // fetchTargetFile downloads the target file name (a path under the

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 
@@ -45,23 +46,39 @@ func (m mirror) base(k mirrorPart) string {
 
 // source is one place to download a file from: its URL on one mirror.
 type source struct {
-	mirror int    // index in remote.mirrors; -1 for a URL given directly
-	base   string // the mirror's base URL for the file (for messages)
-	url    string
+	base string // the mirror's base URL for the file ("" for a URL given directly)
+	url  string
+}
+
+// server is the scheme and host of the source's URL: the server that is
+// down or up.
+func (s source) server() string {
+	if u, err := url.Parse(s.url); err == nil {
+		return u.Scheme + "://" + u.Host
+	}
+	return s.url
+}
+
+// where names the source in messages: its mirror's base URL.
+func (s source) where() string {
+	if s.base == "" {
+		return s.server()
+	}
+	return s.base
 }
 
 // setMirrors makes ms the servers of the repository, in the order they
 // are tried.
 func (r *remote) setMirrors(ms []mirror) {
 	r.mirrors = ms
-	r.down = make([]bool, len(ms))
+	r.down = nil
 	r.passed = nil
 }
 
 // newRun starts a run (a refresh and what follows it): every mirror is up
 // again, and the failures got past are forgotten.
 func (r *remote) newRun() {
-	clear(r.down)
+	r.down = nil
 	r.passed = nil
 }
 
@@ -69,29 +86,29 @@ func (r *remote) newRun() {
 // kind k) on the mirrors that serve k, in the configured order.
 func (r *remote) sources(k mirrorPart, name string) []source {
 	var srcs []source
-	for i, m := range r.mirrors {
+	for _, m := range r.mirrors {
 		if b := m.base(k); b != "" {
-			srcs = append(srcs, source{mirror: i, base: b, url: b + "/" + name})
+			srcs = append(srcs, source{base: b, url: b + "/" + name})
 		}
 	}
 	return srcs
 }
 
-func (r *remote) isDown(i int) bool { return i >= 0 && i < len(r.down) && r.down[i] }
-
-func (r *remote) setDown(i int, down bool) {
-	if i >= 0 && i < len(r.down) {
-		r.down[i] = down
+func (r *remote) setDown(s source, down bool) {
+	if r.down == nil {
+		r.down = map[string]bool{}
 	}
+	r.down[s.server()] = down
 }
 
 // fromSources runs get on the sources of the file name, one after the
 // other, until one succeeds. The rules (docs/client.md, "Mirrors"):
 //
-//   - Mirrors are tried in the configured order, skipping those that
-//     failed with a transient error or sent a bad file earlier in the run
-//     ("down": a dead or stale first mirror is not asked again for every
-//     file). When no mirror up could answer, those down are tried too.
+//   - Mirrors are tried in the configured order, skipping those whose
+//     server (scheme and host) failed with a transient error or sent a bad
+//     file earlier in the run ("down": a dead or stale first mirror is not
+//     asked again for every file). When no mirror up could answer, those
+//     down are tried too.
 //   - A transient failure (the mirror unreachable, a 5xx, 408 or 429, too
 //     slow) marks the mirror down and the next one is tried at once. When
 //     all the mirrors tried failed that way, they are tried again after a
@@ -119,7 +136,7 @@ func (r *remote) fromSources(ctx context.Context, name string, srcs []source, ge
 	}
 	var up, down []source
 	for _, s := range srcs {
-		if r.isDown(s.mirror) {
+		if r.down[s.server()] {
 			down = append(down, s)
 		} else {
 			up = append(up, s)
@@ -135,24 +152,24 @@ func (r *remote) fromSources(ctx context.Context, name string, srcs []source, ge
 		for _, s := range list {
 			progress, err := get(s)
 			if err == nil {
-				r.setDown(s.mirror, false)
+				r.setDown(s, false)
 				r.gotPast(name, failed)
 				return true, nil
 			}
 			if ctx.Err() != nil || !mirrorFault(err) {
 				return true, err
 			}
-			failed = slices.DeleteFunc(failed, func(m *MirrorError) bool { return m.Mirror == s.base })
-			failed = append(failed, &MirrorError{Mirror: s.base, Err: err})
+			failed = slices.DeleteFunc(failed, func(m *MirrorError) bool { return m.Mirror == s.where() })
+			failed = append(failed, &MirrorError{Mirror: s.where(), Err: err})
 			if progress {
 				round = 0
 			}
 			switch {
 			case transient(err):
-				r.setDown(s.mirror, true)
+				r.setDown(s, true)
 				retry = append(retry, s)
 			case suspicious(err):
-				r.setDown(s.mirror, true) // stale or hostile: ask the others first
+				r.setDown(s, true) // stale or hostile: ask the others first
 				answered = true
 			default:
 				answered = true
