@@ -492,7 +492,7 @@ func (r *remote) fetchTargetFrom(ctx context.Context, fsys afero.Fs, name string
 	}
 	if t.have > length || (t.have == length && hex.EncodeToString(t.h.Sum(nil)) != sha256hex) {
 		// Not a prefix of the signed file: start over.
-		if err := t.restart(); err != nil {
+		if t.have, err = restart(f, t.h); err != nil {
 			return fmt.Errorf("download %s: %s: %w", where, part, err)
 		}
 	}

@@ -531,6 +531,33 @@ func TestMirrorsResume(t *testing.T) {
 	if got := u.Result.Downloaded; got != int64(len(archive)) {
 		t.Errorf("downloaded %d bytes, want %d", got, len(archive))
 	}
+
+	// The first half came from a hostile mirror: the pieced file does not
+	// match, the next mirror's whole copy is downloaded and installed.
+	poisoned := bytes.Clone(archive)
+	for i := range len(poisoned) / 2 {
+		poisoned[i] = '{'
+	}
+	a.setFault(func(w http.ResponseWriter, r *http.Request) bool {
+		if strings.HasSuffix(r.URL.Path, ".tar.gz") {
+			a.setFault(func(w http.ResponseWriter, r *http.Request) bool {
+				http.Error(w, "gone", http.StatusServiceUnavailable)
+				return true
+			})
+			cutAfter(w, poisoned, len(poisoned)/2)
+			return true
+		}
+		return false
+	})
+	fsys, cfg = mirrorsConfig(t, repo, rels, a.config(), b.config())
+	cfg.ForceFull = true
+	if _, err := newTestClient(t, cfg).Update(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	wantTree(t, fsys, cfg.InstallDir, rels[2].files)
+	if reqs := b.requested(); !slices.Contains(reqs, want) || !slices.Contains(reqs, "targets/app-1.2.tar.gz") {
+		t.Errorf("second mirror: %q, want the rest, then the whole file", reqs)
+	}
 }
 
 // TestMirrorsCredentials: the user info of each mirror's URL goes to that
@@ -631,5 +658,30 @@ func TestDefaultClientProxyFromEnvironment(t *testing.T) {
 	tr, ok = newRemote(nil, http.Header{"X-A": {"b"}}).client.Transport.(*http.Transport)
 	if !ok || reflect.ValueOf(tr.Proxy).Pointer() != reflect.ValueOf(http.ProxyFromEnvironment).Pointer() {
 		t.Fatal("with headers: no proxy from the environment")
+	}
+}
+
+// TestFetchTargetProgressAfterBadPart: a part left by an earlier run that
+// is not a prefix of the signed file is started over without the progress
+// going below zero or past the total.
+func TestFetchTargetProgressAfterBadPart(t *testing.T) {
+	data := randomBytes(50_000, 7)
+	b := newBlobServer(t, func(w http.ResponseWriter, r *http.Request, try int) {
+		http.ServeContent(w, r, "blob", time.Time{}, bytes.NewReader(data))
+	})
+	fsys := afero.NewMemMapFs()
+	afero.WriteFile(fsys, "/c/blob.part", randomBytes(len(data), 8), 0o644)
+	var seen []int64
+	prog := &progress{total: int64(len(data)), fn: func(done, total int64) { seen = append(seen, done) }}
+	if err := b.remote().fetchTarget(context.Background(), fsys, b.srv.URL+"/blob", "/c/blob", int64(len(data)), sha256hex(data), prog); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range seen {
+		if d < 0 || d > int64(len(data)) {
+			t.Fatalf("progress went to %d of %d: %v", d, len(data), seen)
+		}
+	}
+	if prog.done != int64(len(data)) {
+		t.Errorf("progress ends at %d, want %d", prog.done, len(data))
 	}
 }
