@@ -46,6 +46,16 @@ type ClientConfig struct {
 	CacheDir    string
 	MetadataURL string // base URL of the repository's metadata (…/metadata)
 	TargetsURL  string // base URL of the repository's targets (…/targets)
+	// Mirrors are other servers of the same repository, tried in order
+	// after MetadataURL and TargetsURL (the first mirror) when a file
+	// cannot be had from them: a server down, an HTTP error (a mirror
+	// that lags behind answers 404), too slow, or a file that fails
+	// verification, which is logged as a warning and kept for
+	// MirrorErrors. Every file is verified against the signed metadata
+	// whichever mirror sends it. A mirror that could not be reached or
+	// sent a bad file is not asked again in the same run while another
+	// one answers. See docs/client.md, "Mirrors".
+	Mirrors []Mirror
 	// TrustedRoot is a root.json the application trusts (usually embedded
 	// in it): the client starts from it when CacheDir has no newer trusted
 	// root.
@@ -59,13 +69,13 @@ type ClientConfig struct {
 	// limits below.
 	HTTPClient *http.Client
 	// Header holds extra headers sent with every request (metadata and
-	// targets), e.g. Authorization for a repository that needs
-	// credentials. The client never prints or logs their values, and drops
+	// targets, to every mirror), e.g. Authorization for a repository that
+	// needs credentials. The client never prints or logs their values, and drops
 	// them from a request redirected to another host or scheme. It sets
 	// Accept-Encoding and Range itself. Credentials may also be given in
-	// MetadataURL and TargetsURL (https://user:password@host/...): they
-	// are sent as basic authentication and never appear in errors or logs
-	// either.
+	// MetadataURL and TargetsURL (https://user:password@host/...), and in
+	// those of each mirror: they are sent as basic authentication to that
+	// server only and never appear in errors or logs either.
 	Header http.Header
 
 	// Timeout bounds each call of Check, Install and Update (Update: the
@@ -139,7 +149,6 @@ type Client struct {
 	installDir string
 	singleExe  bool
 	cacheDir   string
-	targetsURL string
 	channel    string
 	versions   Specifier
 	platform   string
@@ -195,6 +204,10 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	mirrors, err := checkMirrors(cfg.Mirrors)
+	if err != nil {
+		return nil, err
+	}
 	if err := checkHeader(cfg.Header); err != nil {
 		return nil, err
 	}
@@ -231,21 +244,29 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	}
 	c := &Client{
 		app: cfg.App, current: current, installDir: installDir, singleExe: cfg.SingleExecutable, cacheDir: cacheDir,
-		targetsURL: targetsURL, channel: cfg.Channel, versions: versions, platform: platform, ratio: ratio, forceFull: cfg.ForceFull, adopt: cfg.Adopt,
+		channel: cfg.Channel, versions: versions, platform: platform, ratio: ratio, forceFull: cfg.ForceFull, adopt: cfg.Adopt,
 		fs: fsys, log: cfg.Logger, progress: cfg.Progress, timeout: timeout, remote: newRemote(cfg.HTTPClient, cfg.Header),
 	}
 	c.remote.minRate, c.remote.window = minRate, window
 	c.remote.addCredentials(metaURL, metaUser)
 	c.remote.addCredentials(targetsURL, targetsUser)
+	ms := []mirror{{metadata: metaURL, targets: targetsURL}}
+	for _, m := range mirrors {
+		ms = append(ms, m.mirror)
+		c.remote.addCredentials(m.metadata, m.metadataUser)
+		c.remote.addCredentials(m.targets, m.targetsUser)
+	}
+	c.remote.setMirrors(ms)
 	if c.log == nil {
 		c.log = discardLogger()
 	}
+	c.remote.log = c.log
 	now := cfg.Now
 	if now == nil {
 		now = defaultNow
 	}
 	c.tuf = &tufClient{
-		fs: c.fs, dir: filepath.Join(c.cacheDir, "metadata"), metadataURL: metaURL,
+		fs: c.fs, dir: filepath.Join(c.cacheDir, "metadata"),
 		remote: c.remote, now: now, log: c.log, bootstrap: cfg.TrustedRoot,
 	}
 	return c, nil
@@ -265,6 +286,49 @@ func checkBaseURL(what, s string) (string, *url.Userinfo, error) {
 	}
 	base, user := splitUserinfo(s)
 	return strings.TrimRight(base, "/"), user, nil
+}
+
+// checkedMirror is a configured mirror's base URLs without user info, and
+// the user info.
+type checkedMirror struct {
+	mirror
+	metadataUser, targetsUser *url.Userinfo
+}
+
+// checkMirrors checks ClientConfig.Mirrors.
+func checkMirrors(ms []Mirror) ([]checkedMirror, error) {
+	var out []checkedMirror
+	for i, m := range ms {
+		var c checkedMirror
+		var err error
+		if m.MetadataURL == "" && m.TargetsURL == "" {
+			return nil, fmt.Errorf("config: mirror %d: neither a metadata nor a targets URL", i+1)
+		}
+		if m.MetadataURL != "" {
+			if c.metadata, c.metadataUser, err = checkBaseURL(fmt.Sprintf("mirror %d metadata", i+1), m.MetadataURL); err != nil {
+				return nil, err
+			}
+		}
+		if m.TargetsURL != "" {
+			if c.targets, c.targetsUser, err = checkBaseURL(fmt.Sprintf("mirror %d targets", i+1), m.TargetsURL); err != nil {
+				return nil, err
+			}
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+// MirrorErrors returns the failures of mirrors that the client got past
+// since the start of the last Check, Decide or Update (and the Install
+// after it), oldest first: a mirror that could not be reached, answered
+// with an error, or sent a file that failed verification
+// (errors.Is(err, ErrSecurity): a tampered, corrupted or stale copy), when
+// another mirror then served the file. Files a mirror did not have (404)
+// are not listed: a mirror that lags behind is expected to miss new ones.
+// A failure that made a call fail is in that call's error instead.
+func (c *Client) MirrorErrors() []*MirrorError {
+	return slices.Clone(c.remote.passed)
 }
 
 // checkHeader checks extra request headers without ever quoting a value.
@@ -803,7 +867,7 @@ func (c *Client) Install(ctx context.Context, u *Update) (err error) {
 	if keep == "" {
 		res.Full, res.Files = true, []PlannedFile{u.archive}
 		gz := c.cachePath(u.archive.Name)
-		if err := c.remote.fetchTarget(ctx, c.fs, c.tuf.targetURL(c.targetsURL, u.target.archive), gz, u.archive.Length, u.archive.SHA256, prog); err != nil {
+		if err := c.remote.fetchTargetFile(ctx, c.fs, c.tuf.targetPath(u.target.archive), gz, u.archive.Length, u.archive.SHA256, prog); err != nil {
 			return err
 		}
 		tarSize, tarHash := u.target.tarHash()
@@ -921,7 +985,7 @@ func (c *Client) installPatches(ctx context.Context, u *Update, prog *progress, 
 	for i, r := range u.chain {
 		f := plannedFile(r.patch)
 		p := c.cachePath(f.Name)
-		if err := c.remote.fetchTarget(ctx, c.fs, c.tuf.targetURL(c.targetsURL, r.patch), p, f.Length, f.SHA256, prog); err != nil {
+		if err := c.remote.fetchTargetFile(ctx, c.fs, c.tuf.targetPath(r.patch), p, f.Length, f.SHA256, prog); err != nil {
 			return "", &patchError{name: f.Name, err: err}, nil
 		}
 		steps[i] = patchStep{Name: f.Name, Path: p, Meta: r.patchMeta}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"log/slog"
 	"math"
 	"net/http"
 	"net/url"
@@ -95,7 +96,8 @@ func (e *SlowError) Error() string {
 // remote performs the client's HTTP requests: every request carries a
 // context and the configured extra headers, asks for the bytes as stored
 // (no transparent decompression), is held to a minimum transfer rate and is
-// retried with exponential backoff on transient errors only.
+// retried with exponential backoff on transient errors only. A file of the
+// repository is downloaded from its mirrors in turn (see fromSources).
 //
 // Every URL the remote is given, and so every URL in its errors, is
 // free of credentials: the user:password of a configured base URL is kept
@@ -114,6 +116,16 @@ type remote struct {
 	// stopped); after attempts such drops in a row it fails.
 	minRate int64
 	window  time.Duration
+
+	// mirrors are the configured servers of the repository, in order
+	// (ClientConfig.MetadataURL and TargetsURL first); down marks the
+	// servers (scheme://host) that failed in this run (see fromSources);
+	// passed holds the failures the client got past by another mirror in
+	// this run (Client.MirrorErrors).
+	mirrors []mirror
+	down    map[string]bool
+	passed  []*MirrorError
+	log     *slog.Logger
 }
 
 // credential is the user info to send with requests under a base URL.
@@ -138,14 +150,16 @@ const (
 	DefaultTimeout = time.Hour
 )
 
-// newRemote returns a remote that makes its requests with client (nil: a
-// client with Go's default transport settings), adding header to each.
+// newRemote returns a remote that makes its requests with client, adding
+// header to each. A nil client means one with Go's default transport
+// settings, proxies included: http.ProxyFromEnvironment (HTTPS_PROXY,
+// HTTP_PROXY, NO_PROXY; never for localhost and loopback addresses).
 func newRemote(client *http.Client, header http.Header) *remote {
 	if client == nil {
 		client = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
 	}
 	r := &remote{client: client, attempts: defaultAttempts, backoff: defaultBackoff,
-		minRate: DefaultMinRate, window: DefaultRateWindow}
+		minRate: DefaultMinRate, window: DefaultRateWindow, log: discardLogger()}
 	if len(header) > 0 {
 		r.header = header.Clone()
 		r.client = keepHeaderOnHost(client, r.header)
@@ -343,26 +357,34 @@ func (mr meteredReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// fetchBytes downloads a small file (metadata) into memory, refusing more
+// fetchBytes downloads a small file from url into memory, refusing more
 // than max bytes.
 func (r *remote) fetchBytes(ctx context.Context, url string, max int64) ([]byte, error) {
-	var err error
-	for try := 0; try < max1(r.attempts); try++ {
-		if try > 0 {
-			if werr := r.wait(ctx, try); werr != nil {
-				return nil, werr
-			}
+	return r.fetchBytesFrom(ctx, url, []source{{url: url}}, max, nil)
+}
+
+// fetchMetadata downloads the metadata file name (a path under the
+// metadata base URL) from the mirrors into memory, refusing more than max
+// bytes. check, when set, verifies what a mirror sent: a mirror whose
+// file fails it has failed (see fromSources).
+func (r *remote) fetchMetadata(ctx context.Context, name string, max int64, check func([]byte) error) ([]byte, error) {
+	return r.fetchBytesFrom(ctx, name, r.sources(metadataPart, name), max, check)
+}
+
+func (r *remote) fetchBytesFrom(ctx context.Context, name string, srcs []source, max int64, check func([]byte) error) ([]byte, error) {
+	var data []byte
+	err := r.fromSources(ctx, name, srcs, func(s source) (bool, error) {
+		d, err := r.fetchOnce(ctx, s.url, max)
+		if err == nil && check != nil {
+			err = check(d)
 		}
-		var data []byte
-		data, err = r.fetchOnce(ctx, url, max)
-		if err == nil {
-			return data, nil
-		}
-		if ctx.Err() != nil || !transient(err) {
-			return nil, err
-		}
+		data = d
+		return false, err
+	})
+	if err != nil {
+		return nil, err
 	}
-	return nil, err
+	return data, nil
 }
 
 func max1(n int) int {
@@ -424,119 +446,150 @@ func (p *progress) add(n int64) {
 	}
 }
 
-// fetchTarget downloads url into dst, which must end up holding exactly
-// length bytes with the given sha256. The bytes go to dst+".part", hashed
-// while they stream in; an existing part (an interrupted download) is
-// re-hashed and continued with an HTTP Range request. dst appears only once
-// length and hash match. On a hash mismatch the part is removed and a
-// *SecurityError is returned; a resumed download (whose first bytes may
-// come from an earlier, broken or hostile connection) is first retried once
-// from the start. A dst that already matches is kept as is.
+// fetchTarget downloads url into dst (see fetchTargetFrom).
 func (r *remote) fetchTarget(ctx context.Context, fsys afero.Fs, url, dst string, length int64, sha256hex string, prog *progress) error {
+	return r.fetchTargetFrom(ctx, fsys, url, []source{{url: url}}, dst, length, sha256hex, prog)
+}
+
+// fetchTargetFile downloads the target file name (a path under the
+// targets base URL) from the mirrors into dst (see fetchTargetFrom).
+func (r *remote) fetchTargetFile(ctx context.Context, fsys afero.Fs, name, dst string, length int64, sha256hex string, prog *progress) error {
+	return r.fetchTargetFrom(ctx, fsys, name, r.sources(targetsPart, name), dst, length, sha256hex, prog)
+}
+
+// fetchTargetFrom downloads a target from srcs (one URL per mirror) into
+// dst, which must end up holding exactly length bytes with the given
+// sha256. The bytes go to dst+".part", hashed while they stream in; an
+// existing part (an interrupted download, maybe from another mirror) is
+// re-hashed and continued with an HTTP Range request. dst appears only
+// once length and hash match. A dst that already matches is kept as is.
+// A mirror whose file does not match fails with a *SecurityError and the
+// part is emptied (see fetchFrom); the part is removed when the download
+// fails with nothing worth resuming in it.
+func (r *remote) fetchTargetFrom(ctx context.Context, fsys afero.Fs, name string, srcs []source, dst string, length int64, sha256hex string, prog *progress) error {
 	if size, sum, err := hashFileLimit(fsys, dst, length); err == nil && size == length && sum == sha256hex {
 		prog.add(length)
 		return nil
 	}
+	where := name
+	if len(srcs) == 1 {
+		where = srcs[0].url
+	}
 	part := dst + ".part"
 	f, err := openNoFollow(fsys, part, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
-		return fmt.Errorf("download %s: %w", url, err)
+		return fmt.Errorf("download %s: %w", where, err)
 	}
 	defer func() {
 		if f != nil {
 			f.Close()
 		}
 	}()
-	h := sha256.New()
-	have, err := io.Copy(h, io.LimitReader(f, length+1))
+	t := &partFile{file: filepath.Base(dst), f: f, h: sha256.New(), length: length, sha256hex: sha256hex, prog: prog}
+	t.have, err = io.Copy(t.h, io.LimitReader(f, length+1))
 	if err != nil {
-		return fmt.Errorf("download %s: read %s: %w", url, part, err)
+		return fmt.Errorf("download %s: read %s: %w", where, part, err)
 	}
-	if have > length || (have == length && hex.EncodeToString(h.Sum(nil)) != sha256hex) {
+	if t.have > length || (t.have == length && hex.EncodeToString(t.h.Sum(nil)) != sha256hex) {
 		// Not a prefix of the signed file: start over.
-		if have, err = restart(f, h); err != nil {
-			return fmt.Errorf("download %s: %s: %w", url, part, err)
+		if t.have, err = restart(f, t.h); err != nil {
+			return fmt.Errorf("download %s: %s: %w", where, part, err)
 		}
 	}
-	prog.add(have)
+	prog.add(t.have)
 
-	// pieced: the part holds bytes of more than one response (a resumed
-	// download). Its prefix may come from an earlier, hostile or broken
-	// connection, so a hash mismatch of a pieced file is first retried once
-	// from the start before it counts as a security failure.
-	for retried := false; ; retried = true {
-		pieced := false
-		fails := 0
-		for have < length {
-			pieced = pieced || have > 0
-			next, good, err := r.fetchRange(ctx, url, f, h, have, length, prog)
-			// Progress is a part that grew: a server that ignores the
-			// Range and sends the same truncated file again made none.
-			grew := next > have
-			have = next
-			if err == nil {
-				break
-			}
-			if ctx.Err() != nil {
-				return err
-			}
-			if !transient(err) {
-				var lm *metadata.ErrDownloadLengthMismatch
-				if errors.As(err, &lm) {
-					f.Close()
-					f = nil
-					fsys.Remove(part)
-				}
-				return err
-			}
-			switch {
-			case isSlow(err) && good:
-				fails = 1 // the first window below the rate after good ones
-			case isSlow(err):
-				fails++ // slow from the start: a trickle is not progress
-			case grew:
-				fails = 0 // the connection was cut after progress: resume at once
-				continue
-			default:
-				fails++
-			}
-			if fails >= max1(r.attempts) {
-				return err
-			}
-			if werr := r.wait(ctx, fails); werr != nil {
-				return werr
-			}
+	err = r.fromSources(ctx, name, srcs, func(s source) (bool, error) {
+		return r.fetchFrom(ctx, s.url, t)
+	})
+	if err != nil {
+		if t.have == 0 {
+			f.Close()
+			f = nil
+			fsys.Remove(part)
 		}
-		sum := hex.EncodeToString(h.Sum(nil))
-		if have == length && sum == sha256hex {
-			break
-		}
-		if pieced && !retried {
-			prog.add(-have)
-			if have, err = restart(f, h); err != nil {
-				return fmt.Errorf("download %s: %s: %w", url, part, err)
-			}
-			continue
-		}
-		f.Close()
-		f = nil
-		fsys.Remove(part)
-		return &SecurityError{File: filepath.Base(dst), Err: &metadata.ErrLengthOrHashMismatch{
-			Msg: fmt.Sprintf("downloaded %s: got %d bytes with sha256 %s, signed metadata says %d bytes with sha256 %s",
-				url, have, sum, length, sha256hex)}}
+		return err
 	}
 	if err := f.Sync(); err != nil {
-		return fmt.Errorf("download %s: sync %s: %w", url, part, err)
+		return fmt.Errorf("download %s: sync %s: %w", where, part, err)
 	}
 	if err := f.Close(); err != nil {
 		f = nil
-		return fmt.Errorf("download %s: %s: %w", url, part, err)
+		return fmt.Errorf("download %s: %s: %w", where, part, err)
 	}
 	f = nil
 	if err := fsys.Rename(part, dst); err != nil {
-		return fmt.Errorf("download %s: %w", url, err)
+		return fmt.Errorf("download %s: %w", where, err)
 	}
 	return nil
+}
+
+// partFile is a target download in progress: the part file, the hash of
+// its have bytes, and the signed length and sha256 it must reach.
+type partFile struct {
+	file      string // the target's file name, for errors
+	f         afero.File
+	h         hash.Hash
+	have      int64
+	length    int64
+	sha256hex string
+	prog      *progress
+}
+
+// restart empties the part file and its hash.
+func (t *partFile) restart() error {
+	t.prog.add(-t.have)
+	t.have = 0
+	_, err := restart(t.f, t.h)
+	return err
+}
+
+// fetchFrom completes the part from url (one mirror) and checks it. A
+// connection cut after some progress resumes at once; any other failure
+// is returned (progress: a whole window met the minimum rate before the
+// transfer fell below it). On a hash mismatch the part is emptied and a
+// *SecurityError is returned; a part pieced together from more than one
+// response (whose first bytes may come from an earlier, broken or hostile
+// connection or mirror) is first downloaded again once from the start. A
+// server that sends more than the signed length also empties the part.
+func (r *remote) fetchFrom(ctx context.Context, url string, t *partFile) (progress bool, err error) {
+	for retried := false; ; retried = true {
+		pieced := false
+		for t.have < t.length {
+			pieced = pieced || t.have > 0
+			next, good, err := r.fetchRange(ctx, url, t.f, t.h, t.have, t.length, t.prog)
+			// Progress is a part that grew: a server that ignores the
+			// Range and sends the same truncated file again made none.
+			grew := next > t.have
+			t.have = next
+			if err == nil {
+				break
+			}
+			if ctx.Err() == nil && transient(err) && !isSlow(err) && grew {
+				continue // the connection was cut after progress: resume at once
+			}
+			var lm *metadata.ErrDownloadLengthMismatch
+			if errors.As(err, &lm) {
+				if rerr := t.restart(); rerr != nil {
+					return false, fmt.Errorf("download %s: %w", url, rerr)
+				}
+			}
+			return isSlow(err) && good, err
+		}
+		sum := hex.EncodeToString(t.h.Sum(nil))
+		if t.have == t.length && sum == t.sha256hex {
+			return false, nil
+		}
+		have := t.have
+		if err := t.restart(); err != nil {
+			return false, fmt.Errorf("download %s: %w", url, err)
+		}
+		if pieced && !retried {
+			continue
+		}
+		return false, &SecurityError{File: t.file, Err: &metadata.ErrLengthOrHashMismatch{
+			Msg: fmt.Sprintf("downloaded %s: got %d bytes with sha256 %s, signed metadata says %d bytes with sha256 %s",
+				url, have, sum, t.length, t.sha256hex)}}
+	}
 }
 
 // restart empties the part file and the running hash.

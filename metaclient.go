@@ -70,7 +70,9 @@ func (m *MetadataClient) client() (*tufClient, error) {
 	}
 	rem := newRemote(m.HTTPClient, nil)
 	rem.addCredentials(base, user)
-	m.tuf = &tufClient{fs: m.fs(), dir: m.Dir, metadataURL: base, remote: rem, now: now, log: log}
+	rem.setMirrors([]mirror{{metadata: base}})
+	rem.log = log
+	m.tuf = &tufClient{fs: m.fs(), dir: m.Dir, remote: rem, now: now, log: log}
 	return m.tuf, nil
 }
 

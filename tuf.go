@@ -10,7 +10,6 @@ import (
 	"io/fs"
 	"log/slog"
 	"maps"
-	"net/http"
 	"net/url"
 	"path"
 	"path/filepath"
@@ -85,13 +84,12 @@ const maxRootRotations = 256
 // holds across restarts. Trusted metadata is stored unversioned as
 // dir/<role>.json (what the TUF conformance client CLI expects).
 type tufClient struct {
-	fs          afero.Fs
-	dir         string // trusted metadata directory
-	metadataURL string // base URL of the repository's metadata, no trailing slash
-	remote      *remote
-	now         func() time.Time
-	log         *slog.Logger
-	bootstrap   []byte // trusted root used when dir has none (or an older one)
+	fs        afero.Fs
+	dir       string  // trusted metadata directory
+	remote    *remote // downloads from the repository's mirrors
+	now       func() time.Time
+	log       *slog.Logger
+	bootstrap []byte // trusted root used when dir has none (or an older one)
 
 	trusted *trustedmetadata.TrustedMetadata
 }
@@ -123,6 +121,18 @@ func (c *tufClient) persist(role string, data []byte) error {
 		return fmt.Errorf("save trusted %s.json: %w", role, err)
 	}
 	return nil
+}
+
+// fetchErr returns the error of downloading metadata for what: a
+// verification failure from the only mirror as is, anything else saying
+// what was being updated.
+func fetchErr(what string, err error) error {
+	var se *SecurityError
+	var nm *NoMirrorError
+	if errors.As(err, &se) && !errors.As(err, &nm) {
+		return err
+	}
+	return fmt.Errorf("%s: %w", what, err)
 }
 
 func secErr(file string, err error) error {
@@ -177,6 +187,7 @@ func (c *tufClient) refresh(ctx context.Context) error {
 	}
 	trusted.RefTime = c.now().UTC() // 5.3.1: fixed for the whole refresh
 	c.trusted = trusted
+	c.remote.newRun()
 	if err := c.updateRoot(ctx, rootData); err != nil {
 		return err
 	}
@@ -191,7 +202,8 @@ func (c *tufClient) refresh(ctx context.Context) error {
 }
 
 // updateRoot is steps 5.3.2-5.3.9: fetch root N+1, N+2... until the
-// repository has none (404 or 403), verifying and persisting each.
+// repository has none (404 or 403; with mirrors: a mirror says so and none
+// serves it), verifying and persisting each.
 func (c *tufClient) updateRoot(ctx context.Context, startData []byte) error {
 	if err := c.persistIfNew(startData); err != nil {
 		return err
@@ -199,16 +211,17 @@ func (c *tufClient) updateRoot(ctx context.Context, startData []byte) error {
 	start := c.trusted.Root.Signed.Version
 	for next := start + 1; next <= start+maxRootRotations; next++ {
 		name := strconv.FormatInt(next, 10) + ".root.json"
-		data, err := c.remote.fetchBytes(ctx, c.metadataURL+"/"+name, maxRootLength)
+		data, err := c.remote.fetchMetadata(ctx, name, maxRootLength, func(data []byte) error {
+			if _, err := c.trusted.UpdateRoot(data); err != nil {
+				return secErr(name, err)
+			}
+			return nil
+		})
 		if err != nil {
-			var he *metadata.ErrDownloadHTTP
-			if errors.As(err, &he) && (he.StatusCode == http.StatusNotFound || he.StatusCode == http.StatusForbidden) {
+			if c.remote.notFoundAnywhere(name, err) {
 				break
 			}
-			return fmt.Errorf("update root: %w", err)
-		}
-		if _, err := c.trusted.UpdateRoot(data); err != nil {
-			return secErr(name, err)
+			return fetchErr("update root", err)
 		}
 		c.log.Info("rotated root", "version", next)
 		if err := c.persist(metadata.ROOT, data); err != nil {
@@ -241,21 +254,25 @@ func (c *tufClient) updateTimestamp(ctx context.Context) error {
 			c.log.Info("persisted timestamp not usable", "err", err)
 		}
 	}
-	data, err := c.remote.fetchBytes(ctx, c.metadataURL+"/timestamp.json", maxTimestampLength)
-	if err != nil {
-		return fmt.Errorf("update timestamp: %w", err)
-	}
-	if _, err := c.trusted.UpdateTimestamp(data); err != nil {
-		if !errors.Is(err, &metadata.ErrEqualVersionNumber{}) {
-			return secErr("timestamp.json", err)
+	same := false // the mirror has the trusted version: keep the persisted one
+	data, err := c.remote.fetchMetadata(ctx, "timestamp.json", maxTimestampLength, func(data []byte) error {
+		same = false
+		if _, err := c.trusted.UpdateTimestamp(data); err != nil {
+			if !errors.Is(err, &metadata.ErrEqualVersionNumber{}) {
+				return secErr("timestamp.json", err)
+			}
+			same = true
 		}
-		data = nil // nothing new: keep the persisted one
+		// 5.4.5, checked here so that the error names the right file.
+		if c.trusted.Timestamp.Signed.IsExpired(c.trusted.RefTime) {
+			return secErr("timestamp.json", &metadata.ErrExpiredMetadata{Msg: "timestamp.json is expired"})
+		}
+		return nil
+	})
+	if err != nil {
+		return fetchErr("update timestamp", err)
 	}
-	// 5.4.5, checked here so that the error names the right file.
-	if c.trusted.Timestamp.Signed.IsExpired(c.trusted.RefTime) {
-		return secErr("timestamp.json", &metadata.ErrExpiredMetadata{Msg: "timestamp.json is expired"})
-	}
-	if data == nil {
+	if same {
 		return nil
 	}
 	return c.persist(metadata.TIMESTAMP, data)
@@ -285,12 +302,14 @@ func (c *tufClient) updateSnapshot(ctx context.Context) error {
 	if c.trusted.Root.Signed.ConsistentSnapshot {
 		name = strconv.FormatInt(meta.Version, 10) + "." + name
 	}
-	data, err := c.remote.fetchBytes(ctx, c.metadataURL+"/"+name, max)
+	data, err := c.remote.fetchMetadata(ctx, name, max, func(data []byte) error {
+		if _, err := c.trusted.UpdateSnapshot(data, false); err != nil {
+			return secErr(name, err)
+		}
+		return nil
+	})
 	if err != nil {
-		return fmt.Errorf("update snapshot: %w", err)
-	}
-	if _, err := c.trusted.UpdateSnapshot(data, false); err != nil {
-		return secErr(name, err)
+		return fetchErr("update snapshot", err)
 	}
 	return c.persist(metadata.SNAPSHOT, data)
 }
@@ -324,13 +343,15 @@ func (c *tufClient) loadTargets(ctx context.Context, role, parent string) (*meta
 	if c.trusted.Root.Signed.ConsistentSnapshot {
 		name = strconv.FormatInt(meta.Version, 10) + "." + name
 	}
-	data, err := c.remote.fetchBytes(ctx, c.metadataURL+"/"+name, max)
+	var t *metadata.Metadata[metadata.TargetsType]
+	data, err := c.remote.fetchMetadata(ctx, name, max, func(data []byte) (err error) {
+		if t, err = c.trusted.UpdateDelegatedTargets(data, role, parent); err != nil {
+			return secErr(name, err)
+		}
+		return nil
+	})
 	if err != nil {
-		return nil, fmt.Errorf("update %s: %w", file, err)
-	}
-	t, err := c.trusted.UpdateDelegatedTargets(data, role, parent)
-	if err != nil {
-		return nil, secErr(name, err)
+		return nil, fetchErr("update "+file, err)
 	}
 	if err := c.persist(role, data); err != nil {
 		return nil, err
@@ -418,6 +439,12 @@ func rolesForTarget(d *metadata.Delegations, name string) []metadata.RoleResult 
 // targetURL is where a target is downloaded from: base/name, or with
 // consistent snapshots base/dir/<sha256>.<file>.
 func (c *tufClient) targetURL(base string, tf *metadata.TargetFiles) string {
+	return base + "/" + c.targetPath(tf)
+}
+
+// targetPath is the path of a target under the targets base URL: its name,
+// or with consistent snapshots dir/<sha256>.<file>.
+func (c *tufClient) targetPath(tf *metadata.TargetFiles) string {
 	name := tf.Path
 	if c.trusted.Root.Signed.ConsistentSnapshot {
 		dir, file := path.Split(name)
@@ -430,7 +457,7 @@ func (c *tufClient) targetURL(base string, tf *metadata.TargetFiles) string {
 			name = dir + h.String() + "." + file
 		}
 	}
-	return base + "/" + name
+	return name
 }
 
 // discardLogger is the logger of a client given none: the library is silent

@@ -242,8 +242,9 @@ func (r *testRepo) targetsURL() string  { return r.srv.URL + "/targets" }
 func (r *testRepo) tufClient(fsys afero.Fs) *tufClient {
 	rem := newRemote(r.srv.Client(), nil)
 	rem.backoff = time.Millisecond
+	rem.setMirrors([]mirror{{metadata: r.metadataURL()}})
 	return &tufClient{
-		fs: fsys, dir: "/cache/metadata", metadataURL: r.metadataURL(), remote: rem,
+		fs: fsys, dir: "/cache/metadata", remote: rem,
 		now: func() time.Time { return testNow }, log: discardLogger(), bootstrap: r.rootBytes(),
 	}
 }
@@ -647,8 +648,9 @@ func FuzzRefresh(f *testing.F) {
 		files[role] = data
 		rem := newRemote(&http.Client{Transport: files}, nil)
 		rem.attempts = 1
+		rem.setMirrors([]mirror{{metadata: "http://repo.test/metadata"}})
 		c := &tufClient{
-			fs: afero.NewMemMapFs(), dir: "/m", metadataURL: "http://repo.test/metadata", remote: rem,
+			fs: afero.NewMemMapFs(), dir: "/m", remote: rem,
 			now: func() time.Time { return testNow }, log: discardLogger(), bootstrap: repo.rootBytes(),
 		}
 		err := c.refresh(context.Background())

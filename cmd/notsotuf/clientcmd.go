@@ -34,6 +34,47 @@ type clientFlags struct {
 	timeout, rateWindow                time.Duration
 	minRate                            int64
 	header                             headerFlag
+	mirrors                            mirrorFlag
+}
+
+// mirrorFlag collects --mirror (repeatable). Its values may hold
+// passwords: config checks them, and its messages redact them.
+type mirrorFlag []string
+
+func (f *mirrorFlag) String() string { return "" }
+
+func (f *mirrorFlag) Set(s string) error {
+	*f = append(*f, s)
+	return nil
+}
+
+// parseMirror reads a --mirror value: "METADATA_URL" (ending in
+// /metadata, the targets beside it in /targets) or "METADATA_URL
+// TARGETS_URL".
+func parseMirror(s string) (notsotuf.Mirror, error) {
+	var m notsotuf.Mirror
+	switch fields := strings.Fields(s); len(fields) {
+	case 1:
+		m.MetadataURL = fields[0]
+		if err := checkURLFlag("--mirror", m.MetadataURL); err != nil {
+			return m, err
+		}
+		base, ok := strings.CutSuffix(strings.TrimRight(m.MetadataURL, "/"), "/metadata")
+		if !ok {
+			return m, usagef("--mirror %q: want the mirror's metadata URL, ending in /metadata (its targets beside it), or 'METADATA_URL TARGETS_URL'", redactedURL(m.MetadataURL))
+		}
+		m.TargetsURL = base + "/targets"
+	case 2:
+		m.MetadataURL, m.TargetsURL = fields[0], fields[1]
+		for _, u := range fields {
+			if err := checkURLFlag("--mirror", u); err != nil {
+				return m, err
+			}
+		}
+	default:
+		return m, usagef("--mirror: want 'METADATA_URL' or 'METADATA_URL TARGETS_URL', got %d words", len(fields))
+	}
+	return m, nil
 }
 
 // headerFlag collects --header 'Name: value' (repeatable). Its values may
@@ -78,6 +119,8 @@ func newClientFlags(env *cliEnv, name string) (*flag.FlagSet, *clientFlags) {
 	fs.DurationVar(&f.timeout, "timeout", notsotuf.DefaultTimeout, "give up after this `duration` in all (a download resumes at the next run)")
 	fs.Int64Var(&f.minRate, "min-rate", notsotuf.DefaultMinRate, "a download slower than this many `bytes` per second over --rate-window is dropped and resumed; 4 such windows in a row fail it")
 	fs.DurationVar(&f.rateWindow, "rate-window", notsotuf.DefaultRateWindow, "the `duration` over which --min-rate is measured")
+	fs.Var(&f.mirrors, "mirror", "another server of the repository, tried in order after --metadata-url when a file cannot be had from it: "+
+		"its metadata `URL` (the targets beside it, in /targets), or 'METADATA_URL TARGETS_URL' (repeatable; the first one stands for --metadata-url when that is left out)")
 	fs.Var(&f.header, "header", "extra request header `'Name: value'` for every request, e.g. 'Authorization: Bearer TOKEN' (repeatable; never printed)")
 	fs.BoolVar(&f.json, "json", false, "print the result as one JSON object on stdout, for programs (errors stay on stderr with a non-zero exit)")
 	fs.BoolVar(&f.singleExe, "single-executable", false, "--install-dir is one executable file (each release archive holds one file), replaced by rename")
@@ -89,14 +132,32 @@ func newClientFlags(env *cliEnv, name string) (*flag.FlagSet, *clientFlags) {
 func (f *clientFlags) config(env *cliEnv) (notsotuf.ClientConfig, error) {
 	var cfg notsotuf.ClientConfig
 	for _, req := range []struct{ name, val string }{
-		{"--app", f.app}, {"--current", f.current}, {"--install-dir", f.installDir}, {"--metadata-url", f.metadataURL},
+		{"--app", f.app}, {"--current", f.current}, {"--install-dir", f.installDir},
 	} {
 		if req.val == "" {
 			return cfg, usagef("%s is required", req.name)
 		}
 	}
+	if f.metadataURL == "" && len(f.mirrors) == 0 {
+		return cfg, usagef("--metadata-url is required (or --mirror)")
+	}
 	if err := f.checkValues(); err != nil {
 		return cfg, err
+	}
+	var mirrors []notsotuf.Mirror
+	for _, s := range f.mirrors {
+		m, err := parseMirror(s)
+		if err != nil {
+			return cfg, err
+		}
+		mirrors = append(mirrors, m)
+	}
+	if f.metadataURL == "" {
+		if f.targetsURL != "" {
+			return cfg, usagef("--targets-url goes with --metadata-url: give both, or the pair as --mirror 'METADATA_URL TARGETS_URL'")
+		}
+		f.metadataURL, f.targetsURL = mirrors[0].MetadataURL, mirrors[0].TargetsURL
+		mirrors = mirrors[1:]
 	}
 	if f.timeout <= 0 {
 		return cfg, usagef("--timeout %v: want a positive duration, e.g. 10m (default %v)", f.timeout, notsotuf.DefaultTimeout)
@@ -152,7 +213,7 @@ func (f *clientFlags) config(env *cliEnv) (notsotuf.ClientConfig, error) {
 	}
 	return notsotuf.ClientConfig{
 		App: f.app, CurrentVersion: f.current, InstallDir: f.installDir, CacheDir: cacheDir,
-		MetadataURL: f.metadataURL, TargetsURL: targetsURL, TrustedRoot: root,
+		MetadataURL: f.metadataURL, TargetsURL: targetsURL, Mirrors: mirrors, TrustedRoot: root,
 		Fs: env.fs, Now: env.clientNow, Logger: env.logger, Channel: f.pre, ForceFull: f.full, SingleExecutable: f.singleExe, Adopt: f.adopt,
 		Header: f.header.h, Timeout: f.timeout, MinRate: f.minRate, RateWindow: f.rateWindow,
 		Versions: f.versions, Platform: f.platform,
@@ -199,19 +260,36 @@ func (f *clientFlags) checkValues() error {
 		if u.val == "" {
 			continue
 		}
-		p, err := url.Parse(u.val)
-		if err != nil {
-			var ue *url.Error
-			if errors.As(err, &ue) {
-				err = ue.Err // url.Error repeats the URL, password and all
-			}
-			return usagef("%s: not a valid URL: %v", u.flag, err)
-		}
-		if (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
-			return usagef("%s %q: want an http:// or https:// URL", u.flag, p.Redacted())
+		if err := checkURLFlag(u.flag, u.val); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// checkURLFlag checks the http(s) URL s given with flag, without quoting
+// a password.
+func checkURLFlag(flag, s string) error {
+	p, err := url.Parse(s)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // url.Error repeats the URL, password and all
+		}
+		return usagef("%s: not a valid URL: %v", flag, err)
+	}
+	if (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
+		return usagef("%s %q: want an http:// or https:// URL", flag, p.Redacted())
+	}
+	return nil
+}
+
+// redactedURL is s (a URL that parses) without its password.
+func redactedURL(s string) string {
+	if p, err := url.Parse(s); err == nil {
+		return p.Redacted()
+	}
+	return "(not shown)"
 }
 
 // parseClientArgs parses the command line of check or update (flags only)
@@ -243,7 +321,7 @@ func cmdCheck(env *cliEnv, args []string) error {
 	}
 	u := d.Update
 	if f.json {
-		r := resultJSON{App: f.app, Installed: c.Current().String(), Update: updateOf(u)}
+		r := resultJSON{App: f.app, Installed: c.Current().String(), Update: updateOf(u), MirrorErrors: mirrorErrors(c)}
 		for _, w := range d.Withheld {
 			r.Withheld = append(r.Withheld, withheldJSON{Version: w.Version.String(), Platform: w.Platform, Reason: w.Reason})
 		}
@@ -269,6 +347,19 @@ type resultJSON struct {
 	// Withheld (check): newer releases not offered, and why (yanked,
 	// staged rollout, outside --versions, a required release first).
 	Withheld []withheldJSON `json:"withheld,omitempty"`
+	// MirrorErrors: the failures of mirrors that another mirror made up
+	// for (notsotuf.Client.MirrorErrors), e.g. a mirror down or one that
+	// sent a file that failed verification.
+	MirrorErrors []string `json:"mirror_errors,omitempty"`
+}
+
+// mirrorErrors lists c's mirror failures for --json.
+func mirrorErrors(c *notsotuf.Client) []string {
+	var out []string
+	for _, e := range c.MirrorErrors() {
+		out = append(out, e.Error())
+	}
+	return out
 }
 
 type withheldJSON struct {
@@ -405,7 +496,7 @@ func cmdUpdate(env *cliEnv, args []string) error {
 		return err
 	}
 	if f.json {
-		r := resultJSON{App: f.app, Installed: from.String(), Update: installedOf(u)}
+		r := resultJSON{App: f.app, Installed: from.String(), Update: installedOf(u), MirrorErrors: mirrorErrors(c)}
 		if u != nil {
 			r.Installed, r.Previous = u.Version.String(), from.String()
 		}

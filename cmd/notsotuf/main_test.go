@@ -87,6 +87,12 @@ func TestScripts(t *testing.T) {
 			"mkapp":       cmdMkapp,
 			// s3_test.go
 			"s3server": cmdS3Server,
+			// mirror_test.go
+			"mirrorserve": cmdMirrorServe,
+			"mirrormode":  cmdMirrorMode,
+			"mirrorlog":   cmdMirrorLog,
+			"proxyserve":  cmdProxyServe,
+			"proxylog":    cmdProxyLog,
 			// mkfifo_*_test.go
 			"mkfifo": cmdMkfifo,
 			// releasecmd_test.go
