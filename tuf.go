@@ -91,7 +91,8 @@ type tufClient struct {
 	remote      *remote
 	now         func() time.Time
 	log         *slog.Logger
-	bootstrap   []byte // trusted root used when dir has none (or an older one)
+	bootstrap   []byte   // trusted root used when dir has none (or an older one)
+	prog        *tracker // the refresh's progress (nil: none)
 
 	trusted *trustedmetadata.TrustedMetadata
 }
@@ -199,7 +200,7 @@ func (c *tufClient) updateRoot(ctx context.Context, startData []byte) error {
 	start := c.trusted.Root.Signed.Version
 	for next := start + 1; next <= start+maxRootRotations; next++ {
 		name := strconv.FormatInt(next, 10) + ".root.json"
-		data, err := c.remote.fetchBytes(ctx, c.metadataURL+"/"+name, maxRootLength)
+		data, err := c.fetch(ctx, c.metadataURL+"/"+name, maxRootLength, 0)
 		if err != nil {
 			var he *metadata.ErrDownloadHTTP
 			if errors.As(err, &he) && (he.StatusCode == http.StatusNotFound || he.StatusCode == http.StatusForbidden) {
@@ -216,6 +217,23 @@ func (c *tufClient) updateRoot(ctx context.Context, startData []byte) error {
 		}
 	}
 	return nil
+}
+
+// fetch downloads the metadata file at url (at most max bytes), counting
+// its bytes in the refresh phase; length is its signed length, 0 when
+// none is signed (it then counts once it arrived).
+func (c *tufClient) fetch(ctx context.Context, url string, max, length int64) ([]byte, error) {
+	if length > 0 {
+		c.prog.grow(PhaseRefresh, length)
+	}
+	data, err := c.remote.fetchBytes(ctx, url, max)
+	if err == nil {
+		if length <= 0 {
+			c.prog.grow(PhaseRefresh, int64(len(data)))
+		}
+		c.prog.add(PhaseRefresh, int64(len(data)))
+	}
+	return data, err
 }
 
 // persistIfNew saves the starting root when it is not the persisted one
@@ -241,7 +259,7 @@ func (c *tufClient) updateTimestamp(ctx context.Context) error {
 			c.log.Info("persisted timestamp not usable", "err", err)
 		}
 	}
-	data, err := c.remote.fetchBytes(ctx, c.metadataURL+"/timestamp.json", maxTimestampLength)
+	data, err := c.fetch(ctx, c.metadataURL+"/timestamp.json", maxTimestampLength, 0)
 	if err != nil {
 		return fmt.Errorf("update timestamp: %w", err)
 	}
@@ -285,7 +303,7 @@ func (c *tufClient) updateSnapshot(ctx context.Context) error {
 	if c.trusted.Root.Signed.ConsistentSnapshot {
 		name = strconv.FormatInt(meta.Version, 10) + "." + name
 	}
-	data, err := c.remote.fetchBytes(ctx, c.metadataURL+"/"+name, max)
+	data, err := c.fetch(ctx, c.metadataURL+"/"+name, max, meta.Length)
 	if err != nil {
 		return fmt.Errorf("update snapshot: %w", err)
 	}
@@ -324,7 +342,7 @@ func (c *tufClient) loadTargets(ctx context.Context, role, parent string) (*meta
 	if c.trusted.Root.Signed.ConsistentSnapshot {
 		name = strconv.FormatInt(meta.Version, 10) + "." + name
 	}
-	data, err := c.remote.fetchBytes(ctx, c.metadataURL+"/"+name, max)
+	data, err := c.fetch(ctx, c.metadataURL+"/"+name, max, meta.Length)
 	if err != nil {
 		return nil, fmt.Errorf("update %s: %w", file, err)
 	}
