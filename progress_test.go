@@ -4,10 +4,13 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
+
+	"github.com/spf13/afero"
 )
 
 // bigReleaseFiles is release n of an app of about 1.5 MB, mostly the same
@@ -140,7 +143,14 @@ func TestProgressPhases(t *testing.T) {
 			var downloads [][2]int64
 			cfg.Progress = func(done, total int64) { downloads = append(downloads, [2]int64{done, total}) }
 			log := &progressLog{t: t}
-			cfg.OnProgress = log.record
+			// Which release the install directory holds at each report:
+			// every phase but the install's end comes before the swap.
+			var swapped []bool
+			cfg.OnProgress = func(p Progress) {
+				log.record(p)
+				b, _ := afero.ReadFile(fsys, filepath.Join(cfg.InstallDir, "app"))
+				swapped = append(swapped, string(b) == r11.files["app"])
+			}
 			u, err := newTestClient(t, cfg).Update(context.Background())
 			if err != nil {
 				t.Fatal(err)
@@ -166,6 +176,24 @@ func TestProgressPhases(t *testing.T) {
 			for p, n := range total {
 				if p != PhaseVerify && !(p == PhaseExtract && !tc.full) && n > 2*progressStep && count[p] < 3 {
 					t.Errorf("phase %s: %d reports for %d bytes", p, count[p], n)
+				}
+			}
+			for k, e := range log.events {
+				if want := k == len(log.events)-1; swapped[k] != want {
+					t.Errorf("report %+v: new release in place: %v, want %v", e, swapped[k], want)
+				}
+			}
+			// Each phase reports its start, then its end (but extract
+			// after a patch, which may be over when the patch is).
+			first := map[Phase]Progress{}
+			for _, e := range log.events {
+				if _, ok := first[e.Phase]; !ok {
+					first[e.Phase] = e
+				}
+			}
+			for p, e := range first {
+				if !(p == PhaseExtract && !tc.full) && (count[p] < 2 || e.Done == e.Total && e.Total > 0) {
+					t.Errorf("phase %s: first report %+v of %d: want its start", p, e, count[p])
 				}
 			}
 			if total[PhaseExtract] <= 2*progressStep || !tc.full && total[PhasePatch] <= 2*progressStep {
@@ -280,3 +308,43 @@ func TestProgressFailedCall(t *testing.T) {
 }
 
 func last(l *progressLog) Progress { return l.events[len(l.events)-1] }
+
+// TestProgressSingleExecutable: in single-executable mode too, a full
+// install and an update by patch report their phases in order, complete.
+func TestProgressSingleExecutable(t *testing.T) {
+	repo := newTestRepo(t, false)
+	exe := func(n int) map[string]string {
+		b := randomBytes(1<<20, 9)
+		copy(b[5000:], fmt.Sprintf("version %d", n))
+		return map[string]string{"app": string(b)}
+	}
+	r1, r2 := buildRelease(t, "1.0", exe(1)), buildRelease(t, "2.0", exe(2))
+	repo.publishRelease("app", r1, nil, false, "")
+	fsys, cfg := osClientConfig(t, repo, "0")
+	cfg.InstallDir = filepath.Join(filepath.Dir(cfg.InstallDir), "bin", "app")
+	cfg.SingleExecutable = true
+	for _, step := range []struct {
+		current string
+		phases  []Phase
+	}{
+		{"0", []Phase{PhaseRefresh, PhaseDownload, PhaseExtract, PhaseVerify, PhaseInstall}},
+		{"1.0", []Phase{PhaseRefresh, PhaseDownload, PhasePatch, PhaseExtract, PhaseVerify, PhaseInstall}},
+	} {
+		if step.current == "1.0" {
+			repo.publishRelease("app", r2, makePatch(t, r1, r2), false, "")
+		}
+		cfg.CurrentVersion = step.current
+		log := &progressLog{t: t}
+		cfg.OnProgress = log.record
+		if _, err := newTestClient(t, cfg).Update(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		log.check(false)
+		if got := log.phases(); !slices.Equal(got, step.phases) {
+			t.Errorf("from %s: phases %v, want %v", step.current, got, step.phases)
+		}
+	}
+	if b, _ := afero.ReadFile(fsys, cfg.InstallDir); string(b) != r2.files["app"] {
+		t.Fatal("the executable is not release 2.0's")
+	}
+}
