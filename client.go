@@ -454,7 +454,10 @@ type Decision struct {
 func (c *Client) Decide(ctx context.Context) (_ *Decision, err error) {
 	ctx, done := c.limit(ctx)
 	defer func() { err = done(err) }()
-	t, end := c.track()
+	t, end, err := c.track()
+	if err != nil {
+		return nil, err
+	}
 	defer func() { end(err == nil) }()
 	if err := c.checkDirs(); err != nil {
 		return nil, err
@@ -628,7 +631,10 @@ func (c *Client) findBase(cur *clientRelease) baseSource {
 func (c *Client) Update(ctx context.Context) (_ *Update, err error) {
 	ctx, done := c.limit(ctx)
 	defer func() { err = done(err) }()
-	_, end := c.track()
+	_, end, err := c.track()
+	if err != nil {
+		return nil, err
+	}
 	defer func() { end(err == nil) }()
 	u, err := c.Check(ctx)
 	if err != nil || u == nil {
@@ -773,7 +779,10 @@ func (c *Client) Install(ctx context.Context, u *Update) (err error) {
 		}
 		err = done(err)
 	}()
-	t, end := c.track()
+	t, end, err := c.track()
+	if err != nil {
+		return err
+	}
 	defer func() { end(err == nil) }()
 	if err := c.checkDirs(); err != nil {
 		return err

@@ -1,8 +1,10 @@
 package notsotuf
 
 import (
+	"errors"
 	"io"
 	"sync"
+	"sync/atomic"
 )
 
 // Phase names a step of a client call, as reported to
@@ -88,6 +90,15 @@ type Progress struct {
 	OverallDone, OverallTotal int64
 }
 
+// maxWork bounds the work a tracker counts, so that sizes from signed
+// metadata, however large, never overflow an int64.
+const maxWork = 1 << 60
+
+// addWork is a + b, at most maxWork.
+func addWork(a, b int64) int64 {
+	return min(max(a, 0)+min(max(b, 0), maxWork), maxWork)
+}
+
 // progressStep is how much of a phase's work passes between two reports
 // (the phase changing, or ending, always reports).
 const progressStep = 256 << 10
@@ -138,7 +149,9 @@ type tracker struct {
 	d0    float64 // weighted work done then
 	frac  float64 // last fraction reported
 	total int64   // OverallTotal: the call's work when first reported
-	whole bool    // the last report had OverallDone == OverallTotal > 0
+
+	calling atomic.Bool // the callback runs (see Client.track)
+	whole   bool        // the last report had OverallDone == OverallTotal > 0
 }
 
 func newTracker(fn func(Progress)) *tracker {
@@ -197,7 +210,7 @@ func (t *tracker) report(i int) {
 		t.frac = t.fraction()
 		if t.total == 0 {
 			_, w := t.sums()
-			t.total = int64(w)
+			t.total = int64(min(w, maxWork))
 		}
 		p.OverallTotal = t.total
 		p.OverallDone = int64(t.frac * float64(t.total))
@@ -207,6 +220,8 @@ func (t *tracker) report(i int) {
 	}
 	s.last, s.lastT = p.Done, p.Total
 	t.whole = p.OverallTotal > 0 && p.OverallDone == p.OverallTotal
+	t.calling.Store(true)
+	defer t.calling.Store(false)
 	t.fn(p)
 }
 
@@ -223,7 +238,7 @@ func (t *tracker) plan(download, patch, extract, tree int64) {
 	t.change(func() {
 		set := func(p Phase, total, weight int64) {
 			s := &t.ph[phaseIndex(p)]
-			s.total, s.weight = s.total+total, weight
+			s.total, s.weight = addWork(s.total, total), min(weight, maxWork)
 		}
 		set(PhaseDownload, download, 0)
 		set(PhasePatch, patch, 0)
@@ -302,13 +317,13 @@ func (t *tracker) add(p Phase, n int64) {
 		return
 	}
 	if n < 0 {
-		t.change(func() { s.total -= n })
+		t.change(func() { s.total = addWork(s.total, -n) })
 		return
 	}
 	if s.done+n > s.total && (p == PhaseRefresh || p == PhaseDownload) {
-		t.change(func() { s.total = s.done + n }) // more than planned: never more than 100%
+		t.change(func() { s.total = addWork(s.done, n) }) // more than planned: never more than 100%
 	}
-	s.done += n
+	s.done = addWork(s.done, n)
 	if i == t.cur && (s.done-s.last >= progressStep || s.done >= s.total && (s.done != s.last || s.total != s.lastT)) {
 		t.report(i)
 	}
@@ -322,7 +337,7 @@ func (t *tracker) grow(p Phase, n int64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	s := &t.ph[phaseIndex(p)]
-	t.change(func() { s.total += n })
+	t.change(func() { s.total = addWork(s.total, n) })
 }
 
 // fallback goes back to the download phase when the patches failed and
@@ -337,7 +352,7 @@ func (t *tracker) fallback(archive, extract int64) {
 	defer t.mu.Unlock()
 	t.change(func() {
 		dl := &t.ph[phaseIndex(PhaseDownload)]
-		dl.total += archive
+		dl.total = addWork(dl.total, archive)
 		dl.closed = false
 		pt := &t.ph[phaseIndex(PhasePatch)]
 		pt.total, pt.closed = min(pt.done, pt.total), true
@@ -471,7 +486,7 @@ func patchWork(u *Update) int64 {
 		n += u.base.tarSize
 	}
 	for _, r := range u.chain {
-		n += r.patchMeta.TarSize
+		n = addWork(n, r.patchMeta.TarSize)
 	}
 	return n
 }
@@ -500,9 +515,14 @@ func treeWork(u *Update) int64 {
 // without OnProgress), starting one when none is: Update's covers the
 // Check and the Install it makes. Call end when the call is over, with
 // whether it succeeded: the call that started the tracker finishes it.
-func (c *Client) track() (t *tracker, end func(ok bool)) {
+// A call from the OnProgress callback is an error (it would wait for
+// itself forever).
+func (c *Client) track() (t *tracker, end func(ok bool), err error) {
 	if c.prog != nil {
-		return c.prog, func(bool) {}
+		if c.prog.calling.Load() {
+			return nil, nil, errFromProgress
+		}
+		return c.prog, func(bool) {}, nil
 	}
 	t = newTracker(c.onProgress)
 	c.prog = t
@@ -511,5 +531,7 @@ func (c *Client) track() (t *tracker, end func(ok bool)) {
 			t.finish()
 		}
 		c.prog = nil
-	}
+	}, nil
 }
+
+var errFromProgress = errors.New("a Client method was called from ClientConfig.OnProgress, which must not call the Client: hand the report to another goroutine")

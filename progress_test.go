@@ -2,6 +2,7 @@ package notsotuf
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"path/filepath"
@@ -9,6 +10,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/spf13/afero"
 )
@@ -346,5 +348,73 @@ func TestProgressSingleExecutable(t *testing.T) {
 	}
 	if b, _ := afero.ReadFile(fsys, cfg.InstallDir); string(b) != r2.files["app"] {
 		t.Fatal("the executable is not release 2.0's")
+	}
+}
+
+// TestProgressCallbackCallsClient: a callback that calls the client gets
+// an error instead of waiting for itself forever, and the update goes on.
+func TestProgressCallbackCallsClient(t *testing.T) {
+	repo := newTestRepo(t, false)
+	rels := threeReleases(t, repo)
+	fsys, cfg := osClientConfig(t, repo, "1.0")
+	writeTree(t, fsys, cfg.InstallDir, rels[0].files)
+	var c *Client
+	var errs []error
+	cfg.OnProgress = func(p Progress) {
+		if len(errs) < 3 {
+			_, err := c.Check(context.Background())
+			errs = append(errs, err)
+			errs = append(errs, c.Install(context.Background(), &Update{target: &clientRelease{}}))
+			_, err = c.Update(context.Background())
+			errs = append(errs, err)
+		}
+	}
+	c = newTestClient(t, cfg)
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Update(context.Background())
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("the update waits for its callback, which waits for the update")
+	}
+	wantTree(t, fsys, cfg.InstallDir, rels[2].files)
+	for _, err := range errs {
+		if !errors.Is(err, errFromProgress) {
+			t.Errorf("a call from the callback: %v, want %v", err, errFromProgress)
+		}
+	}
+}
+
+// TestProgressHugeSizes: sizes from signed metadata near the int64 limit
+// (a hostile or broken publisher) give no negative or overflowing report.
+func TestProgressHugeSizes(t *testing.T) {
+	var events []Progress
+	tr := newTracker(func(p Progress) { events = append(events, p) })
+	const huge = 1<<63 - 1
+	tr.enter(PhaseRefresh)
+	tr.grow(PhaseRefresh, huge)
+	tr.add(PhaseRefresh, huge)
+	tr.plan(huge, huge, huge, huge)
+	tr.enter(PhaseDownload)
+	tr.add(PhaseDownload, 1<<20)
+	tr.add(PhaseDownload, -huge)
+	tr.fallback(huge, huge)
+	tr.enter(PhasePatch)
+	tr.begin(PhaseVerify, huge)
+	tr.begin(PhaseInstall, 1)
+	tr.finish()
+	for _, e := range events {
+		if e.Done < 0 || e.Total < 0 || e.Done > e.Total || e.OverallDone < 0 || e.OverallTotal < 0 || e.OverallDone > e.OverallTotal {
+			t.Errorf("report %+v", e)
+		}
+	}
+	if last := events[len(events)-1]; last.OverallDone != last.OverallTotal || last.OverallTotal <= 0 {
+		t.Errorf("last report %+v", last)
 	}
 }
