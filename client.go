@@ -93,8 +93,9 @@ type ClientConfig struct {
 	// every 256 KiB of its work in between. It is called from the
 	// goroutine doing the work (with a patch, two of them), never twice at
 	// once, and the work waits for it: it must return quickly and must not
-	// call the Client. A GUI hands the value to its UI thread (docs/client.md
-	// has an example with a channel).
+	// call the Client (Check, Install or Update called from it return an
+	// error). A GUI hands the value to its UI thread (docs/client.md has
+	// an example with a channel).
 	OnProgress func(Progress)
 	// Progress, when set, is called as bytes arrive with the bytes done and
 	// the bytes planned across all files of an update.
