@@ -96,8 +96,22 @@ type ClientConfig struct {
 	RateWindow time.Duration
 	// Now is the clock used to check metadata expiry; nil means time.Now.
 	Now func() time.Time
+	// OnProgress, when set, is called as a Check, Install or Update
+	// works through its phases (refresh, download, patch, extract,
+	// verify, install), with the work done of the phase and of the whole
+	// call (see [Progress]): at the start and end of each phase and about
+	// every 256 KiB of its work in between. It is called from the
+	// goroutine doing the work (with a patch, two of them), never twice at
+	// once, and the work waits for it: it must return quickly and must not
+	// call the Client (Check, Install or Update called from it return an
+	// error). A GUI hands the value to its UI thread (docs/client.md has
+	// an example with a channel).
+	OnProgress func(Progress)
 	// Progress, when set, is called as bytes arrive with the bytes done and
 	// the bytes planned across all files of an update.
+	//
+	// Deprecated: use OnProgress, which reports every phase; Progress
+	// still works and reports the downloads only.
 	Progress func(done, total int64)
 	// Logger receives the client's log; nil means silent.
 	Logger *slog.Logger
@@ -158,6 +172,8 @@ type Client struct {
 	fs         afero.Fs
 	log        *slog.Logger
 	progress   func(done, total int64)
+	onProgress func(Progress)
+	prog       *tracker // the progress of the call under way (see track)
 	timeout    time.Duration
 	remote     *remote
 	tuf        *tufClient
@@ -245,7 +261,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	c := &Client{
 		app: cfg.App, current: current, installDir: installDir, singleExe: cfg.SingleExecutable, cacheDir: cacheDir,
 		channel: cfg.Channel, versions: versions, platform: platform, ratio: ratio, forceFull: cfg.ForceFull, adopt: cfg.Adopt,
-		fs: fsys, log: cfg.Logger, progress: cfg.Progress, timeout: timeout, remote: newRemote(cfg.HTTPClient, cfg.Header),
+		fs: fsys, log: cfg.Logger, progress: cfg.Progress, onProgress: cfg.OnProgress, timeout: timeout, remote: newRemote(cfg.HTTPClient, cfg.Header),
 	}
 	c.remote.minRate, c.remote.window = minRate, window
 	c.remote.addCredentials(metaURL, metaUser)
@@ -503,6 +519,11 @@ type Decision struct {
 func (c *Client) Decide(ctx context.Context) (_ *Decision, err error) {
 	ctx, done := c.limit(ctx)
 	defer func() { err = done(err) }()
+	t, end, err := c.track()
+	if err != nil {
+		return nil, err
+	}
+	defer func() { end(err == nil) }()
 	if err := c.checkDirs(); err != nil {
 		return nil, err
 	}
@@ -511,7 +532,11 @@ func (c *Client) Decide(ctx context.Context) (_ *Decision, err error) {
 			c.log.Warn("unsafe cache directory", "err", err)
 		}
 	}
-	if err := c.tuf.refresh(ctx); err != nil {
+	t.enter(PhaseRefresh)
+	c.tuf.prog = t
+	err = c.tuf.refresh(ctx)
+	c.tuf.prog = nil
+	if err != nil {
 		return nil, err
 	}
 	current := c.Current()
@@ -671,6 +696,11 @@ func (c *Client) findBase(cur *clientRelease) baseSource {
 func (c *Client) Update(ctx context.Context) (_ *Update, err error) {
 	ctx, done := c.limit(ctx)
 	defer func() { err = done(err) }()
+	_, end, err := c.track()
+	if err != nil {
+		return nil, err
+	}
+	defer func() { end(err == nil) }()
 	u, err := c.Check(ctx)
 	if err != nil || u == nil {
 		return nil, err
@@ -771,7 +801,7 @@ func (c *Client) record(v, replaced Version) error {
 }
 
 func (c *Client) installer() *installer {
-	return &installer{fs: c.fs, dir: c.installDir, log: c.log, singleExe: c.singleExe, app: c.app}
+	return &installer{fs: c.fs, dir: c.installDir, log: c.log, singleExe: c.singleExe, app: c.app, prog: c.prog}
 }
 
 // Install downloads and installs u, an update returned by Check on this
@@ -814,6 +844,11 @@ func (c *Client) Install(ctx context.Context, u *Update) (err error) {
 		}
 		err = done(err)
 	}()
+	t, end, err := c.track()
+	if err != nil {
+		return err
+	}
+	defer func() { end(err == nil) }()
 	if err := c.checkDirs(); err != nil {
 		return err
 	}
@@ -834,7 +869,9 @@ func (c *Client) Install(ctx context.Context, u *Update) (err error) {
 	if err := c.fs.MkdirAll(c.cacheDir, 0o755); err != nil {
 		return fmt.Errorf("install %s: %w", u.Version, err)
 	}
-	prog := &progress{total: u.Plan.Bytes, fn: c.progress}
+	t.plan(u.Plan.Bytes, patchWork(u), extractWork(u, u.Plan.Full), treeWork(u))
+	prog := &progress{total: u.Plan.Bytes, fn: c.progress, t: t}
+	t.enter(PhaseDownload)
 	// Never replace a directory that does not hold the application.
 	if err := c.checkInstallDir(ctx, prog); err != nil {
 		return err
@@ -862,6 +899,7 @@ func (c *Client) Install(ctx context.Context, u *Update) (err error) {
 			}
 			res.Fallback, res.BadPatch = err.Error(), bad
 			prog.total += u.archive.Length
+			t.fallback(u.archive.Length, extractWork(u, true))
 		}
 	}
 	if keep == "" {
@@ -870,6 +908,7 @@ func (c *Client) Install(ctx context.Context, u *Update) (err error) {
 		if err := c.remote.fetchTargetFile(ctx, c.fs, c.tuf.targetPath(u.target.archive), gz, u.archive.Length, u.archive.SHA256, prog); err != nil {
 			return err
 		}
+		t.enter(PhaseExtract)
 		tarSize, tarHash := u.target.tarHash()
 		keep = gz
 		if tarHash != "" {
@@ -990,6 +1029,7 @@ func (c *Client) installPatches(ctx context.Context, u *Update, prog *progress, 
 		}
 		steps[i] = patchStep{Name: f.Name, Path: p, Meta: r.patchMeta}
 	}
+	c.prog.enter(PhasePatch)
 	base, err := c.baseTar(ctx, u)
 	if err != nil {
 		return "", &baseError{err}, nil
@@ -1013,7 +1053,10 @@ func patchAndInstall(ctx context.Context, fsys afero.Fs, base string, steps []pa
 	pw := pr
 	done := make(chan error, 1)
 	go func() {
-		err := applyPatchChainTee(ctx, fsys, base, steps, dst, nil, pw)
+		err := applyPatchChainTee(ctx, fsys, base, steps, dst, in.prog.counter(PhasePatch), pw)
+		if err == nil {
+			in.prog.enter(PhaseExtract) // what is left of the extraction
+		}
 		pw.closeWrite(err) // nil: the reader sees EOF once the output matched
 		done <- err
 	}()
@@ -1024,7 +1067,7 @@ func patchAndInstall(ctx context.Context, fsys afero.Fs, base string, steps []pa
 		return err
 	}
 	defer func() { in.verify = nil }()
-	r := namedReader{pr, dst}
+	r := namedReader{in.prog.reader(PhaseExtract, pr), dst}
 	if in.singleExe {
 		installErr = in.installExecutable(ctx, r, limit)
 	} else {
@@ -1054,7 +1097,7 @@ func (c *Client) baseTar(ctx context.Context, u *Update) (string, error) {
 	var n int64
 	err := writeCacheFile(c.fs, dst, func(w io.Writer) error {
 		cw := &countWriter{}
-		mw := io.MultiWriter(w, h, cw)
+		mw := io.MultiWriter(w, h, cw, c.prog.writer(PhasePatch))
 		defer func() { n = cw.n }()
 		switch b.kind {
 		case baseCachedArchive:
@@ -1180,7 +1223,7 @@ func (c *Client) installFile(ctx context.Context, in *installer, p string, archi
 	defer closeFn()
 	in.verify = check
 	defer func() { in.verify = nil }()
-	nr := namedReader{r, p}
+	nr := namedReader{c.prog.reader(PhaseExtract, r), p}
 	limit := archive.Length * maxDeflateRatio
 	if c.singleExe {
 		return in.installExecutable(ctx, nr, limit)
@@ -1218,7 +1261,7 @@ func (c *Client) installArchiveKeepTar(ctx context.Context, in *installer, gz st
 		// cache disk) must not fail the install.
 		sw := &softWriter{w: w}
 		h, cw := sha256.New(), &countWriter{}
-		tee := namedReader{io.TeeReader(io.LimitReader(zr, size+1), io.MultiWriter(sw, h, cw)), gz}
+		tee := namedReader{c.prog.reader(PhaseExtract, io.TeeReader(io.LimitReader(zr, size+1), io.MultiWriter(sw, h, cw))), gz}
 		in.verify = func() error {
 			// The tar reader stops at the end-of-archive blocks: read the
 			// rest (padding, gzip checksum) before judging the whole.

@@ -70,9 +70,9 @@ func ExampleClient_Check() {
 func ExampleClient_Update() {
 	cfg, done := exampleConfig()
 	defer done()
-	cfg.Progress = func(done, total int64) {
-		if done == total {
-			fmt.Printf("downloaded %d bytes\n", total)
+	cfg.OnProgress = func(p notsotuf.Progress) {
+		if p.Phase == notsotuf.PhaseDownload && p.Done == p.Total {
+			fmt.Printf("downloaded %d bytes\n", p.Total)
 		}
 	}
 	c, err := notsotuf.NewClient(cfg)

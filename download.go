@@ -427,6 +427,13 @@ type progress struct {
 	done     int64
 	received int64 // bytes that came from the server (done also counts resumed parts and cached files)
 	fn       func(done, total int64)
+	t        *tracker // the call's progress (PhaseDownload); nil: none
+}
+
+// grow adds n bytes to download to the update's total.
+func (p *progress) grow(n int64) {
+	p.total += n
+	p.t.grow(PhaseDownload, n)
 }
 
 // recv counts n bytes received from the server.
@@ -443,6 +450,10 @@ func (p *progress) add(n int64) {
 	p.done += n
 	if p.fn != nil {
 		p.fn(p.done, p.total)
+	}
+	if p.t != nil {
+		p.t.enter(PhaseDownload)
+		p.t.add(PhaseDownload, n)
 	}
 }
 

@@ -136,6 +136,10 @@ type installer struct {
 	tag       string
 	recovered string
 
+	// prog, if set, receives the progress of the install (the verify
+	// and install phases; the caller counts the extraction).
+	prog *tracker
+
 	// verify, if set, is called once the new version is staged and checked,
 	// just before the commit point; an error abandons the install. The
 	// client's patch pipeline extracts the patched tar while it is being
@@ -534,6 +538,7 @@ func (in *installer) installTar(ctx context.Context, r io.Reader, limit int64) e
 	if err != nil {
 		return fmt.Errorf("install %s: %w", in.dir, err)
 	}
+	in.prog.begin(PhaseVerify, treeBytes(m))
 	if err := verifyTree(in.fs, staged, m); err != nil {
 		return fmt.Errorf("install %s: %w", in.dir, err)
 	}
@@ -546,6 +551,7 @@ func (in *installer) installTar(ctx context.Context, r io.Reader, limit int64) e
 	if err := in.verified(); err != nil {
 		return fmt.Errorf("install %s: %w", in.dir, err)
 	}
+	in.prog.begin(PhaseInstall, 1)
 	oldName, err := in.newOldName()
 	if err != nil {
 		return fmt.Errorf("install %s: %w", in.dir, err)
@@ -625,9 +631,11 @@ func (in *installer) installExecutable(ctx context.Context, r io.Reader, limit i
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	in.prog.begin(PhaseVerify, content.Size)
 	if err := in.verified(); err != nil {
 		return fmt.Errorf("install %s: %w", in.dir, err)
 	}
+	in.prog.begin(PhaseInstall, 1)
 	exeOK, err := exists(in.fs, in.dir)
 	if err != nil {
 		return fmt.Errorf("install %s: %w", in.dir, err)

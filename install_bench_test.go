@@ -5,6 +5,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -115,6 +116,52 @@ func BenchmarkPatchInstall(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkPatchInstallProgress runs the client's patch pipeline of
+// BenchmarkPatchInstall alternately without and with a progress callback
+// (ClientConfig.OnProgress: every phase reported) and reports the median
+// time with it as a ratio of the median time without it, measured in the
+// same run (medians: other processes share the machine).
+func BenchmarkPatchInstallProgress(b *testing.B) {
+	fsys, cache, base, steps, size := pybundleChain(b)
+	dir := filepath.Join(b.TempDir(), "app")
+	dst := filepath.Join(cache, "out.tar")
+	var plain, withProgress []time.Duration
+	reports := 0
+	b.SetBytes(size)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		for k := range 2 {
+			on := (i+k)%2 == 1 // alternate the order: the second install of a pair removes the first's tree
+			in := &installer{fs: fsys, dir: dir}
+			if on {
+				in.prog = newTracker(func(Progress) { reports++ })
+				in.prog.plan(0, size, size, size)
+				in.prog.enter(PhasePatch)
+			}
+			start := time.Now()
+			err, ierr := patchAndInstall(context.Background(), fsys, base, steps, dst, in, size)
+			if err == nil {
+				err = ierr
+			}
+			if err != nil {
+				b.Fatal(err)
+			}
+			in.prog.finish()
+			if on {
+				withProgress = append(withProgress, time.Since(start))
+			} else {
+				plain = append(plain, time.Since(start))
+			}
+		}
+	}
+	median := func(d []time.Duration) float64 {
+		slices.Sort(d)
+		return float64(d[len(d)/2])
+	}
+	b.ReportMetric(median(withProgress)/median(plain), "progress/plain")
+	b.ReportMetric(float64(reports)/float64(b.N), "reports/op")
 }
 
 // BenchmarkInstallManifestCost installs the gobin corpus's new.tar (40 MiB)

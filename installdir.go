@@ -248,7 +248,7 @@ func (c *Client) releaseTar(ctx context.Context, rel *clientRelease, prog *progr
 	p := c.cachePath(want.Name)
 	if n, h, err := hashFileLimit(c.fs, p, want.Length); err != nil || h != want.SHA256 || n != want.Length {
 		c.log.Info("downloading the installed version's archive to compare the install directory with it", "archive", want.Name, "bytes", want.Length)
-		prog.total += want.Length
+		prog.grow(want.Length)
 		if err := c.remote.fetchTargetFile(ctx, c.fs, c.tuf.targetPath(rel.archive), p, want.Length, want.SHA256, prog); err != nil {
 			return nil, "", 0, err
 		}

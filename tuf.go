@@ -89,7 +89,8 @@ type tufClient struct {
 	remote    *remote // downloads from the repository's mirrors
 	now       func() time.Time
 	log       *slog.Logger
-	bootstrap []byte // trusted root used when dir has none (or an older one)
+	bootstrap []byte   // trusted root used when dir has none (or an older one)
+	prog      *tracker // the refresh's progress (nil: none)
 
 	trusted *trustedmetadata.TrustedMetadata
 }
@@ -211,7 +212,7 @@ func (c *tufClient) updateRoot(ctx context.Context, startData []byte) error {
 	start := c.trusted.Root.Signed.Version
 	for next := start + 1; next <= start+maxRootRotations; next++ {
 		name := strconv.FormatInt(next, 10) + ".root.json"
-		data, err := c.remote.fetchMetadata(ctx, name, maxRootLength, func(data []byte) error {
+		data, err := c.fetch(ctx, name, maxRootLength, 0, func(data []byte) error {
 			if _, err := c.trusted.UpdateRoot(data); err != nil {
 				return secErr(name, err)
 			}
@@ -229,6 +230,24 @@ func (c *tufClient) updateRoot(ctx context.Context, startData []byte) error {
 		}
 	}
 	return nil
+}
+
+// fetch downloads the metadata file name from the repository's mirrors
+// (see remote.fetchMetadata) and counts it in the refresh's progress:
+// length is its signed length, 0 when unknown (then its size counts once
+// it arrived).
+func (c *tufClient) fetch(ctx context.Context, name string, max, length int64, check func([]byte) error) ([]byte, error) {
+	if length > 0 {
+		c.prog.grow(PhaseRefresh, length)
+	}
+	data, err := c.remote.fetchMetadata(ctx, name, max, check)
+	if err == nil {
+		if length <= 0 {
+			c.prog.grow(PhaseRefresh, int64(len(data)))
+		}
+		c.prog.add(PhaseRefresh, int64(len(data)))
+	}
+	return data, err
 }
 
 // persistIfNew saves the starting root when it is not the persisted one
@@ -255,7 +274,7 @@ func (c *tufClient) updateTimestamp(ctx context.Context) error {
 		}
 	}
 	same := false // the mirror has the trusted version: keep the persisted one
-	data, err := c.remote.fetchMetadata(ctx, "timestamp.json", maxTimestampLength, func(data []byte) error {
+	data, err := c.fetch(ctx, "timestamp.json", maxTimestampLength, 0, func(data []byte) error {
 		same = false
 		if _, err := c.trusted.UpdateTimestamp(data); err != nil {
 			if !errors.Is(err, &metadata.ErrEqualVersionNumber{}) {
@@ -302,7 +321,7 @@ func (c *tufClient) updateSnapshot(ctx context.Context) error {
 	if c.trusted.Root.Signed.ConsistentSnapshot {
 		name = strconv.FormatInt(meta.Version, 10) + "." + name
 	}
-	data, err := c.remote.fetchMetadata(ctx, name, max, func(data []byte) error {
+	data, err := c.fetch(ctx, name, max, meta.Length, func(data []byte) error {
 		if _, err := c.trusted.UpdateSnapshot(data, false); err != nil {
 			return secErr(name, err)
 		}
@@ -344,7 +363,7 @@ func (c *tufClient) loadTargets(ctx context.Context, role, parent string) (*meta
 		name = strconv.FormatInt(meta.Version, 10) + "." + name
 	}
 	var t *metadata.Metadata[metadata.TargetsType]
-	data, err := c.remote.fetchMetadata(ctx, name, max, func(data []byte) (err error) {
+	data, err := c.fetch(ctx, name, max, meta.Length, func(data []byte) (err error) {
 		if t, err = c.trusted.UpdateDelegatedTargets(data, role, parent); err != nil {
 			return secErr(name, err)
 		}

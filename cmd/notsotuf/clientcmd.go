@@ -480,8 +480,8 @@ func cmdUpdate(env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	bar := newProgressBar(env.stderr, "update", false)
-	cfg.Progress = bar.update
+	bar := newUpdateBar(env.stderr)
+	cfg.OnProgress = bar.update
 	c, err := newClient(env, cfg)
 	if err != nil {
 		return err

@@ -97,12 +97,12 @@ func runDemo(env *cliEnv, args []string) (err error) {
 	}
 	installDir, cacheDir := filepath.Join(work, "installed", "demoapp"), filepath.Join(work, "cache")
 	update := func(current string) (*notsotuf.Update, error) {
-		bar := newProgressBar(env.stderr, "update", false)
+		bar := newUpdateBar(env.stderr)
 		defer bar.finish()
 		c, err := notsotuf.NewClient(notsotuf.ClientConfig{
 			App: cfg.AppName, CurrentVersion: current, InstallDir: installDir, CacheDir: cacheDir,
 			MetadataURL: base + "/metadata", TargetsURL: base + "/targets", TrustedRoot: root,
-			Fs: fsys, Now: env.now, Logger: env.logger, Progress: bar.update,
+			Fs: fsys, Now: env.now, Logger: env.logger, OnProgress: bar.update,
 		})
 		if err != nil {
 			return nil, err
