@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -128,6 +129,12 @@ type ClientConfig struct {
 	// directory with an error wrapping [ErrForeignInstallDir] and changes
 	// nothing: a wrong InstallDir must not delete what it holds.
 	Adopt bool
+	// Purge drops, at the next swap, the files and directories in the
+	// install directory that the installed release did not ship (a
+	// config file, logs, plugins the application or its user put there).
+	// Without it they are carried into the new tree (see docs/client.md,
+	// "Files the release did not ship").
+	Purge bool
 }
 
 // Client checks for, downloads and installs updates of one application from
@@ -146,6 +153,7 @@ type Client struct {
 	ratio      float64
 	forceFull  bool
 	adopt      bool
+	purge      bool
 	fs         afero.Fs
 	log        *slog.Logger
 	progress   func(done, total int64)
@@ -154,6 +162,11 @@ type Client struct {
 	tuf        *tufClient
 
 	cacheChecked bool // CheckCacheDir was called: Check does not log its result
+
+	now func() time.Time // ClientConfig.Now, or defaultNow
+	// spawn starts the helper process of SwapAtExit (see helper.go); nil
+	// means startDetached. Tests replace it.
+	spawn func(cmd *exec.Cmd) error
 }
 
 // NewClient checks cfg and returns a client. It does not touch the network
@@ -231,7 +244,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	}
 	c := &Client{
 		app: cfg.App, current: current, installDir: installDir, singleExe: cfg.SingleExecutable, cacheDir: cacheDir,
-		targetsURL: targetsURL, channel: cfg.Channel, versions: versions, platform: platform, ratio: ratio, forceFull: cfg.ForceFull, adopt: cfg.Adopt,
+		targetsURL: targetsURL, channel: cfg.Channel, versions: versions, platform: platform, ratio: ratio, forceFull: cfg.ForceFull, adopt: cfg.Adopt, purge: cfg.Purge,
 		fs: fsys, log: cfg.Logger, progress: cfg.Progress, timeout: timeout, remote: newRemote(cfg.HTTPClient, cfg.Header),
 	}
 	c.remote.minRate, c.remote.window = minRate, window
@@ -244,6 +257,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if now == nil {
 		now = defaultNow
 	}
+	c.now = now
 	c.tuf = &tufClient{
 		fs: c.fs, dir: filepath.Join(c.cacheDir, "metadata"), metadataURL: metaURL,
 		remote: c.remote, now: now, log: c.log, bootstrap: cfg.TrustedRoot,
@@ -555,6 +569,8 @@ type baseSource struct {
 	tarHash string // signed sha256 of the tar, "" when unknown
 
 	archiveLen int64 // baseCachedArchive: the archive's signed length
+
+	keep func(rel string) bool // baseInstalled: the entries the release shipped (nil: all)
 }
 
 // maxDeflateRatio bounds the size of a decompressed archive whose tar size
@@ -584,10 +600,16 @@ func (c *Client) findBase(cur *clientRelease) baseSource {
 		}
 	}
 	if hash != "" && !c.singleExe {
+		// The release's files only, when the install manifest lists them:
+		// not what the user added (see carry.go).
+		shipped, err := loadShipped(c.fs, c.installer().manifestPath(), c.app)
+		if err != nil {
+			c.log.Warn("ignoring the install manifest", "err", err)
+		}
 		// (treeIsTar reads nothing of a tree too big to be the release.)
-		ok, err := treeIsTar(c.fs, c.installDir, size, hash)
+		ok, err := treeIsTar(c.fs, c.installDir, size, hash, shipped.keep())
 		if ok {
-			return baseSource{kind: baseInstalled, path: c.installDir, tarSize: size, tarHash: hash}
+			return baseSource{kind: baseInstalled, path: c.installDir, tarSize: size, tarHash: hash, keep: shipped.keep()}
 		}
 		if err != nil && !errors.Is(err, fs.ErrNotExist) {
 			c.log.Warn("cannot rebuild the installed version's tar", "dir", c.installDir, "err", err)
@@ -707,7 +729,7 @@ func (c *Client) record(v, replaced Version) error {
 }
 
 func (c *Client) installer() *installer {
-	return &installer{fs: c.fs, dir: c.installDir, log: c.log, singleExe: c.singleExe, app: c.app}
+	return &installer{fs: c.fs, dir: c.installDir, log: c.log, singleExe: c.singleExe, app: c.app, purge: c.purge, now: c.now}
 }
 
 // Install downloads and installs u, an update returned by Check on this
@@ -1016,7 +1038,7 @@ func (c *Client) baseTar(ctx context.Context, u *Update) (string, error) {
 			}
 			return nil
 		case baseInstalled:
-			return WriteTar(c.fs, c.installDir, mw)
+			return writeTarFilter(c.fs, c.installDir, mw, b.keep)
 		}
 		return errors.New("no base")
 	})
