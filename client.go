@@ -433,6 +433,11 @@ func (c *Client) Check(ctx context.Context) (*Update, error) {
 type Decision struct {
 	Update   *Update    // nil when the installed version is up to date
 	Withheld []Withheld // releases newer than Update (or than the installed version) not offered, oldest first
+	// HandOff, when not nil, is the last hand-off to a helper process
+	// (SwapAtExit), which did not go as asked: the swap failed, the
+	// application did not exit in time, or the new version did not
+	// confirm its start and was rolled back. Error says why.
+	HandOff *HandOffReport
 }
 
 // Decide is Check, with the reasons: it refreshes the repository's
@@ -461,6 +466,9 @@ func (c *Client) Decide(ctx context.Context) (_ *Decision, err error) {
 			c.log.Warn("unsafe cache directory", "err", err)
 		}
 	}
+	// A version that did not confirm its start in time is rolled back
+	// first (handoff.go): the release to offer depends on it.
+	c.settleExpired()
 	if err := c.tuf.refresh(ctx); err != nil {
 		return nil, err
 	}
@@ -472,13 +480,13 @@ func (c *Client) Decide(ctx context.Context) (_ *Decision, err error) {
 	}
 	bucket := -1
 	var bucketErr error
-	sel := selectRelease(set, current, selectOptions{channel: c.channel, versions: c.versions, bucket: func() (int, error) {
+	sel := selectRelease(set, current, selectOptions{channel: c.channel, versions: c.versions, bad: c.badReleases(), bucket: func() (int, error) {
 		if bucket < 0 && bucketErr == nil {
 			bucket, bucketErr = rolloutBucket(c.fs, c.cacheDir, c.log)
 		}
 		return bucket, bucketErr
 	}})
-	d := &Decision{Withheld: sel.withheld}
+	d := &Decision{Withheld: sel.withheld, HandOff: c.handOffProblem()}
 	for _, w := range sel.withheld {
 		c.log.Info("release withheld", "version", w.Version, "platform", w.Platform, "reason", w.Reason)
 	}
@@ -670,9 +678,9 @@ func (c *Client) Recover() error {
 	return c.recoverWith(in)
 }
 
-// recoverWith runs in's recover and records the version of an install it
-// completed. The caller holds the install lock.
-func (c *Client) recoverWith(in *installer) error {
+// recoverJournal runs in's recover and records the version of an install
+// it completed. The caller holds the install lock.
+func (c *Client) recoverJournal(in *installer) error {
 	if err := in.recover(); err != nil {
 		return err
 	}
@@ -760,7 +768,13 @@ func (c *Client) installer() *installer {
 // [ErrBusy]) from start to end: a second process updating the same
 // application at the same time gets an error wrapping ErrBusy and changes
 // nothing.
-func (c *Client) Install(ctx context.Context, u *Update) (err error) {
+func (c *Client) Install(ctx context.Context, u *Update) error {
+	return c.install(ctx, u, false)
+}
+
+// install is Install, or with stage Stage (handoff.go): the same steps up
+// to the staged tree.
+func (c *Client) install(ctx context.Context, u *Update, stage bool) (err error) {
 	if u == nil || u.target == nil {
 		return errors.New("install: no update (use the result of Check)")
 	}
@@ -789,6 +803,10 @@ func (c *Client) Install(ctx context.Context, u *Update) (err error) {
 	if cur := c.Current(); u.rollback && cur.Compare(u.from) != 0 || !u.rollback && u.Version.Compare(cur) <= 0 {
 		return nil // installed meanwhile, or already
 	}
+	// A confirmation pending, or this update staged already (handoff.go).
+	if handled, err := c.useStaged(in, u, stage); handled {
+		return err
+	}
 	if err := c.fs.MkdirAll(c.cacheDir, 0o755); err != nil {
 		return fmt.Errorf("install %s: %w", u.Version, err)
 	}
@@ -798,6 +816,7 @@ func (c *Client) Install(ctx context.Context, u *Update) (err error) {
 		return err
 	}
 	in.tag = installTag(u) // lets Recover record it if a crash cuts the install short
+	in.stageOnly = stage
 	var keep string
 	if !u.Plan.Full {
 		tarPath, err, installErr := c.installPatches(ctx, u, prog, in)
@@ -848,6 +867,11 @@ func (c *Client) Install(ctx context.Context, u *Update) (err error) {
 			}
 		}
 	}
+	if stage {
+		res.Downloaded = prog.received
+		u.Result = res
+		return c.recordStaged(in, u, keep)
+	}
 	var replaced Version
 	if u.rollback {
 		replaced = u.from
@@ -859,6 +883,7 @@ func (c *Client) Install(ctx context.Context, u *Update) (err error) {
 	u.Result = res
 	c.log.Info("installed", "version", u.Version, "from", u.from, "full", res.Full, "downloaded", res.Downloaded, "fallback", res.Fallback != "")
 	c.cleanCache(keep)
+	c.clearHandOffReport()
 	return nil
 }
 
