@@ -1,0 +1,271 @@
+package notsotuf
+
+import (
+	"context"
+	"errors"
+	"maps"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/afero"
+)
+
+// handOffReleases publishes 1.0 and 2.0 of "app"; the file "version" in
+// each tree says which it is.
+func handOffReleases(t *testing.T, repo *testRepo) []appRelease {
+	mk := func(v string) map[string]string {
+		f := releaseFiles(len(v))
+		f["version"] = v
+		return f
+	}
+	rels := []appRelease{buildRelease(t, "1.0", mk("1.0")), buildRelease(t, "2.0", mk("2.0"))}
+	repo.publishRelease("app", rels[0], nil, false, "")
+	repo.publishRelease("app", rels[1], makePatch(t, rels[0], rels[1]), false, "")
+	return rels
+}
+
+// installed10 installs 1.0 into a fresh install directory on a real disk,
+// adds the user's files and returns the configuration (current 1.0) and a
+// clock to move.
+func installed10(t *testing.T, repo *testRepo) (afero.Fs, ClientConfig, *time.Time) {
+	t.Helper()
+	fsys, cfg := osClientConfig(t, repo, "0")
+	now := testNow
+	cfg.Now = func() time.Time { return now }
+	cfg.Versions = "<2"
+	if _, err := newTestClient(t, cfg).Update(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Versions, cfg.CurrentVersion = "", "1.0"
+	writeTree(t, fsys, cfg.InstallDir, map[string]string{"user.cfg": "mine", "data/notes.txt": "notes"})
+	return fsys, cfg, &now
+}
+
+var userFiles = map[string]string{"user.cfg": "mine", "data/notes.txt": "notes"}
+
+func withUser(files map[string]string) map[string]string {
+	m := maps.Clone(files)
+	maps.Copy(m, userFiles)
+	return m
+}
+
+// TestStageThenInstall: Stage leaves the installed tree alone, survives a
+// recover (the application's exit, a reboot), and an Install of the same
+// release swaps the staged tree in without downloading it again, keeping
+// the user's files.
+func TestStageThenInstall(t *testing.T) {
+	repo := newTestRepo(t, false)
+	rels := handOffReleases(t, repo)
+	fsys, cfg, _ := installed10(t, repo)
+	c := newTestClient(t, cfg)
+	u, err := c.Check(context.Background())
+	if err != nil || u == nil {
+		t.Fatalf("check: %v %v", u, err)
+	}
+	if err := c.Stage(context.Background(), u); err != nil {
+		t.Fatal(err)
+	}
+	wantTree(t, fsys, cfg.InstallDir, withUser(rels[0].files))
+	if c.Current().String() != "1.0" {
+		t.Fatalf("current after stage: %s", c.Current())
+	}
+	// A new process: recover keeps the staged update.
+	c = newTestClient(t, cfg)
+	if err := c.Recover(); err != nil {
+		t.Fatal(err)
+	}
+	s, err := c.Staged()
+	if err != nil || s == nil || s.Version.String() != "2.0" || s.From.String() != "1.0" {
+		t.Fatalf("staged: %+v %v", s, err)
+	}
+	repo.resetRequests()
+	u, err = c.Check(context.Background())
+	if err != nil || u == nil {
+		t.Fatalf("check: %v %v", u, err)
+	}
+	if err := c.Install(context.Background(), u); err != nil {
+		t.Fatal(err)
+	}
+	if got := targetRequests(repo); len(got) != 0 {
+		t.Errorf("the staged update was downloaded again: %q", got)
+	}
+	wantTree(t, fsys, cfg.InstallDir, withUser(rels[1].files))
+	if s, err := c.Staged(); s != nil || err != nil {
+		t.Errorf("still staged: %+v %v", s, err)
+	}
+	if c.Current().String() != "2.0" {
+		t.Errorf("current: %s", c.Current())
+	}
+	wantOnlyTree(t, fsys, cfg.InstallDir)
+}
+
+// stageAndSwap stages 2.0 and swaps it in the way the helper does, keeping
+// the previous tree for a confirmation within d.
+func stageAndSwap(t *testing.T, cfg ClientConfig, d time.Duration) *Client {
+	t.Helper()
+	c := newTestClient(t, cfg)
+	u, err := c.Check(context.Background())
+	if err != nil || u == nil {
+		t.Fatalf("check: %v %v", u, err)
+	}
+	if err := c.Stage(context.Background(), u); err != nil {
+		t.Fatal(err)
+	}
+	in := c.installer()
+	unlock, err := in.lock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unlock()
+	rec, err := in.readStageRecord()
+	if err != nil || rec == nil {
+		t.Fatalf("stage record: %v %v", rec, err)
+	}
+	if err := c.swapRecorded(in, rec, &confirmSpec{Within: d, Previous: c.Current().String()}); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// TestConfirmKeepsTheNewVersion: after a swap that waits for a
+// confirmation, the new version runs with the previous tree kept beside
+// it; Confirm (from the new version) removes the pending record, and the
+// next recover the previous tree; a later deadline changes nothing.
+func TestConfirmKeepsTheNewVersion(t *testing.T) {
+	repo := newTestRepo(t, false)
+	rels := handOffReleases(t, repo)
+	fsys, cfg, now := installed10(t, repo)
+	c := stageAndSwap(t, cfg, time.Minute)
+	wantTree(t, fsys, cfg.InstallDir, withUser(rels[1].files))
+	in := c.installer()
+	wantTree(t, fsys, in.previousPath(), withUser(rels[0].files))
+	// The old version cannot confirm the new one; an install waits.
+	if err := newTestClient(t, cfg).Confirm(); err != nil {
+		t.Fatal(err)
+	}
+	if p, _ := in.readPending(); p == nil {
+		t.Fatal("the old version confirmed the new one")
+	}
+	u, err := newTestClient(t, cfg).Check(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u != nil {
+		t.Fatalf("offered %s while 2.0 waits for its confirmation", u.Version)
+	}
+	cfg2 := cfg
+	cfg2.CurrentVersion = "2.0"
+	*now = now.Add(59 * time.Second)
+	if err := newTestClient(t, cfg2).Confirm(); err != nil {
+		t.Fatal(err)
+	}
+	if p, _ := in.readPending(); p != nil {
+		t.Fatal("still pending after Confirm")
+	}
+	if err := newTestClient(t, cfg2).Recover(); err != nil {
+		t.Fatal(err)
+	}
+	wantOnlyTree(t, fsys, cfg.InstallDir)
+	*now = now.Add(time.Hour)
+	if err := newTestClient(t, cfg2).Recover(); err != nil {
+		t.Fatal(err)
+	}
+	wantTree(t, fsys, cfg.InstallDir, withUser(rels[1].files))
+	if r, _ := newTestClient(t, cfg2).LastHandOff(); r == nil || r.Outcome != HandOffConfirmed {
+		t.Errorf("hand-off report: %+v", r)
+	}
+}
+
+// TestRecoverRollsBackUnconfirmed: with no confirmation by the deadline
+// (the helper died, say), the next Recover swaps the previous tree back,
+// with the user's files as the new version left them, records the release
+// as bad, and Check withholds it, saying why, until a newer release
+// appears. A Confirm after the deadline fails.
+func TestRecoverRollsBackUnconfirmed(t *testing.T) {
+	repo := newTestRepo(t, false)
+	rels := handOffReleases(t, repo)
+	fsys, cfg, now := installed10(t, repo)
+	stageAndSwap(t, cfg, time.Minute)
+	// The new version changes the user's files while it runs.
+	writeTree(t, fsys, cfg.InstallDir, map[string]string{"user.cfg": "changed by 2.0", "data/new.txt": "written by 2.0"})
+	cfg2 := cfg
+	cfg2.CurrentVersion = "2.0"
+	*now = now.Add(time.Minute)
+	if err := newTestClient(t, cfg2).Confirm(); err == nil || !strings.Contains(err.Error(), "too late") {
+		t.Fatalf("late confirm: %v", err)
+	}
+	c := newTestClient(t, cfg2) // the new version, started after the deadline
+	if err := c.Recover(); err != nil {
+		t.Fatal(err)
+	}
+	want := withUser(rels[0].files)
+	want["user.cfg"], want["data/new.txt"] = "changed by 2.0", "written by 2.0"
+	wantTree(t, fsys, cfg.InstallDir, want)
+	if c.Current().String() != "1.0" {
+		t.Errorf("current after rollback: %s", c.Current())
+	}
+	wantOnlyTree(t, fsys, cfg.InstallDir)
+	d, err := newTestClient(t, cfg).Decide(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Update != nil || len(d.Withheld) != 1 || d.Withheld[0].Version.String() != "2.0" || !strings.Contains(d.Withheld[0].Reason, "did not confirm its start") {
+		t.Fatalf("decision after rollback: update %v, withheld %+v", d.Update, d.Withheld)
+	}
+	if d.HandOff == nil || d.HandOff.Outcome != HandOffRolledBack {
+		t.Errorf("hand-off report: %+v", d.HandOff)
+	}
+	// A newer release is offered.
+	repo.publishRelease("app", buildRelease(t, "2.1", rels[1].files), nil, false, "")
+	u, err := newTestClient(t, cfg).Check(context.Background())
+	if err != nil || u == nil || u.Version.String() != "2.1" {
+		t.Fatalf("after 2.1: %v %v", u, err)
+	}
+}
+
+// TestCheckRollsBackExpired: Check settles an expired confirmation too.
+func TestCheckRollsBackExpired(t *testing.T) {
+	repo := newTestRepo(t, false)
+	rels := handOffReleases(t, repo)
+	fsys, cfg, now := installed10(t, repo)
+	stageAndSwap(t, cfg, time.Minute)
+	*now = now.Add(2 * time.Minute)
+	u, err := newTestClient(t, cfg).Check(context.Background())
+	if err != nil || u != nil {
+		t.Fatalf("check: %v %v", u, err)
+	}
+	wantTree(t, fsys, cfg.InstallDir, withUser(rels[0].files))
+}
+
+// TestSwapAtExitRefuses: no staged update, no process id, another Fs.
+func TestSwapAtExitRefuses(t *testing.T) {
+	repo := newTestRepo(t, false)
+	handOffReleases(t, repo)
+	_, cfg, _ := installed10(t, repo)
+	c := newTestClient(t, cfg)
+	c.spawn = func(*exec.Cmd) error { t.Fatal("spawned"); return nil }
+	if _, err := c.SwapAtExit(HandOff{PID: os.Getpid()}); !errors.Is(err, ErrNothingStaged) {
+		t.Errorf("nothing staged: %v", err)
+	}
+	if _, err := c.SwapAtExit(HandOff{}); err == nil {
+		t.Error("no PID accepted")
+	}
+	cfg.Fs = afero.NewMemMapFs()
+	if _, err := newTestClient(t, cfg).SwapAtExit(HandOff{PID: 1}); err == nil {
+		t.Error("MemMapFs accepted")
+	}
+}
+
+// wantOnlyTree fails unless the install directory's parent holds only the
+// tree, its manifest and lock, and the cache.
+func wantOnlyTree(t *testing.T, fsys afero.Fs, dir string) {
+	t.Helper()
+	got := strings.Join(siblingsOf(t, fsys, filepath.Dir(dir)), " ")
+	if want := ".app.notsotuf-lock .app.notsotuf-manifest app cache"; got != want {
+		t.Errorf("install parent holds %s, want %s", got, want)
+	}
+}
