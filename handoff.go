@@ -502,7 +502,7 @@ func (c *Client) handOffProblem() *HandOffReport {
 	}
 	switch r.Outcome {
 	case HandOffFailed, HandOffTimeout, HandOffRolledBack:
-		c.log.Warn("the last hand-off did not go as asked", "outcome", r.Outcome, "version", r.Version, "err", r.Error)
+		c.log.Info("the last hand-off did not go as asked", "outcome", r.Outcome, "version", r.Version, "err", r.Error)
 		return r
 	}
 	return nil
