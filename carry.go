@@ -117,7 +117,11 @@ func (in *installer) carryInto(dst, mdst string, reset bool) error {
 		return err
 	}
 	if reset && neu != nil {
-		if err := in.resetTree(dst, neu); err != nil {
+		// A staged tree must still be what was staged; a previous tree
+		// (a rollback) was the live one, whose files the user may have
+		// changed.
+		strict := dst != in.previousPath()
+		if err := in.resetTree(dst, neu, strict); err != nil {
 			return err
 		}
 	}
@@ -155,10 +159,10 @@ func (in *installer) carryInto(dst, mdst string, reset bool) error {
 	return nil
 }
 
-// resetTree removes from the tree at dir every entry that s does not list,
-// and fails unless it holds every entry of s with its type (files: size;
-// links: target).
-func (in *installer) resetTree(dir string, s shippedSet) error {
+// resetTree removes from the tree at dir every entry that s does not list;
+// strict, it fails unless the tree holds every entry of s with its type
+// (files: size; links: target).
+func (in *installer) resetTree(dir string, s shippedSet, strict bool) error {
 	seen := 0
 	restore := map[string]fs.FileMode{}
 	var walk func(rel string) error
@@ -187,6 +191,14 @@ func (in *installer) resetTree(dir string, s shippedSet) error {
 			}
 			seen++
 			changed := fmt.Errorf("%s changed since it was staged: %q is not what its manifest says", dir, r)
+			if !strict {
+				if e.kind == shippedDir && fi.IsDir() {
+					if err := walk(r); err != nil {
+						return err
+					}
+				}
+				continue
+			}
 			switch e.kind {
 			case shippedDir:
 				if !fi.IsDir() {
@@ -219,7 +231,7 @@ func (in *installer) resetTree(dir string, s shippedSet) error {
 	if err != nil {
 		return err
 	}
-	if seen != len(s) {
+	if strict && seen != len(s) {
 		return fmt.Errorf("%s changed since it was staged: %d entries of its manifest are missing", dir, len(s)-seen)
 	}
 	return nil

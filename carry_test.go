@@ -268,7 +268,7 @@ func TestResetStagedTree(t *testing.T) {
 	if err := fsys.Chmod(filepath.Join(dir, "d"), 0o555); err != nil {
 		t.Fatal(err)
 	}
-	if err := in.resetTree(dir, s); err != nil {
+	if err := in.resetTree(dir, s, true); err != nil {
 		t.Fatal(err)
 	}
 	diffManifests(t, treeManifest(t, fsys, dir), manifest{"a": sha256hex([]byte("1")), "d": "dir", "d/b": sha256hex([]byte("2"))})
@@ -276,11 +276,11 @@ func TestResetStagedTree(t *testing.T) {
 		t.Errorf("mode of d: %v", fi.Mode())
 	}
 	afero.WriteFile(fsys, filepath.Join(dir, "a"), []byte("changed"), 0o644)
-	if err := in.resetTree(dir, s); err == nil || !strings.Contains(err.Error(), `"a"`) {
+	if err := in.resetTree(dir, s, true); err == nil || !strings.Contains(err.Error(), `"a"`) {
 		t.Fatalf("reset of a changed tree: %v", err)
 	}
 	fsys.Remove(filepath.Join(dir, "a"))
-	if err := in.resetTree(dir, s); err == nil || !strings.Contains(err.Error(), "missing") {
+	if err := in.resetTree(dir, s, true); err == nil || !strings.Contains(err.Error(), "missing") {
 		t.Fatalf("reset of a tree missing a file: %v", err)
 	}
 }

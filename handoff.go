@@ -321,13 +321,13 @@ func (c *Client) confirm(checkVersion bool) error {
 // lockWait takes the install lock, retrying for up to d while another
 // process holds it.
 func (c *Client) lockWait(in *installer, d time.Duration) (func(), error) {
-	deadline := c.now().Add(d)
-	for {
+	const step = 50 * time.Millisecond
+	for tries := d / step; ; tries-- {
 		unlock, err := in.lock()
-		if !errors.Is(err, ErrBusy) || !c.now().Before(deadline) {
+		if !errors.Is(err, ErrBusy) || tries <= 0 {
 			return unlock, err
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(step)
 	}
 }
 

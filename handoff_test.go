@@ -189,6 +189,8 @@ func TestRecoverRollsBackUnconfirmed(t *testing.T) {
 	repo := newTestRepo(t, false)
 	rels := handOffReleases(t, repo)
 	fsys, cfg, now := installed10(t, repo)
+	// The user edited a file of 1.0 (allowed: the tree stays the app's).
+	writeTree(t, fsys, cfg.InstallDir, map[string]string{"share/README": "edited"})
 	stageAndSwap(t, cfg, time.Minute)
 	// The new version changes the user's files while it runs.
 	writeTree(t, fsys, cfg.InstallDir, map[string]string{"user.cfg": "changed by 2.0", "data/new.txt": "written by 2.0"})
@@ -203,7 +205,7 @@ func TestRecoverRollsBackUnconfirmed(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := withUser(rels[0].files)
-	want["user.cfg"], want["data/new.txt"] = "changed by 2.0", "written by 2.0"
+	want["user.cfg"], want["data/new.txt"], want["share/README"] = "changed by 2.0", "written by 2.0", "edited"
 	wantTree(t, fsys, cfg.InstallDir, want)
 	if c.Current().String() != "1.0" {
 		t.Errorf("current after rollback: %s", c.Current())
@@ -267,5 +269,45 @@ func wantOnlyTree(t *testing.T, fsys afero.Fs, dir string) {
 	got := strings.Join(siblingsOf(t, fsys, filepath.Dir(dir)), " ")
 	if want := ".app.notsotuf-lock .app.notsotuf-manifest app cache"; got != want {
 		t.Errorf("install parent holds %s, want %s", got, want)
+	}
+}
+
+// TestHelperCommandCopiedOutOfTheTree: on Windows a helper program inside
+// the install directory runs from a copy in the cache directory (a running
+// program would keep the directory from being renamed); elsewhere, or
+// outside the tree, it runs in place. Earlier copies are removed.
+func TestHelperCommandCopiedOutOfTheTree(t *testing.T) {
+	repo := newTestRepo(t, false)
+	handOffReleases(t, repo)
+	fsys, cfg, _ := installed10(t, repo)
+	c := newTestClient(t, cfg)
+	exe := filepath.Join(cfg.InstallDir, "app.exe")
+	if err := afero.WriteFile(fsys, exe, []byte("MZ program"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	argv, err := c.helperCommand([]string{exe, "helper"}, "linux")
+	if err != nil || argv[0] != exe {
+		t.Fatalf("linux: %q %v", argv, err)
+	}
+	outside := filepath.Join(filepath.Dir(cfg.InstallDir), "launcher.exe")
+	if argv, err := c.helperCommand([]string{outside}, "windows"); err != nil || argv[0] != outside {
+		t.Fatalf("outside the tree: %q %v", argv, err)
+	}
+	first, err := c.helperCommand([]string{exe, "helper"}, "windows")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if filepath.Dir(first[0]) != filepath.Join(cfg.CacheDir, "helper") || !strings.HasSuffix(first[0], ".exe") || first[1] != "helper" {
+		t.Fatalf("windows: %q", first)
+	}
+	if b, err := afero.ReadFile(fsys, first[0]); err != nil || string(b) != "MZ program" {
+		t.Fatalf("copy: %q %v", b, err)
+	}
+	second, err := c.helperCommand([]string{exe}, "windows")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := afero.Exists(fsys, first[0]); ok || second[0] == first[0] {
+		t.Errorf("the earlier copy %s stays (next: %s)", first[0], second[0])
 	}
 }

@@ -305,7 +305,10 @@ func (h *helper) run() int {
 		return 1
 	}
 	h.log.Info("the application exited; swapping", "version", version)
-	if err := h.swap(); err != nil {
+	if err := h.swap(); errors.Is(err, errSwappedElsewhere) {
+		h.log.Info("installed already, by another run: nothing to do", "version", version)
+		return 0
+	} else if err != nil {
 		h.log.Error("the swap failed: the installed version stays", "err", err)
 		c.writeHandOffReport(HandOffReport{Outcome: HandOffFailed, Version: version, From: h.p.Current, Error: err.Error()})
 		h.restart()
@@ -360,8 +363,7 @@ func (h *helper) swap() error {
 	}
 	if !ok || rec == nil || rec.Tag != h.p.Tag {
 		if v, _ := c.installedVersion(); v == tagVersion(h.p.Tag) {
-			h.log.Info("installed already (by another run)", "version", v)
-			return nil
+			return errSwappedElsewhere // another helper (which restarts the application), or an Install
 		}
 		return fmt.Errorf("the staged update to %s is gone (replaced, or installed by another run)", tagVersion(h.p.Tag))
 	}
@@ -382,6 +384,10 @@ func (c *Client) installedVersion() (string, error) {
 }
 
 var errStopManifest = errors.New("stop")
+
+// errSwappedElsewhere: the update the helper was to swap in was installed
+// by another run.
+var errSwappedElsewhere = errors.New("installed by another run")
 
 // restart starts the application again, if asked; the process, nil when
 // there is none.
