@@ -256,6 +256,21 @@ func TestSwapAtExitRefuses(t *testing.T) {
 	if _, err := c.SwapAtExit(HandOff{}); err == nil {
 		t.Error("no PID accepted")
 	}
+	// A process that is not running (a mistyped --wait-pid).
+	u, err := c.Check(context.Background())
+	if err != nil || u == nil {
+		t.Fatalf("check: %v %v", u, err)
+	}
+	if err := c.Stage(context.Background(), u); err != nil {
+		t.Fatal(err)
+	}
+	dead := exec.Command(os.Args[0], "-test.run=^$")
+	if err := dead.Run(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.SwapAtExit(HandOff{PID: dead.Process.Pid}); err == nil || !strings.Contains(err.Error(), "is not running") {
+		t.Errorf("a process that exited: %v", err)
+	}
 	cfg.Fs = afero.NewMemMapFs()
 	if _, err := newTestClient(t, cfg).SwapAtExit(HandOff{PID: 1}); err == nil {
 		t.Error("MemMapFs accepted")
@@ -310,4 +325,52 @@ func TestHelperCommandCopiedOutOfTheTree(t *testing.T) {
 	if ok, _ := afero.Exists(fsys, first[0]); ok || second[0] == first[0] {
 		t.Errorf("the earlier copy %s stays (next: %s)", first[0], second[0])
 	}
+}
+
+// TestStagedSwapInUse: with Windows' rule (a directory holding a running
+// program cannot be renamed), the swap of a staged update is abandoned,
+// the installed tree untouched, and the update stays staged: once the
+// directory is free, the next try swaps it in without a download.
+func TestStagedSwapInUse(t *testing.T) {
+	repo := newTestRepo(t, false)
+	rels := handOffReleases(t, repo)
+	fsys, cfg, _ := installed10(t, repo)
+	c := newTestClient(t, cfg)
+	u, err := c.Check(context.Background())
+	if err != nil || u == nil {
+		t.Fatalf("check: %v %v", u, err)
+	}
+	if err := c.Stage(context.Background(), u); err != nil {
+		t.Fatal(err)
+	}
+	locked := cfg
+	locked.Fs = lockedDirFs{Fs: fsys, locked: cfg.InstallDir}
+	lc := newTestClient(t, locked)
+	lc.installDir, lc.cacheDir = cfg.InstallDir, cfg.CacheDir
+	in := lc.installer()
+	in.goos = "windows"
+	rec, err := in.readStageRecord()
+	if err != nil || rec == nil {
+		t.Fatalf("stage record: %v %v", rec, err)
+	}
+	err = lc.swapRecorded(in, rec, &confirmSpec{Within: time.Minute, Previous: "1.0"})
+	if !errors.Is(err, errInstallAbandoned) || !strings.Contains(err.Error(), "is a program in it running?") {
+		t.Fatalf("swap of a directory in use: %v", err)
+	}
+	wantTree(t, fsys, cfg.InstallDir, withUser(rels[0].files))
+	if s, err := c.Staged(); err != nil || s == nil {
+		t.Fatalf("no longer staged: %v %v", s, err)
+	}
+	if p, _ := c.installer().readPending(); p != nil {
+		t.Fatal("a pending confirmation for a swap that did not happen")
+	}
+	repo.resetRequests()
+	if _, err := newTestClient(t, cfg).Update(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := targetRequests(repo); len(got) != 0 {
+		t.Errorf("downloaded again: %q", got)
+	}
+	wantTree(t, fsys, cfg.InstallDir, withUser(rels[1].files))
+	wantOnlyTree(t, fsys, cfg.InstallDir)
 }

@@ -131,6 +131,9 @@ func (c *Client) SwapAtExit(h HandOff) (int, error) {
 	if h.Wait == 0 {
 		h.Wait = DefaultHandOffWait
 	}
+	if !processRunning(h.PID) {
+		return 0, fmt.Errorf("swap at exit: process %d is not running: the swap would not wait for anything (use Install to update now)", h.PID)
+	}
 	if err := c.checkDirs(); err != nil {
 		return 0, err
 	}

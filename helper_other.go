@@ -14,3 +14,5 @@ func startDetached(*exec.Cmd) error            { return errNoHelper }
 func startRestart(*exec.Cmd) error             { return errNoHelper }
 func processStart(int) uint64                  { return 0 }
 func waitExit(int, uint64, time.Duration) bool { return false }
+
+func processRunning(int) bool { return false }

@@ -70,3 +70,6 @@ func processAlive(pid int, start uint64) bool {
 	}
 	return !zombie && (start == 0 || s == start)
 }
+
+// processRunning reports whether the process pid runs (not a zombie).
+func processRunning(pid int) bool { return processAlive(pid, 0) }

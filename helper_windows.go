@@ -79,3 +79,6 @@ func waitExit(pid int, start uint64, timeout time.Duration) bool {
 		}
 	}
 }
+
+// processRunning reports whether the process pid runs.
+func processRunning(pid int) bool { return !waitExit(pid, 0, 0) }
