@@ -817,6 +817,13 @@ func (c *Client) install(ctx context.Context, u *Update, stage bool) (err error)
 	}
 	in.tag = installTag(u) // lets Recover record it if a crash cuts the install short
 	in.stageOnly = stage
+	if !stage {
+		var replaced Version
+		if u.rollback {
+			replaced = u.from
+		}
+		in.committed = func() error { return c.record(u.Version, replaced) } // and before the journal goes
+	}
 	var keep string
 	if !u.Plan.Full {
 		tarPath, err, installErr := c.installPatches(ctx, u, prog, in)

@@ -151,11 +151,9 @@ func (c *Client) swapRecorded(in *installer, rec *stageRecord, confirm *confirmS
 		return fmt.Errorf("swap: stage record %s: %w", in.stageRecordPath(), err)
 	}
 	in.tag, in.stageOnly, in.confirm = rec.Tag, false, confirm
-	defer func() { in.confirm = nil }()
+	in.committed = func() error { return c.record(v, replaced) }
+	defer func() { in.confirm, in.committed = nil, nil }()
 	if err := in.swapStaged(true); err != nil {
-		return err
-	}
-	if err := c.record(v, replaced); err != nil {
 		return err
 	}
 	keep := ""
@@ -242,10 +240,9 @@ func (c *Client) rollBack(in *installer, p *pendingRecord, why string) error {
 		return err
 	}
 	in.tag = prev.String() + rollbackTag + bad.String()
+	in.committed = func() error { return c.record(prev, bad) }
+	defer func() { in.committed = nil }()
 	if err := in.rollbackTree(); err != nil {
-		return err
-	}
-	if err := c.record(prev, bad); err != nil {
 		return err
 	}
 	c.writeHandOffReport(HandOffReport{Outcome: HandOffRolledBack, Version: bad.String(), From: prev.String(), Error: bad.String() + " " + why})

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/notsotuf/notsotuf/internal/faultfs"
 	"github.com/spf13/afero"
 )
 
@@ -373,4 +374,44 @@ func TestStagedSwapInUse(t *testing.T) {
 	}
 	wantTree(t, fsys, cfg.InstallDir, withUser(rels[1].files))
 	wantOnlyTree(t, fsys, cfg.InstallDir)
+}
+
+// TestRollbackFaults fails (crash mode: as if the process died there) each
+// write of a rollback in turn; the next Recover must always leave 1.0 in
+// place with the user's files, recorded as installed (also for the
+// process of 2.0 still running), and 2.0 recorded as bad.
+func TestRollbackFaults(t *testing.T) {
+	repo := newTestRepo(t, false)
+	rels := handOffReleases(t, repo)
+	for n := 1; ; n++ {
+		fsys, cfg, now := installed10(t, repo)
+		stageAndSwap(t, cfg, time.Minute)
+		*now = now.Add(2 * time.Minute)
+		cfg2 := cfg
+		cfg2.CurrentVersion = "2.0"
+		ffs := faultfs.New(fsys, n, true)
+		faulty := cfg2
+		faulty.Fs = ffs
+		err := newTestClient(t, faulty).Recover()
+		if !ffs.Failed() {
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("%d writes in a rollback", n-1)
+			break
+		}
+		op := ffs.Ops()[n-1]
+		c := newTestClient(t, cfg2)
+		if err := c.Recover(); err != nil {
+			t.Fatalf("op %d (%s): recover: %v", n, op, err)
+		}
+		wantTree(t, fsys, cfg.InstallDir, withUser(rels[0].files))
+		if got := c.Current().String(); got != "1.0" {
+			t.Fatalf("op %d (%s): current %s after the rollback", n, op, got)
+		}
+		if c.badReleases()["2.0"] == "" {
+			t.Fatalf("op %d (%s): 2.0 not recorded as bad", n, op)
+		}
+		wantOnlyTree(t, fsys, cfg.InstallDir)
+	}
 }

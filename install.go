@@ -189,6 +189,22 @@ type installer struct {
 	confirm *confirmSpec
 	// now is the clock of the confirmation deadline; nil means defaultNow.
 	now func() time.Time
+	// committed, if set, is called by a tree swap of this process once the
+	// new tree is in place, before the journal is removed: the client
+	// records the version installed there, so that no crash leaves the
+	// tree swapped and the record behind (a crash before it leaves the
+	// journal, whose tag recover records). Its error is logged.
+	committed func() error
+}
+
+// onCommit calls in.committed, if set.
+func (in *installer) onCommit() {
+	if in.committed == nil {
+		return
+	}
+	if err := in.committed(); err != nil {
+		in.logger().Warn("recording the version installed", "err", err)
+	}
 }
 
 func (in *installer) clock() time.Time {
@@ -540,6 +556,9 @@ func (in *installer) finishTree(j *journal, interrupted bool) error {
 		return fmt.Errorf("recover %s: journal %s present but neither the staged nor the previous tree exists", in.dir, jpath)
 	}
 	in.recovered = j.Tag
+	if !interrupted {
+		in.onCommit() // this process's swap: the tree is in place
+	}
 	if err := in.placeManifest(j); err != nil {
 		return err
 	}
