@@ -415,3 +415,71 @@ func TestRollbackFaults(t *testing.T) {
 		wantOnlyTree(t, fsys, cfg.InstallDir)
 	}
 }
+
+// TestStagedSwapFaults fails (crash mode) each write of the swap of a
+// staged update that waits for a confirmation: after Recover the tree is
+// 1.0 or 2.0, complete with the user's files, the record says which, a
+// 2.0 waits for its confirmation (and comes back to 1.0 without it), and
+// a 1.0 still has 2.0 staged.
+func TestStagedSwapFaults(t *testing.T) {
+	repo := newTestRepo(t, false)
+	rels := handOffReleases(t, repo)
+	for n := 1; ; n++ {
+		fsys, cfg, now := installed10(t, repo)
+		c := newTestClient(t, cfg)
+		u, err := c.Check(context.Background())
+		if err != nil || u == nil {
+			t.Fatalf("check: %v %v", u, err)
+		}
+		if err := c.Stage(context.Background(), u); err != nil {
+			t.Fatal(err)
+		}
+		ffs := faultfs.New(fsys, n, true)
+		faulty := cfg
+		faulty.Fs = ffs
+		fc := newTestClient(t, faulty)
+		in := fc.installer()
+		rec, err := in.readStageRecord()
+		if err != nil || rec == nil {
+			t.Fatalf("stage record: %v %v", rec, err)
+		}
+		err = fc.swapRecorded(in, rec, &confirmSpec{Within: time.Minute, Previous: "1.0"})
+		if !ffs.Failed() {
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("%d writes in a staged swap", n-1)
+			break
+		}
+		op := ffs.Ops()[n-1]
+		c = newTestClient(t, cfg)
+		if err := c.Recover(); err != nil {
+			t.Fatalf("op %d (%s): recover: %v", n, op, err)
+		}
+		got := treeManifest(t, fsys, cfg.InstallDir)
+		switch {
+		case maps2Equal(got, withUser(rels[0].files)):
+			if c.Current().String() != "1.0" {
+				t.Fatalf("op %d (%s): tree 1.0, current %s", n, op, c.Current())
+			}
+			if s, err := c.Staged(); err != nil || s == nil {
+				t.Fatalf("op %d (%s): 2.0 no longer staged: %v", n, op, err)
+			}
+		case maps2Equal(got, withUser(rels[1].files)):
+			if c.Current().String() != "2.0" {
+				t.Fatalf("op %d (%s): tree 2.0, current %s", n, op, c.Current())
+			}
+			if p, err := c.installer().readPending(); err != nil || p == nil {
+				t.Fatalf("op %d (%s): 2.0 in place without a pending confirmation: %v", n, op, err)
+			}
+			*now = now.Add(2 * time.Minute)
+			if err := newTestClient(t, cfg).Recover(); err != nil {
+				t.Fatalf("op %d (%s): rollback: %v", n, op, err)
+			}
+			wantTree(t, fsys, cfg.InstallDir, withUser(rels[0].files))
+			wantOnlyTree(t, fsys, cfg.InstallDir)
+		default:
+			t.Fatalf("op %d (%s): the tree is neither 1.0 nor 2.0", n, op)
+		}
+	}
+}
