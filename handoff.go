@@ -190,11 +190,19 @@ func (c *Client) recoverWith(in *installer) error {
 	}
 	p, err := in.readPending()
 	if err != nil {
-		c.log.Warn("ignoring the pending confirmation", "err", err)
-		return nil
+		// Unreadable: nothing can be decided from it; the version in
+		// place stays, and so that the previous tree can go.
+		c.log.Warn("removing an unreadable pending confirmation: the installed version stays", "err", err)
+		return in.remove(in.pendingPath())
 	}
 	if p == nil || c.now().Before(p.Deadline) {
 		return nil
+	}
+	if ok, err := exists(c.fs, in.previousPath()); err != nil {
+		return err
+	} else if !ok {
+		c.log.Warn("the version that did not confirm its start stays: the previous tree is gone", "version", tagVersion(p.Tag))
+		return in.remove(in.pendingPath())
 	}
 	return c.rollBack(in, p, fmt.Sprintf("did not confirm its start by %s", p.Deadline.Format(time.RFC3339)))
 }

@@ -483,3 +483,66 @@ func TestStagedSwapFaults(t *testing.T) {
 		}
 	}
 }
+
+// FuzzHandOffRecords: the records of a staged update, a pending
+// confirmation, the bad releases and the hand-off report are read from
+// files another local user might have written: any bytes give a clear
+// error or a value, never a panic, and Decide's helpers carry on.
+func FuzzHandOffRecords(f *testing.F) {
+	f.Add([]byte(`{"app":"app","tag":"2.0","from":"1.0","keep":"app-2.0.tar"}`))
+	f.Add([]byte(`{"tag":"2.0 replacing 3.0","previous":"1.0","deadline":"2030-01-01T00:00:00Z"}`))
+	f.Add([]byte(`{"app":"app","releases":[{"version":"2.0","reason":"x"}]}`))
+	f.Add([]byte(`{"time":"2030-01-01T00:00:00Z","outcome":"failed","version":"2.0","error":"x"}`))
+	f.Add([]byte(`{"tag":"not a version","deadline":"0001-01-01T00:00:00Z"}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		fsys := afero.NewMemMapFs()
+		c, err := newLocalClient(ClientConfig{App: "app", InstallDir: "/opt/app", CacheDir: "/cache", Fs: fsys, CurrentVersion: "1.0"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		in := c.installer()
+		for _, p := range []string{in.stageRecordPath(), in.pendingPath(), c.cachePath(badReleasesFile), c.cachePath(handOffFile)} {
+			fsys.MkdirAll(filepath.Dir(p), 0o755)
+			if err := afero.WriteFile(fsys, p, data, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if rec, err := in.readStageRecord(); err == nil && rec != nil {
+			parseTag(rec.Tag)
+		}
+		if p, err := in.readPending(); err == nil && p != nil {
+			parseTag(p.Tag)
+		}
+		c.badReleases()
+		c.handOffProblem()
+		c.Staged()
+		if err := c.recoverWith(in); err != nil && strings.Contains(err.Error(), "panic") {
+			t.Fatal(err)
+		}
+	})
+}
+
+// TestPendingWithoutPreviousTree: an expired (or unreadable) pending
+// confirmation whose previous tree is gone does not wedge the client:
+// the version in place stays and the record goes.
+func TestPendingWithoutPreviousTree(t *testing.T) {
+	repo := newTestRepo(t, false)
+	rels := handOffReleases(t, repo)
+	for _, corrupt := range []bool{false, true} {
+		fsys, cfg, now := installed10(t, repo)
+		c := stageAndSwap(t, cfg, time.Minute)
+		in := c.installer()
+		if err := fsys.RemoveAll(in.previousPath()); err != nil {
+			t.Fatal(err)
+		}
+		if corrupt {
+			afero.WriteFile(fsys, in.pendingPath(), []byte("{"), 0o644)
+		}
+		*now = now.Add(2 * time.Minute)
+		if err := newTestClient(t, cfg).Recover(); err != nil {
+			t.Fatalf("corrupt=%v: %v", corrupt, err)
+		}
+		wantTree(t, fsys, cfg.InstallDir, withUser(rels[1].files))
+		wantOnlyTree(t, fsys, cfg.InstallDir)
+	}
+}
