@@ -193,7 +193,10 @@ func (c *Client) recoverWith(in *installer) error {
 		// Unreadable: nothing can be decided from it; the version in
 		// place stays, and so that the previous tree can go.
 		c.log.Warn("removing an unreadable pending confirmation: the installed version stays", "err", err)
-		return in.remove(in.pendingPath())
+		if err := in.remove(in.pendingPath()); err != nil {
+			return err
+		}
+		return in.settlePrevious()
 	}
 	if p == nil || c.now().Before(p.Deadline) {
 		return nil
@@ -202,7 +205,10 @@ func (c *Client) recoverWith(in *installer) error {
 		return err
 	} else if !ok {
 		c.log.Warn("the version that did not confirm its start stays: the previous tree is gone", "version", tagVersion(p.Tag))
-		return in.remove(in.pendingPath())
+		if err := in.remove(in.pendingPath()); err != nil {
+			return err
+		}
+		return in.settlePrevious()
 	}
 	return c.rollBack(in, p, fmt.Sprintf("did not confirm its start by %s", p.Deadline.Format(time.RFC3339)))
 }
