@@ -107,8 +107,11 @@ type pendingRecord struct {
 // version .<base>.notsotuf-manifest-new) and the install lock
 // .<base>.notsotuf-lock. An install extracts the archive into the staged
 // tree (see extractTar for the archive rules), verifies it against the
-// archive's manifest, writes the staged install manifest, then the
-// journal atomically (the commit point), and swaps the staged tree in:
+// archive's manifest, writes the staged install manifest (stageTar; with
+// stageOnly it stops there, see stage.go), carries into it the entries of
+// dir that the installed release did not ship (carry.go), then writes the
+// journal atomically (the commit point), and swaps the staged tree in
+// (swapStaged):
 //
 //   - where the operating system can exchange two paths atomically (Linux
 //     renameat2 RENAME_EXCHANGE, macOS renamex_np RENAME_SWAP, on the
@@ -123,17 +126,19 @@ type pendingRecord struct {
 //     with which recover completes the swap.
 //
 // Then the staged install manifest replaces the previous one, the journal
-// is removed and the previous tree deleted. Files the new version no
-// longer has go away with the previous tree. Deleting it is best effort:
+// is removed and the previous tree deleted (or, for a swap that waits for
+// a confirmation, kept: see stage.go). Files the new version no longer
+// has go away with the previous tree. Deleting it is best effort:
 // a tree that cannot be deleted (a read-only mount inside it, files of
 // another account) is logged and left under its old name, and every later
 // recover and install tries again; it never stops an install. If dir
 // cannot be moved aside, the update is abandoned (journal and staged tree
-// removed, dir untouched). On Windows a directory holding a running
-// executable or an open file cannot be renamed: tree mode fails there that
-// way while the application runs from dir; use single-executable mode, or
-// install from a separate process (a launcher outside dir) once the
-// application exits.
+// removed, dir untouched; a tree staged by Client.Stage stays staged). On
+// Windows a directory holding a running executable or an open file cannot
+// be renamed: tree mode fails there that way while the application runs
+// from dir; stage the update and hand the swap to a helper that runs once
+// the application exits (Client.SwapAtExit), use single-executable mode,
+// or install from a separate process (a launcher outside dir).
 //
 // Single-executable mode (singleExe true) treats dir as the path of one
 // executable file. The new file is written to <exe>.notsotuf-new, synced,
