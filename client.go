@@ -758,9 +758,9 @@ func (c *Client) installer() *installer {
 // it too (docs/client.md, "The patch pipeline and the fallback rules").
 // The new tree is staged beside the install directory, receives the
 // files the installed release did not ship (ClientConfig.Purge drops
-// them), and is swapped in atomically. Then the new version is recorded in the cache directory, its
-// verified tar or archive is kept as the next patch base and the files of
-// other versions are removed from the cache. Installing a version that is
+// them), and is swapped in atomically. Then the new version is recorded
+// in the cache directory, its verified tar or archive is kept as the next
+// patch base and the files of other versions are removed from the cache. Installing a version that is
 // already installed does nothing. On success u.Result says what was done.
 //
 // Install gives up when ClientConfig.Timeout runs out (a *TimeoutError).
