@@ -284,3 +284,35 @@ func TestResetStagedTree(t *testing.T) {
 		t.Fatalf("reset of a tree missing a file: %v", err)
 	}
 }
+
+// TestCarryIntoReadOnlyDirectory: a directory of the new release without
+// write permission receives the user's entries and keeps its mode.
+func TestCarryIntoReadOnlyDirectory(t *testing.T) {
+	fsys, root := tempOsFs(t)
+	dir := filepath.Join(root, "app")
+	in := &installer{fs: fsys, dir: dir, app: "app"}
+	writeTree(t, fsys, dir, map[string]string{"share/a": "1"})
+	if err := writeTreeManifest(fsys, dir, in.manifestPath(), "app", "1.0"); err != nil {
+		t.Fatal(err)
+	}
+	writeTree(t, fsys, dir, map[string]string{"share/mine": "user"})
+	staged, _, _ := in.siblings()
+	mnew := in.siblingPrefix() + suffixManifestNew
+	writeTree(t, fsys, staged, map[string]string{"share/a": "2"})
+	if err := writeTreeManifest(fsys, staged, mnew, "app", "2.0"); err != nil {
+		t.Fatal(err)
+	}
+	if err := fsys.Chmod(filepath.Join(staged, "share"), 0o555); err != nil {
+		t.Fatal(err)
+	}
+	if err := in.carryInto(staged, mnew, false); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := afero.ReadFile(fsys, filepath.Join(staged, "share", "mine")); err != nil || string(b) != "user" {
+		t.Fatalf("share/mine: %q %v", b, err)
+	}
+	if fi, _ := fsys.Stat(filepath.Join(staged, "share")); fi.Mode().Perm() != 0o555 {
+		t.Errorf("mode of share: %v", fi.Mode())
+	}
+	fsys.Chmod(filepath.Join(staged, "share"), 0o755)
+}

@@ -270,9 +270,8 @@ func RunHelperIfRequested() (exitCode int, ran bool) {
 		return 0, false
 	}
 	var p helperParams
-	if err := json.Unmarshal([]byte(v), &p); err != nil {
-		fmt.Fprintf(os.Stderr, "notsotuf helper: %s: %v\n", helperEnv, err)
-		return 2, true
+	if err := json.Unmarshal([]byte(v), &p); err != nil || p.App == "" || p.InstallDir == "" || p.CacheDir == "" {
+		return 0, false // not ours (a stray variable): run the application
 	}
 	h := &helper{p: p, fs: afero.NewOsFs(), now: defaultNow, sleep: time.Sleep}
 	return h.run(), true
