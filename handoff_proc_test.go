@@ -147,12 +147,6 @@ func (p *procTest) handOff(within time.Duration) (*exec.Cmd, int) {
 	return sleeper, pid
 }
 
-// runs returns the "ran VERSION PID" lines of the marker file.
-func (p *procTest) runs() []string {
-	b, _ := os.ReadFile(p.marker)
-	return strings.Fields(strings.ReplaceAll(string(b), "\n", " | "))
-}
-
 // ranVersions returns the versions the applications ran, in order.
 func (p *procTest) ranVersions() string {
 	b, _ := os.ReadFile(p.marker)
