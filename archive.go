@@ -51,6 +51,14 @@ var archiveEpoch = time.Unix(0, 0).UTC()
 // root/root (uid/gid 0), modes and symlinks kept, empty directories kept. The
 // same tree always gives the same bytes. Errors name the offending path.
 func WriteTar(fsys afero.Fs, dir string, w io.Writer) error {
+	return writeTarFilter(fsys, dir, w, nil)
+}
+
+// writeTarFilter is WriteTar of the entries of dir for which keep (given
+// their slash-separated path relative to dir) is true; a nil keep keeps
+// all. The client rebuilds the installed release's tar this way, leaving
+// out what the user added to the install directory (see carry.go).
+func writeTarFilter(fsys afero.Fs, dir string, w io.Writer, keep func(rel string) bool) error {
 	root, err := lstat(fsys, dir)
 	if err != nil {
 		return fmt.Errorf("bundle %s: %w", dir, err)
@@ -59,7 +67,7 @@ func WriteTar(fsys afero.Fs, dir string, w io.Writer) error {
 		return fmt.Errorf("bundle %s: not a directory", dir)
 	}
 	tw := tar.NewWriter(w)
-	if err := writeTarDir(fsys, tw, dir, "", root); err != nil {
+	if err := writeTarDir(fsys, tw, dir, "", root, keep); err != nil {
 		return err
 	}
 	if err := tw.Close(); err != nil {
@@ -109,7 +117,7 @@ func (c *countWriter) Write(p []byte) (int, error) {
 
 // writeTarDir writes the entry for the directory at fsPath (tar name
 // "./"+rel+"/", or "./" for the root) and then its children.
-func writeTarDir(fsys afero.Fs, tw *tar.Writer, fsPath, rel string, fi os.FileInfo) error {
+func writeTarDir(fsys afero.Fs, tw *tar.Writer, fsPath, rel string, fi os.FileInfo, keep func(string) bool) error {
 	name := "./"
 	if rel != "" {
 		name = "./" + rel + "/"
@@ -129,6 +137,9 @@ func writeTarDir(fsys afero.Fs, tw *tar.Writer, fsPath, rel string, fi os.FileIn
 		if rel != "" {
 			childRel = rel + "/" + n
 		}
+		if keep != nil && !keep(childRel) {
+			continue
+		}
 		if strings.Contains(n, "\\") && filepath.Separator != '\\' {
 			// A backslash would turn into a directory separator when the
 			// archive is installed on Windows.
@@ -138,18 +149,18 @@ func writeTarDir(fsys afero.Fs, tw *tar.Writer, fsPath, rel string, fi os.FileIn
 		if err != nil {
 			return fmt.Errorf("bundle entry %s: %w", childPath, err)
 		}
-		if err := writeTarEntry(fsys, tw, childPath, childRel, cfi); err != nil {
+		if err := writeTarEntry(fsys, tw, childPath, childRel, cfi, keep); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func writeTarEntry(fsys afero.Fs, tw *tar.Writer, fsPath, rel string, fi os.FileInfo) error {
+func writeTarEntry(fsys afero.Fs, tw *tar.Writer, fsPath, rel string, fi os.FileInfo, keep func(string) bool) error {
 	mode := fi.Mode()
 	switch {
 	case mode.IsDir():
-		return writeTarDir(fsys, tw, fsPath, rel, fi)
+		return writeTarDir(fsys, tw, fsPath, rel, fi, keep)
 	case mode&fs.ModeSymlink != 0:
 		target, err := readlink(fsys, fsPath)
 		if err != nil {

@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -152,6 +153,12 @@ type ClientConfig struct {
 	// directory with an error wrapping [ErrForeignInstallDir] and changes
 	// nothing: a wrong InstallDir must not delete what it holds.
 	Adopt bool
+	// Purge drops, at the next swap, the files and directories in the
+	// install directory that the installed release did not ship (a
+	// config file, logs, plugins the application or its user put there).
+	// Without it they are carried into the new tree (see docs/client.md,
+	// "Files the release did not ship").
+	Purge bool
 }
 
 // Client checks for, downloads and installs updates of one application from
@@ -169,6 +176,7 @@ type Client struct {
 	ratio      float64
 	forceFull  bool
 	adopt      bool
+	purge      bool
 	fs         afero.Fs
 	log        *slog.Logger
 	progress   func(done, total int64)
@@ -179,6 +187,11 @@ type Client struct {
 	tuf        *tufClient
 
 	cacheChecked bool // CheckCacheDir was called: Check does not log its result
+
+	now func() time.Time // ClientConfig.Now, or defaultNow
+	// spawn starts the helper process of SwapAtExit (see helper.go); nil
+	// means startDetached. Tests replace it.
+	spawn func(cmd *exec.Cmd) error
 }
 
 // NewClient checks cfg and returns a client. It does not touch the network
@@ -260,7 +273,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	}
 	c := &Client{
 		app: cfg.App, current: current, installDir: installDir, singleExe: cfg.SingleExecutable, cacheDir: cacheDir,
-		channel: cfg.Channel, versions: versions, platform: platform, ratio: ratio, forceFull: cfg.ForceFull, adopt: cfg.Adopt,
+		channel: cfg.Channel, versions: versions, platform: platform, ratio: ratio, forceFull: cfg.ForceFull, adopt: cfg.Adopt, purge: cfg.Purge,
 		fs: fsys, log: cfg.Logger, progress: cfg.Progress, onProgress: cfg.OnProgress, timeout: timeout, remote: newRemote(cfg.HTTPClient, cfg.Header),
 	}
 	c.remote.minRate, c.remote.window = minRate, window
@@ -281,6 +294,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if now == nil {
 		now = defaultNow
 	}
+	c.now = now
 	c.tuf = &tufClient{
 		fs: c.fs, dir: filepath.Join(c.cacheDir, "metadata"),
 		remote: c.remote, now: now, log: c.log, bootstrap: cfg.TrustedRoot,
@@ -499,6 +513,11 @@ func (c *Client) Check(ctx context.Context) (*Update, error) {
 type Decision struct {
 	Update   *Update    // nil when the installed version is up to date
 	Withheld []Withheld // releases newer than Update (or than the installed version) not offered, oldest first
+	// HandOff, when not nil, is the last hand-off to a helper process
+	// (SwapAtExit), which did not go as asked: the swap failed, the
+	// application did not exit in time, or the new version did not
+	// confirm its start and was rolled back. Error says why.
+	HandOff *HandOffReport
 }
 
 // Decide is Check, with the reasons: it refreshes the repository's
@@ -532,6 +551,9 @@ func (c *Client) Decide(ctx context.Context) (_ *Decision, err error) {
 			c.log.Warn("unsafe cache directory", "err", err)
 		}
 	}
+	// A version that did not confirm its start in time is rolled back
+	// first (handoff.go): the release to offer depends on it.
+	c.settleExpired()
 	t.enter(PhaseRefresh)
 	c.tuf.prog = t
 	err = c.tuf.refresh(ctx)
@@ -547,13 +569,13 @@ func (c *Client) Decide(ctx context.Context) (_ *Decision, err error) {
 	}
 	bucket := -1
 	var bucketErr error
-	sel := selectRelease(set, current, selectOptions{channel: c.channel, versions: c.versions, bucket: func() (int, error) {
+	sel := selectRelease(set, current, selectOptions{channel: c.channel, versions: c.versions, bad: c.badReleases(), bucket: func() (int, error) {
 		if bucket < 0 && bucketErr == nil {
 			bucket, bucketErr = rolloutBucket(c.fs, c.cacheDir, c.log)
 		}
 		return bucket, bucketErr
 	}})
-	d := &Decision{Withheld: sel.withheld}
+	d := &Decision{Withheld: sel.withheld, HandOff: c.handOffProblem()}
 	for _, w := range sel.withheld {
 		c.log.Info("release withheld", "version", w.Version, "platform", w.Platform, "reason", w.Reason)
 	}
@@ -644,6 +666,8 @@ type baseSource struct {
 	tarHash string // signed sha256 of the tar, "" when unknown
 
 	archiveLen int64 // baseCachedArchive: the archive's signed length
+
+	keep func(rel string) bool // baseInstalled: the entries the release shipped (nil: all)
 }
 
 // maxDeflateRatio bounds the size of a decompressed archive whose tar size
@@ -673,10 +697,16 @@ func (c *Client) findBase(cur *clientRelease) baseSource {
 		}
 	}
 	if hash != "" && !c.singleExe {
+		// The release's files only, when the install manifest lists them:
+		// not what the user added (see carry.go).
+		shipped, err := loadShipped(c.fs, c.installer().manifestPath(), c.app)
+		if err != nil {
+			c.log.Warn("ignoring the install manifest", "err", err)
+		}
 		// (treeIsTar reads nothing of a tree too big to be the release.)
-		ok, err := treeIsTar(c.fs, c.installDir, size, hash)
+		ok, err := treeIsTar(c.fs, c.installDir, size, hash, shipped.keep())
 		if ok {
-			return baseSource{kind: baseInstalled, path: c.installDir, tarSize: size, tarHash: hash}
+			return baseSource{kind: baseInstalled, path: c.installDir, tarSize: size, tarHash: hash, keep: shipped.keep()}
 		}
 		if err != nil && !errors.Is(err, fs.ErrNotExist) {
 			c.log.Warn("cannot rebuild the installed version's tar", "dir", c.installDir, "err", err)
@@ -742,9 +772,9 @@ func (c *Client) Recover() error {
 	return c.recoverWith(in)
 }
 
-// recoverWith runs in's recover and records the version of an install it
-// completed. The caller holds the install lock.
-func (c *Client) recoverWith(in *installer) error {
+// recoverJournal runs in's recover and records the version of an install
+// it completed. The caller holds the install lock.
+func (c *Client) recoverJournal(in *installer) error {
 	if err := in.recover(); err != nil {
 		return err
 	}
@@ -801,7 +831,7 @@ func (c *Client) record(v, replaced Version) error {
 }
 
 func (c *Client) installer() *installer {
-	return &installer{fs: c.fs, dir: c.installDir, log: c.log, singleExe: c.singleExe, app: c.app, prog: c.prog}
+	return &installer{fs: c.fs, dir: c.installDir, log: c.log, singleExe: c.singleExe, app: c.app, purge: c.purge, now: c.now, prog: c.prog}
 }
 
 // Install downloads and installs u, an update returned by Check on this
@@ -820,10 +850,11 @@ func (c *Client) installer() *installer {
 // same call; a bad patch is remembered, so later checks plan the full
 // archive. A network failure is returned instead: the archive would meet
 // it too (docs/client.md, "The patch pipeline and the fallback rules").
-// The new tree is staged beside the install directory and swapped
-// in atomically. Then the new version is recorded in the cache directory, its
-// verified tar or archive is kept as the next patch base and the files of
-// other versions are removed from the cache. Installing a version that is
+// The new tree is staged beside the install directory, receives the
+// files the installed release did not ship (ClientConfig.Purge drops
+// them), and is swapped in atomically. Then the new version is recorded
+// in the cache directory, its verified tar or archive is kept as the next
+// patch base and the files of other versions are removed from the cache. Installing a version that is
 // already installed does nothing. On success u.Result says what was done.
 //
 // Install gives up when ClientConfig.Timeout runs out (a *TimeoutError).
@@ -832,7 +863,13 @@ func (c *Client) installer() *installer {
 // [ErrBusy]) from start to end: a second process updating the same
 // application at the same time gets an error wrapping ErrBusy and changes
 // nothing.
-func (c *Client) Install(ctx context.Context, u *Update) (err error) {
+func (c *Client) Install(ctx context.Context, u *Update) error {
+	return c.install(ctx, u, false)
+}
+
+// install is Install, or with stage Stage (handoff.go): the same steps up
+// to the staged tree.
+func (c *Client) install(ctx context.Context, u *Update, stage bool) (err error) {
 	if u == nil || u.target == nil {
 		return errors.New("install: no update (use the result of Check)")
 	}
@@ -866,6 +903,10 @@ func (c *Client) Install(ctx context.Context, u *Update) (err error) {
 	if cur := c.Current(); u.rollback && cur.Compare(u.from) != 0 || !u.rollback && u.Version.Compare(cur) <= 0 {
 		return nil // installed meanwhile, or already
 	}
+	// A confirmation pending, or this update staged already (handoff.go).
+	if handled, err := c.useStaged(in, u, stage); handled {
+		return err
+	}
 	if err := c.fs.MkdirAll(c.cacheDir, 0o755); err != nil {
 		return fmt.Errorf("install %s: %w", u.Version, err)
 	}
@@ -877,6 +918,14 @@ func (c *Client) Install(ctx context.Context, u *Update) (err error) {
 		return err
 	}
 	in.tag = installTag(u) // lets Recover record it if a crash cuts the install short
+	in.stageOnly = stage
+	if !stage {
+		var replaced Version
+		if u.rollback {
+			replaced = u.from
+		}
+		in.committed = func() error { return c.record(u.Version, replaced) } // and before the journal goes
+	}
 	var keep string
 	if !u.Plan.Full {
 		tarPath, err, installErr := c.installPatches(ctx, u, prog, in)
@@ -929,6 +978,11 @@ func (c *Client) Install(ctx context.Context, u *Update) (err error) {
 			}
 		}
 	}
+	if stage {
+		res.Downloaded = prog.received
+		u.Result = res
+		return c.recordStaged(in, u, keep)
+	}
 	var replaced Version
 	if u.rollback {
 		replaced = u.from
@@ -940,6 +994,7 @@ func (c *Client) Install(ctx context.Context, u *Update) (err error) {
 	u.Result = res
 	c.log.Info("installed", "version", u.Version, "from", u.from, "full", res.Full, "downloaded", res.Downloaded, "fallback", res.Fallback != "")
 	c.cleanCache(keep)
+	c.clearHandOffReport()
 	return nil
 }
 
@@ -1123,7 +1178,7 @@ func (c *Client) baseTar(ctx context.Context, u *Update) (string, error) {
 			}
 			return nil
 		case baseInstalled:
-			return WriteTar(c.fs, c.installDir, mw)
+			return writeTarFilter(c.fs, c.installDir, mw, b.keep)
 		}
 		return errors.New("no base")
 	})

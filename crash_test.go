@@ -220,7 +220,8 @@ func TestCrashKill(t *testing.T) {
 		}
 		counts[state]++
 		// The install manifest, if any, describes the tree that is there:
-		// only a completed install of 2.0 writes one (1.0 was copied by hand).
+		// a completed install of 2.0 writes one, and so does the install
+		// directory check that proves the copy of 1.0 made by hand.
 		mpath := filepath.Join(dir, ".app"+suffixManifest)
 		h, err := readManifest(fsys, mpath, func(manifestHeader, installedEntry) error { return nil })
 		switch {
@@ -230,7 +231,7 @@ func TestCrashKill(t *testing.T) {
 			}
 		case err != nil:
 			t.Errorf("run %d: %v", i, err)
-		case h.Version != "2.0" || state != "new":
+		case (h.Version == "2.0") != (state == "new"):
 			t.Errorf("run %d: install manifest of %s with the %s version installed", i, h.Version, state)
 		default:
 			if ok, why, err := checkTreeManifest(fsys, cfg.InstallDir, mpath, "app"); !ok {

@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"time"
 
 	"github.com/spf13/afero"
 )
@@ -30,6 +31,12 @@ const (
 	suffixJournal     = ".notsotuf-journal"      // the commit record of a swap
 	suffixManifest    = ".notsotuf-manifest"     // what the installed release shipped (see manifest.go)
 	suffixManifestNew = ".notsotuf-manifest-new" // tree mode: the staged tree's manifest during a swap
+
+	// Tree mode, stage now and swap later (see handoff.go):
+	suffixStaged       = ".notsotuf-staged"            // the staged tree waits for its swap (Client.Stage)
+	suffixPrevious     = ".notsotuf-previous"          // the previous tree, kept until the new version confirms its start
+	suffixManifestPrev = ".notsotuf-manifest-previous" // the previous tree's install manifest
+	suffixPending      = ".notsotuf-pending"           // the new version must confirm its start by a deadline
 )
 
 // Journal operations.
@@ -59,6 +66,33 @@ type journal struct {
 	// so recover can tell whether the install directory already holds it.
 	// Without it, the swap is two renames and the names alone tell.
 	Staged *fileID `json:"staged,omitempty"`
+	// Confirm (swap-tree), when set, keeps the previous tree as
+	// .<base>.notsotuf-previous (its manifest as
+	// .<base>.notsotuf-manifest-previous) instead of removing it, and
+	// finishing the swap writes the pending record .<base>.notsotuf-pending:
+	// the new version must confirm its start before the deadline, or it is
+	// rolled back (see handoff.go).
+	Confirm *confirmSpec `json:"confirm,omitempty"`
+	// Rollback (swap-tree): the tree swapped in is the kept previous tree
+	// (.<base>.notsotuf-previous, with its manifest), in place of a
+	// version that did not confirm its start; finishing removes the
+	// pending record.
+	Rollback bool `json:"rollback,omitempty"`
+}
+
+// confirmSpec is what a swap that waits for a confirmation records.
+type confirmSpec struct {
+	Within   time.Duration `json:"within"`   // the deadline is the end of the swap plus this
+	Previous string        `json:"previous"` // the version of the previous tree
+}
+
+// pendingRecord is .<base>.notsotuf-pending: the version swapped in must
+// confirm its start (Client.Confirm) before Deadline, or it is rolled
+// back to the previous tree kept beside it.
+type pendingRecord struct {
+	Tag      string    `json:"tag"`      // the journal tag of the version swapped in
+	Previous string    `json:"previous"` // the version of the previous tree
+	Deadline time.Time `json:"deadline"`
 }
 
 // installer installs a new version of an application, either as a whole
@@ -73,8 +107,11 @@ type journal struct {
 // version .<base>.notsotuf-manifest-new) and the install lock
 // .<base>.notsotuf-lock. An install extracts the archive into the staged
 // tree (see extractTar for the archive rules), verifies it against the
-// archive's manifest, writes the staged install manifest, then the
-// journal atomically (the commit point), and swaps the staged tree in:
+// archive's manifest, writes the staged install manifest (stageTar; with
+// stageOnly it stops there, see stage.go), carries into it the entries of
+// dir that the installed release did not ship (carry.go), then writes the
+// journal atomically (the commit point), and swaps the staged tree in
+// (swapStaged):
 //
 //   - where the operating system can exchange two paths atomically (Linux
 //     renameat2 RENAME_EXCHANGE, macOS renamex_np RENAME_SWAP, on the
@@ -89,17 +126,19 @@ type journal struct {
 //     with which recover completes the swap.
 //
 // Then the staged install manifest replaces the previous one, the journal
-// is removed and the previous tree deleted. Files the new version no
-// longer has go away with the previous tree. Deleting it is best effort:
+// is removed and the previous tree deleted (or, for a swap that waits for
+// a confirmation, kept: see stage.go). Files the new version no longer
+// has go away with the previous tree. Deleting it is best effort:
 // a tree that cannot be deleted (a read-only mount inside it, files of
 // another account) is logged and left under its old name, and every later
 // recover and install tries again; it never stops an install. If dir
 // cannot be moved aside, the update is abandoned (journal and staged tree
-// removed, dir untouched). On Windows a directory holding a running
-// executable or an open file cannot be renamed: tree mode fails there that
-// way while the application runs from dir; use single-executable mode, or
-// install from a separate process (a launcher outside dir) once the
-// application exits.
+// removed, dir untouched; a tree staged by Client.Stage stays staged). On
+// Windows a directory holding a running executable or an open file cannot
+// be renamed: tree mode fails there that way while the application runs
+// from dir; stage the update and hand the swap to a helper that runs once
+// the application exits (Client.SwapAtExit), use single-executable mode,
+// or install from a separate process (a launcher outside dir).
 //
 // Single-executable mode (singleExe true) treats dir as the path of one
 // executable file. The new file is written to <exe>.notsotuf-new, synced,
@@ -145,6 +184,43 @@ type installer struct {
 	// client's patch pipeline extracts the patched tar while it is being
 	// produced and waits here for its signed hash to match.
 	verify func() error
+
+	// stageOnly makes installTar stop once the new tree is staged,
+	// verified and described by its staged manifest: the caller records
+	// it (writeStageRecord) and swaps it later (swapStaged).
+	stageOnly bool
+	// purge: the files and directories in dir that the installed release
+	// did not ship (its install manifest) go away with the previous tree
+	// instead of being carried into the new one (see carry.go).
+	purge bool
+	// confirm, when set, makes the swap keep the previous tree until the
+	// new version confirms its start (see journal.Confirm).
+	confirm *confirmSpec
+	// now is the clock of the confirmation deadline; nil means defaultNow.
+	now func() time.Time
+	// committed, if set, is called by a tree swap of this process once the
+	// new tree is in place, before the journal is removed: the client
+	// records the version installed there, so that no crash leaves the
+	// tree swapped and the record behind (a crash before it leaves the
+	// journal, whose tag recover records). Its error is logged.
+	committed func() error
+}
+
+// onCommit calls in.committed, if set.
+func (in *installer) onCommit() {
+	if in.committed == nil {
+		return
+	}
+	if err := in.committed(); err != nil {
+		in.logger().Warn("recording the version installed", "err", err)
+	}
+}
+
+func (in *installer) clock() time.Time {
+	if in.now == nil {
+		return defaultNow()
+	}
+	return in.now()
 }
 
 // verified calls in.verify, if set.
@@ -268,13 +344,35 @@ func (in *installer) isOldName(name string) bool {
 	return err == nil && strings.ToLower(rest) == rest
 }
 
-// oldPath is where j moves the previous tree.
+// oldPath is where j moves the previous tree: .<base>.notsotuf-previous
+// when it is kept for a confirmation, else the old name of the journal.
 func (in *installer) oldPath(j *journal) string {
 	_, old, _ := in.siblings()
+	if j.Confirm != nil {
+		return in.siblingPrefix() + suffixPrevious
+	}
 	if j.Old != "" {
 		return filepath.Join(filepath.Dir(old), j.Old)
 	}
 	return old
+}
+
+// stagedOf is the tree that j swaps in: the staged tree, or for a
+// rollback the kept previous tree.
+func (in *installer) stagedOf(j *journal) string {
+	if j.Rollback {
+		return in.siblingPrefix() + suffixPrevious
+	}
+	staged, _, _ := in.siblings()
+	return staged
+}
+
+// manifestNewOf is the install manifest of the tree that j swaps in.
+func (in *installer) manifestNewOf(j *journal) string {
+	if j.Rollback {
+		return in.siblingPrefix() + suffixManifestPrev
+	}
+	return in.siblingPrefix() + suffixManifestNew
 }
 
 func (in *installer) recoverTree() error {
@@ -286,12 +384,31 @@ func (in *installer) recoverTree() error {
 	if err := in.removeJournalTemps(jpath); err != nil {
 		return err
 	}
+	for _, p := range []string{in.stageRecordPath(), in.pendingPath()} {
+		if err := in.removeJournalTemps(p); err != nil {
+			return err
+		}
+	}
 	if j != nil {
 		return in.finishTree(j, true)
 	}
-	// Nothing committed: a staged tree and its manifest are unfinished.
-	in.discard(staged)
-	if err := in.remove(in.siblingPrefix() + suffixManifestNew); err != nil {
+	// Nothing committed. A staged tree that Stage recorded waits for its
+	// swap (it survives the application's exit and a reboot); any other
+	// staged tree and its manifest are unfinished.
+	if ok, err := in.stagedWaiting(); err != nil {
+		return err
+	} else if !ok {
+		if err := in.remove(in.stageRecordPath()); err != nil {
+			return err
+		}
+		in.discard(staged)
+		if err := in.remove(in.siblingPrefix() + suffixManifestNew); err != nil {
+			return err
+		}
+	}
+	// A previous tree kept for a confirmation that came (or whose
+	// rollback finished) is no longer needed.
+	if err := in.settlePrevious(); err != nil {
 		return err
 	}
 	dirOK, err := exists(in.fs, in.dir)
@@ -321,7 +438,8 @@ func (in *installer) recoverTree() error {
 // previous tree. interrupted says that j was found by recover (an earlier
 // process's install), not just written by this one.
 func (in *installer) finishTree(j *journal, interrupted bool) error {
-	staged, _, jpath := in.siblings()
+	_, _, jpath := in.siblings()
+	staged := in.stagedOf(j)
 	if j.Old != "" && !in.isOldName(j.Old) {
 		return fmt.Errorf("recover %s: journal %s: unexpected content", in.dir, jpath)
 	}
@@ -395,11 +513,15 @@ func (in *installer) finishTree(j *journal, interrupted bool) error {
 					if rerr := in.remove(jpath); rerr != nil {
 						return rerr
 					}
-					if rerr := in.removeTree(staged); rerr != nil {
-						return rerr
-					}
-					if rerr := in.remove(in.siblingPrefix() + suffixManifestNew); rerr != nil {
-						return rerr
+					// A recorded staged tree (Client.Stage) stays staged for
+					// another try, and so does the previous tree of a rollback.
+					if recorded, _ := exists(in.fs, in.stageRecordPath()); !j.Rollback && !recorded {
+						if rerr := in.removeTree(staged); rerr != nil {
+							return rerr
+						}
+						if rerr := in.remove(in.manifestNewOf(j)); rerr != nil {
+							return rerr
+						}
 					}
 					hint := ""
 					if in.windows() {
@@ -420,7 +542,16 @@ func (in *installer) finishTree(j *journal, interrupted bool) error {
 		}
 		// The previous tree is back: the staged manifest is not its, and
 		// the manifest, if the new one had replaced it already, neither.
-		mnew := in.siblingPrefix() + suffixManifestNew
+		mnew := in.manifestNewOf(j)
+		if j.Confirm != nil {
+			// The manifest moved aside for the confirmation is its own.
+			mprev := in.siblingPrefix() + suffixManifestPrev
+			if ok, _ := exists(in.fs, mprev); ok {
+				if err := in.rename(mprev, in.manifestPath()); err != nil {
+					return err
+				}
+			}
+		}
 		if ok, _ := exists(in.fs, mnew); ok || !j.Manifest {
 			if err := in.remove(mnew); err != nil {
 				return err
@@ -434,7 +565,24 @@ func (in *installer) finishTree(j *journal, interrupted bool) error {
 		return fmt.Errorf("recover %s: journal %s present but neither the staged nor the previous tree exists", in.dir, jpath)
 	}
 	in.recovered = j.Tag
+	if !interrupted {
+		in.onCommit() // this process's swap: the tree is in place
+	}
 	if err := in.placeManifest(j); err != nil {
+		return err
+	}
+	switch {
+	case j.Confirm != nil:
+		// The new version must now confirm its start (see handoff.go).
+		if err := in.writePending(j); err != nil {
+			return err
+		}
+	case j.Rollback:
+		if err := in.remove(in.pendingPath()); err != nil {
+			return err
+		}
+	}
+	if err := in.remove(in.stageRecordPath()); err != nil { // it recorded the tree now in place
 		return err
 	}
 	syncDir(in.fs, parent) // the tree and its manifest are on disk before the journal goes
@@ -445,15 +593,25 @@ func (in *installer) finishTree(j *journal, interrupted bool) error {
 	if ok, _ := exists(in.fs, staged); ok {
 		in.discard(staged) // the previous tree, if it could not be renamed above
 	}
-	in.discard(old)
+	if j.Confirm == nil {
+		in.discard(old)
+	}
 	return nil
 }
 
 // placeManifest puts the install manifest of the tree now at dir in place
 // (see journal.Manifest).
 func (in *installer) placeManifest(j *journal) error {
-	mnew, m := in.siblingPrefix()+suffixManifestNew, in.manifestPath()
+	mnew, m := in.manifestNewOf(j), in.manifestPath()
+	mprev := in.siblingPrefix() + suffixManifestPrev
 	if !j.Manifest {
+		if j.Confirm != nil {
+			if ok, _ := exists(in.fs, m); ok {
+				if err := in.rename(m, mprev); err != nil {
+					return err
+				}
+			}
+		}
 		if err := in.remove(m); err != nil {
 			return err
 		}
@@ -462,6 +620,14 @@ func (in *installer) placeManifest(j *journal) error {
 	ok, err := exists(in.fs, mnew)
 	if err != nil || !ok {
 		return err // in place already
+	}
+	if j.Confirm != nil {
+		// The previous tree is kept: so is its manifest, for a rollback.
+		if ok, _ := exists(in.fs, m); ok {
+			if err := in.rename(m, mprev); err != nil {
+				return err
+			}
+		}
 	}
 	return in.rename(mnew, m)
 }
@@ -507,7 +673,8 @@ func (in *installer) removeOldTrees() {
 // (see extractTar). If r has a Name method (an afero.File does), errors use
 // that name for the archive. On error before the commit point the installed
 // version is untouched and the staged tree removed; an error after it means
-// the swap could not be finished now and recover will finish it.
+// the swap could not be finished now and recover will finish it. With
+// stageOnly it stops once the tree is staged (see stageTar).
 func (in *installer) installTar(ctx context.Context, r io.Reader, limit int64) error {
 	if in.singleExe {
 		return fmt.Errorf("install %s: installer is in single-executable mode", in.dir)
@@ -515,17 +682,43 @@ func (in *installer) installTar(ctx context.Context, r io.Reader, limit int64) e
 	if err := in.recover(); err != nil {
 		return fmt.Errorf("install %s: finishing an earlier install: %w", in.dir, err)
 	}
-	staged, _, jpath := in.siblings()
+	if err := in.stageTar(ctx, r, limit); err != nil {
+		return err
+	}
+	if in.stageOnly {
+		return nil
+	}
+	return in.swapStaged(false)
+}
+
+// stageTar extracts the tar read from r into the staged tree
+// .<base>.notsotuf-new, verifies it against the archive's manifest, syncs
+// it, calls the verify hook and writes its install manifest
+// (.<base>.notsotuf-manifest-new, with app set). A tree staged earlier
+// (and its stage record) gives way to it first. On error nothing staged
+// is left.
+func (in *installer) stageTar(ctx context.Context, r io.Reader, limit int64) error {
+	staged, _, _ := in.siblings()
 	mnew := in.siblingPrefix() + suffixManifestNew
+	// The record goes first: a crash then leaves an unrecorded tree, which
+	// recover discards.
+	if err := in.remove(in.stageRecordPath()); err != nil {
+		return fmt.Errorf("install %s: %w", in.dir, err)
+	}
+	if ok, err := exists(in.fs, staged); err != nil {
+		return fmt.Errorf("install %s: %w", in.dir, err)
+	} else if ok {
+		in.discard(staged)
+	}
 	if err := in.fs.MkdirAll(filepath.Dir(staged), 0o755); err != nil {
 		return fmt.Errorf("install %s: %w", in.dir, err)
 	}
 	if err := in.fs.Mkdir(staged, 0o700); err != nil {
 		return fmt.Errorf("install %s: %w", in.dir, err)
 	}
-	committed := false
+	done := false
 	defer func() {
-		if !committed {
+		if !done {
 			if err := in.removeTree(staged); err != nil {
 				in.logger().Warn("removing the staged tree", "err", err)
 			}
@@ -551,17 +744,56 @@ func (in *installer) installTar(ctx context.Context, r io.Reader, limit int64) e
 	if err := in.verified(); err != nil {
 		return fmt.Errorf("install %s: %w", in.dir, err)
 	}
-	in.prog.begin(PhaseInstall, 1)
-	oldName, err := in.newOldName()
-	if err != nil {
-		return fmt.Errorf("install %s: %w", in.dir, err)
-	}
-	j := journal{Op: opSwapTree, Dir: filepath.Base(in.dir), Old: oldName, Tag: in.tag}
 	if in.app != "" {
 		if err := writeTreeManifest(in.fs, staged, mnew, in.app, in.tag); err != nil {
 			return fmt.Errorf("install %s: %w", in.dir, err)
 		}
-		j.Manifest = true
+	}
+	done = true
+	return nil
+}
+
+// swapStaged swaps the staged tree in: it carries the files the installed
+// release did not ship into it (see carryUserFiles), commits by writing
+// the journal, and finishes the swap. recorded says the tree was staged
+// by an earlier process (Client.Stage): it is checked against its staged
+// manifest first, and on an error before the commit it stays staged for
+// another try; otherwise such an error removes it.
+func (in *installer) swapStaged(recorded bool) error {
+	staged, _, jpath := in.siblings()
+	mnew := in.siblingPrefix() + suffixManifestNew
+	committed := false
+	defer func() {
+		if !committed && !recorded {
+			if err := in.removeTree(staged); err != nil {
+				in.logger().Warn("removing the staged tree", "err", err)
+			}
+			if err := in.remove(mnew); err != nil {
+				in.logger().Warn("removing the staged install manifest", "err", err)
+			}
+		}
+	}()
+	in.prog.begin(PhaseInstall, 1)
+	if err := in.carryInto(staged, mnew, recorded); err != nil {
+		return fmt.Errorf("install %s: %w", in.dir, err)
+	}
+	oldName, err := in.newOldName()
+	if err != nil {
+		return fmt.Errorf("install %s: %w", in.dir, err)
+	}
+	j := journal{Op: opSwapTree, Dir: filepath.Base(in.dir), Old: oldName, Tag: in.tag, Manifest: in.app != ""}
+	if in.confirm != nil {
+		if ok, err := exists(in.fs, in.dir); err != nil {
+			return fmt.Errorf("install %s: %w", in.dir, err)
+		} else if ok {
+			// A previous tree of an earlier confirmation is not needed any
+			// more: its name is this swap's.
+			if err := in.clearPrevious(); err != nil {
+				return fmt.Errorf("install %s: %w", in.dir, err)
+			}
+			c := *in.confirm
+			j.Confirm = &c
+		}
 	}
 	if id, ok := pathIdentity(in.fs, staged); ok {
 		j.Staged = &id
@@ -571,12 +803,18 @@ func (in *installer) installTar(ctx context.Context, r io.Reader, limit int64) e
 	}
 	committed = true
 	in.logger().Debug("install committed", "dir", in.dir, "journal", jpath)
+	return in.finishCommitted(&j)
+}
+
+// finishCommitted finishes the swap of the journal j this process just
+// wrote (retrying once), and on failure leaves the application runnable.
+func (in *installer) finishCommitted(j *journal) error {
 	recovered := in.recovered
 	defer func() { in.recovered = recovered }() // finishing our own install is no recovery
-	err = in.finishTree(&j, false)
+	err := in.finishTree(j, false)
 	if err != nil && !errors.Is(err, errInstallAbandoned) {
 		in.logger().Warn("finishing the install failed, retrying", "dir", in.dir, "err", err)
-		err = in.finishTree(&j, false)
+		err = in.finishTree(j, false)
 	}
 	if errors.Is(err, errInstallAbandoned) {
 		return fmt.Errorf("install %s: %w", in.dir, err)
@@ -586,7 +824,7 @@ func (in *installer) installTar(ctx context.Context, r io.Reader, limit int64) e
 		// swap stopped between its two renames. The journal and the staged
 		// tree stay, so the next recover completes the install.
 		if ok, _ := exists(in.fs, in.dir); !ok {
-			if old := in.oldPath(&j); old != "" {
+			if old := in.oldPath(j); old != "" {
 				if ok, _ := exists(in.fs, old); ok {
 					_ = in.fs.Rename(old, in.dir)
 				}

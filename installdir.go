@@ -123,7 +123,8 @@ func (c *Client) checkInstalledTree(ctx context.Context, prog *progress) error {
 		return refuse(append(reasons, fmt.Sprintf("the repository has no release %s to compare it with", cur))...)
 	}
 	if size, hash := rel.tarHash(); hash != "" {
-		if ok, _ := treeIsTar(c.fs, dir, size, hash); ok {
+		if ok, _ := treeIsTar(c.fs, dir, size, hash, nil); ok {
+			c.writeProvenManifest(cur, func(emit func(installedEntry) error) error { return treeEntries(c.fs, dir, emit) })
 			return nil
 		}
 	}
@@ -139,15 +140,39 @@ func (c *Client) checkInstalledTree(ctx context.Context, prog *progress) error {
 		return fmt.Errorf("install %s: %w", c.installDir, err)
 	}
 	defer r.Close()
-	ok, why, err = treeHoldsTar(ctx, c.fs, dir, r, name, limit)
+	var shipped []installedEntry
+	ok, why, err = treeHoldsTar(ctx, c.fs, dir, r, name, limit, func(e installedEntry) { shipped = append(shipped, e) })
 	if err != nil {
 		return fmt.Errorf("install %s: comparing with %s: %w", c.installDir, name, err)
 	}
 	if ok {
 		c.log.Info("the install directory holds the installed version's release", "dir", c.installDir, "version", cur)
+		c.writeProvenManifest(cur, func(emit func(installedEntry) error) error {
+			for _, e := range shipped {
+				if err := emit(e); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
 		return nil
 	}
 	return refuse(append(reasons, why)...)
+}
+
+// writeProvenManifest writes the install manifest of a tree that the
+// install directory check proved to be the installed release cur (its
+// entries are what that release shipped): the update then keeps what the
+// user added to it (carry.go). Best effort: without it the tree is
+// replaced as a whole.
+func (c *Client) writeProvenManifest(cur Version, entries func(emit func(installedEntry) error) error) {
+	mpath := c.installer().manifestPath()
+	err := writeAtomic(c.fs, mpath, 0o644, func(w io.Writer) error {
+		return encodeManifest(w, c.app, cur.String(), entries)
+	})
+	if err != nil {
+		c.log.Warn("cannot write the install manifest of the installed release (the update replaces the directory as a whole)", "file", mpath, "err", err)
+	}
 }
 
 func (c *Client) checkInstalledExe(ctx context.Context, prog *progress) error {
@@ -274,17 +299,30 @@ func emptyDir(fsys afero.Fs, dir string) (bool, error) {
 	return false, err
 }
 
-// treeIsTar reports whether the tree at dir, rebuilt with WriteTar, is
-// the tar of the given size and sha256. A walk first checks that the
+// treeIsTar reports whether the tree at dir, rebuilt with WriteTar (of
+// the entries keep accepts, when not nil: see writeTarFilter), is the tar
+// of the given size and sha256. A walk first checks that the
 // tree's files and headers fit in size, so that a big tree that cannot be
 // the release (a home directory) is not read. err is WriteTar's failure
 // (an unreadable file...), if it ran.
-func treeIsTar(fsys afero.Fs, dir string, size int64, hash string) (bool, error) {
+func treeIsTar(fsys afero.Fs, dir string, size int64, hash string, keep func(rel string) bool) (bool, error) {
 	var n int64
 	errTooBig := errors.New("larger than the tar")
 	err := afero.Walk(fsys, dir, func(p string, fi fs.FileInfo, err error) error {
 		if err != nil {
 			return err
+		}
+		if keep != nil && p != dir {
+			rel, err := filepath.Rel(dir, p)
+			if err != nil {
+				return err
+			}
+			if !keep(filepath.ToSlash(rel)) {
+				if fi.IsDir() {
+					return filepath.SkipDir
+				}
+				return nil
+			}
 		}
 		n += 512 // a header at least
 		if fi.Mode().IsRegular() {
@@ -300,7 +338,7 @@ func treeIsTar(fsys afero.Fs, dir string, size int64, hash string) (bool, error)
 	}
 	h := sha256.New()
 	lw := &limitedWriter{w: h, left: size}
-	if err := WriteTar(fsys, dir, lw); err != nil {
+	if err := writeTarFilter(fsys, dir, lw, keep); err != nil {
 		if errors.Is(err, errWriteLimit) {
 			return false, nil
 		}
@@ -340,12 +378,12 @@ func releaseTarReader(ctx context.Context, r io.Reader, name string) (io.Reader,
 }
 
 // treeHoldsTar reports whether the tree at dir holds every entry of the
-// tar (or tar.gz) read from r, with the same type and content (regular
+// tar (or tar.gz) read from r (calling found, if set, for each of them), with the same type and content (regular
 // files: size and sha256; symbolic links: target; hard links: the content
 // of the file they name). Entries of the tree beyond the tar's are
 // allowed; modes are not compared (an extraction by hand applies the
 // umask). reason names the first entry that differs.
-func treeHoldsTar(ctx context.Context, fsys afero.Fs, dir string, r io.Reader, name string, limit int64) (ok bool, reason string, err error) {
+func treeHoldsTar(ctx context.Context, fsys afero.Fs, dir string, r io.Reader, name string, limit int64, found func(installedEntry)) (ok bool, reason string, err error) {
 	src, done, err := releaseTarReader(ctx, r, name)
 	if err != nil {
 		return false, "", err
@@ -428,6 +466,18 @@ func treeHoldsTar(ctx context.Context, fsys afero.Fs, dir string, r io.Reader, n
 		}
 		if hdr.Typeflag != tar.TypeDir {
 			files++
+		}
+		if found != nil {
+			e := installedEntry{Path: rel, Type: "file", Mode: fmt.Sprintf("%04o", hdr.Mode&0o777), Size: hdr.Size}
+			switch hdr.Typeflag {
+			case tar.TypeDir:
+				e.Type, e.Size = "dir", 0
+			case tar.TypeSymlink:
+				e.Type, e.Mode, e.Size, e.Link = "symlink", "", 0, hdr.Linkname
+			case tar.TypeLink:
+				e.Size = fi.Size()
+			}
+			found(e)
 		}
 	}
 }

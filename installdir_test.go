@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"maps"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -83,8 +84,9 @@ func TestInstallDirAccepted(t *testing.T) {
 		name     string
 		current  string
 		prepare  func(t *testing.T, fsys afero.Fs, cfg ClientConfig, rels []appRelease)
-		refused  string // "" when accepted; else a part of the reason
-		requests string // target requests of the update
+		refused  string            // "" when accepted; else a part of the reason
+		requests string            // target requests of the update
+		kept     map[string]string // files the release did not ship, kept by the update
 	}{
 		{name: "missing", requests: "app-1.2.tar.gz"},
 		{name: "empty", prepare: func(t *testing.T, fsys afero.Fs, cfg ClientConfig, _ []appRelease) {
@@ -96,7 +98,7 @@ func TestInstallDirAccepted(t *testing.T) {
 		{name: "installed by hand, files added", prepare: func(t *testing.T, fsys afero.Fs, cfg ClientConfig, rels []appRelease) {
 			writeTree(t, fsys, cfg.InstallDir, rels[0].files)
 			writeTree(t, fsys, cfg.InstallDir, map[string]string{"app.log": "log", "cache/x.pyc": "pyc"})
-		}, requests: "app-1.0.tar.gz app-1.2.tar.gz"},
+		}, requests: "app-1.0.tar.gz app-1.2.tar.gz", kept: map[string]string{"app.log": "log", "cache/x.pyc": "pyc"}},
 		{name: "installed by hand, a file changed", prepare: func(t *testing.T, fsys afero.Fs, cfg ClientConfig, rels []appRelease) {
 			writeTree(t, fsys, cfg.InstallDir, rels[0].files)
 			writeTree(t, fsys, cfg.InstallDir, map[string]string{"share/README": "edited"})
@@ -108,7 +110,7 @@ func TestInstallDirAccepted(t *testing.T) {
 				t.Fatal(err)
 			}
 			writeTree(t, fsys, cfg.InstallDir, map[string]string{"share/README": "edited", "user.txt": "mine"})
-		}, requests: "app-1.2.tar.gz"},
+		}, requests: "app-1.2.tar.gz", kept: map[string]string{"user.txt": "mine"}},
 		{name: "installed by notsotuf, then replaced", prepare: func(t *testing.T, fsys afero.Fs, cfg ClientConfig, rels []appRelease) {
 			writeTree(t, fsys, cfg.InstallDir, rels[0].files)
 			mp := filepath.Join(filepath.Dir(cfg.InstallDir), ".app"+suffixManifest)
@@ -155,7 +157,9 @@ func TestInstallDirAccepted(t *testing.T) {
 					if err != nil {
 						t.Fatal(err)
 					}
-					wantTree(t, fsys, cfg.InstallDir, rels[2].files)
+					want := maps.Clone(rels[2].files)
+					maps.Copy(want, tt.kept)
+					wantTree(t, fsys, cfg.InstallDir, want)
 					return
 				}
 				if !errors.Is(err, ErrForeignInstallDir) || !strings.Contains(err.Error(), tt.refused) {
@@ -411,7 +415,7 @@ func TestInstallDirProofNeedsFiles(t *testing.T) {
 	fsys := afero.NewMemMapFs()
 	writeTree(t, fsys, "/home/u", map[string]string{"docs/notes.txt": "mine"})
 	dirsOnly := buildTestTar(t, testEnt{name: "./", typ: tar.TypeDir}, testEnt{name: "./docs/", typ: tar.TypeDir})
-	ok, why, err := treeHoldsTar(context.Background(), fsys, "/home/u", bytes.NewReader(dirsOnly), "dirs.tar", 1<<20)
+	ok, why, err := treeHoldsTar(context.Background(), fsys, "/home/u", bytes.NewReader(dirsOnly), "dirs.tar", 1<<20, nil)
 	if ok || err != nil || !strings.Contains(why, "no file") {
 		t.Errorf("release of directories only: %v %q %v", ok, why, err)
 	}

@@ -69,34 +69,40 @@ type installedEntry struct {
 // synced.
 func writeTreeManifest(fsys afero.Fs, dir, dst, app, version string) error {
 	return writeManifest(fsys, dst, app, version, func(emit func(installedEntry) error) error {
-		return afero.Walk(fsys, dir, func(p string, fi fs.FileInfo, err error) error {
-			if err != nil {
+		return treeEntries(fsys, dir, emit)
+	})
+}
+
+// treeEntries calls emit with the manifest entry of each entry of the tree
+// at dir, in the order of a walk over sorted directory listings.
+func treeEntries(fsys afero.Fs, dir string, emit func(installedEntry) error) error {
+	return afero.Walk(fsys, dir, func(p string, fi fs.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		if p == dir {
+			return nil
+		}
+		rel, err := filepath.Rel(dir, p)
+		if err != nil {
+			return err
+		}
+		e := installedEntry{Path: filepath.ToSlash(rel), Mode: fmt.Sprintf("%04o", fi.Mode().Perm())}
+		switch {
+		case fi.IsDir():
+			e.Type = "dir"
+		case fi.Mode()&fs.ModeSymlink != 0:
+			e.Type, e.Mode = "symlink", ""
+			if e.Link, err = readlink(fsys, p); err != nil {
 				return err
 			}
-			if p == dir {
-				return nil
-			}
-			rel, err := filepath.Rel(dir, p)
-			if err != nil {
-				return err
-			}
-			e := installedEntry{Path: filepath.ToSlash(rel), Mode: fmt.Sprintf("%04o", fi.Mode().Perm())}
-			switch {
-			case fi.IsDir():
-				e.Type = "dir"
-			case fi.Mode()&fs.ModeSymlink != 0:
-				e.Type, e.Mode = "symlink", ""
-				if e.Link, err = readlink(fsys, p); err != nil {
-					return err
-				}
-				e.Link = filepath.ToSlash(e.Link)
-			case fi.Mode().IsRegular():
-				e.Type, e.Size = "file", fi.Size()
-			default:
-				return fmt.Errorf("%s: unexpected file type %s", p, fi.Mode().Type())
-			}
-			return emit(e)
-		})
+			e.Link = filepath.ToSlash(e.Link)
+		case fi.Mode().IsRegular():
+			e.Type, e.Size = "file", fi.Size()
+		default:
+			return fmt.Errorf("%s: unexpected file type %s", p, fi.Mode().Type())
+		}
+		return emit(e)
 	})
 }
 

@@ -237,10 +237,10 @@ func fakeVerify(t *testing.T, bundle string) {
 	}
 }
 
-// treeEntries describes every entry under dir: type, permission bits,
+// bundleEntries describes every entry under dir: type, permission bits,
 // content hash or link target. Nothing of the file system's own is left
 // out, so an extra file (a manifest of ours) shows.
-func treeEntries(t *testing.T, dir string, skip func(rel string) bool) map[string]string {
+func bundleEntries(t *testing.T, dir string, skip func(rel string) bool) map[string]string {
 	t.Helper()
 	out := map[string]string{}
 	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
@@ -291,7 +291,7 @@ func treeEntries(t *testing.T, dir string, skip func(rel string) bool) map[strin
 // got).
 func wantSameTree(t *testing.T, want, got string, skip func(string) bool) {
 	t.Helper()
-	w, g := treeEntries(t, want, nil), treeEntries(t, got, skip)
+	w, g := bundleEntries(t, want, nil), bundleEntries(t, got, skip)
 	for _, k := range slices.Sorted(func(yield func(string) bool) {
 		for k := range w {
 			yield(k)

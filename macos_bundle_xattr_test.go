@@ -6,27 +6,11 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
-	"reflect"
-	"strings"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 )
-
-// keepsUserFiles reports whether the client carries the files no release
-// shipped into the new tree (issue 10 item 1). Its option to purge them
-// instead is a ClientConfig field named Purge...: until it exists, the
-// tests that need the carry-over skip, saying so.
-func keepsUserFiles() bool {
-	t := reflect.TypeFor[ClientConfig]()
-	for i := range t.NumField() {
-		if strings.HasPrefix(t.Field(i).Name, "Purge") {
-			return true
-		}
-	}
-	return false
-}
 
 // testXattr is an extended attribute a user, Finder or another program
 // could put on a file (on macOS: com.apple.metadata:..., tags; Linux
@@ -43,7 +27,7 @@ func setXattr(t *testing.T, p, value string) {
 	}
 }
 
-func getXattr(p string) (string, error) {
+func getTestXattr(p string) (string, error) {
 	buf := make([]byte, 256)
 	n, err := unix.Getxattr(p, testXattr, buf)
 	if err != nil {
@@ -59,13 +43,7 @@ func getXattr(p string) (string, error) {
 // own files are the release's, byte for byte. (Adding a file to a signed
 // bundle breaks its seal: docs/macos.md tells apps to keep their data
 // elsewhere; this is about not destroying what is there.)
-//
-// It needs issue 10 item 1 (keep what no release shipped): until
-// ClientConfig has its purge option, it skips.
 func TestMacAppBundleKeepsUserFiles(t *testing.T) {
-	if !keepsUserFiles() {
-		t.Skip("needs issue 10 item 1: the client does not carry the files no release shipped into the new tree yet (no ClientConfig.Purge...)")
-	}
 	m := newMacBundleRepo(t)
 	m.add("1.1", 1)
 	cfg := m.config("0")
@@ -114,7 +92,7 @@ func TestMacAppBundleKeepsUserFiles(t *testing.T) {
 			if string(b) != f.content || fi.Mode().Perm() != f.mode || !fi.ModTime().Equal(mtime) {
 				t.Errorf("%s %s: %q, mode %v, mtime %v; want %q, %v, %v", v, rel, b, fi.Mode().Perm(), fi.ModTime(), f.content, f.mode, mtime)
 			}
-			if x, err := getXattr(p); err != nil || x != "kept "+rel {
+			if x, err := getTestXattr(p); err != nil || x != "kept "+rel {
 				t.Errorf("%s %s: extended attribute %q, %v", v, rel, x, err)
 			}
 		}

@@ -190,6 +190,9 @@ type selectOptions struct {
 	// bucket returns the install's rollout bucket in units of 1/10000 of
 	// a percent, [0, 1000000); called only for a staged rollout.
 	bucket func() (int, error)
+	// bad holds the releases this install rolled back because they did
+	// not confirm their start (handoff.go), by version, with the reason.
+	bad map[string]string
 }
 
 // selection is what selectRelease decided.
@@ -225,6 +228,8 @@ func selectRelease(s *releaseSet, current Version, o selectOptions) selection {
 			return false, "yanked"
 		case !o.versions.Contains(r.version):
 			return false, "outside the versions allowed (" + o.versions.String() + ")"
+		case o.bad[r.version.String()] != "":
+			return false, o.bad[r.version.String()]
 		}
 		p := r.meta.RolloutPercent()
 		switch {

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 
@@ -31,6 +32,8 @@ type clientFlags struct {
 	metadataURL, targetsURL, root      string
 	pre, versions, platform            string
 	full, singleExe, json, adopt       bool
+	purge                              bool
+	handOff                            *handOffFlags // update only
 	timeout, rateWindow                time.Duration
 	minRate                            int64
 	header                             headerFlag
@@ -125,6 +128,10 @@ func newClientFlags(env *cliEnv, name string) (*flag.FlagSet, *clientFlags) {
 	fs.BoolVar(&f.json, "json", false, "print the result as one JSON object on stdout, for programs (errors stay on stderr with a non-zero exit)")
 	fs.BoolVar(&f.singleExe, "single-executable", false, "--install-dir is one executable file (each release archive holds one file), replaced by rename")
 	fs.BoolVar(&f.adopt, "adopt", false, "update: replace --install-dir even when it does not hold the installed release (a copy made by hand and changed since); without it such a non-empty directory is refused and left as it is")
+	if name == "update" {
+		fs.BoolVar(&f.purge, "purge", false, "drop the files in --install-dir that the installed release did not ship (by default they are kept in the new tree)")
+		f.handOff = addHandOffFlags(fs)
+	}
 	return fs, f
 }
 
@@ -214,7 +221,7 @@ func (f *clientFlags) config(env *cliEnv) (notsotuf.ClientConfig, error) {
 	return notsotuf.ClientConfig{
 		App: f.app, CurrentVersion: f.current, InstallDir: f.installDir, CacheDir: cacheDir,
 		MetadataURL: f.metadataURL, TargetsURL: targetsURL, Mirrors: mirrors, TrustedRoot: root,
-		Fs: env.fs, Now: env.clientNow, Logger: env.logger, Channel: f.pre, ForceFull: f.full, SingleExecutable: f.singleExe, Adopt: f.adopt,
+		Fs: env.fs, Now: env.clientNow, Logger: env.logger, Channel: f.pre, ForceFull: f.full, SingleExecutable: f.singleExe, Adopt: f.adopt, Purge: f.purge,
 		Header: f.header.h, Timeout: f.timeout, MinRate: f.minRate, RateWindow: f.rateWindow,
 		Versions: f.versions, Platform: f.platform,
 	}, nil
@@ -321,12 +328,13 @@ func cmdCheck(env *cliEnv, args []string) error {
 	}
 	u := d.Update
 	if f.json {
-		r := resultJSON{App: f.app, Installed: c.Current().String(), Update: updateOf(u), MirrorErrors: mirrorErrors(c)}
+		r := resultJSON{App: f.app, Installed: c.Current().String(), Update: updateOf(u), MirrorErrors: mirrorErrors(c), HandOff: handOffOf(d.HandOff)}
 		for _, w := range d.Withheld {
 			r.Withheld = append(r.Withheld, withheldJSON{Version: w.Version.String(), Platform: w.Platform, Reason: w.Reason})
 		}
 		return printResult(env.stdout, r)
 	}
+	warnHandOff(env, d.HandOff)
 	if u == nil {
 		fmt.Fprintf(env.stdout, "%s %s is up to date\n", f.app, c.Current())
 	} else {
@@ -345,12 +353,18 @@ type resultJSON struct {
 	Previous  string      `json:"previous,omitempty"` // update: the version before it
 	Update    *updateJSON `json:"update"`             // null: up to date
 	// Withheld (check): newer releases not offered, and why (yanked,
-	// staged rollout, outside --versions, a required release first).
+	// staged rollout, outside --versions, a required release first, a
+	// release rolled back here because it did not confirm its start).
 	Withheld []withheldJSON `json:"withheld,omitempty"`
 	// MirrorErrors: the failures of mirrors that another mirror made up
 	// for (notsotuf.Client.MirrorErrors), e.g. a mirror down or one that
 	// sent a file that failed verification.
 	MirrorErrors []string `json:"mirror_errors,omitempty"`
+	// update --wait-pid: the version staged, and the helper's process id.
+	Staged    string `json:"staged,omitempty"`
+	HelperPID int    `json:"helper_pid,omitempty"`
+	// HandOff (check): the last hand-off, when it did not go as asked.
+	HandOff *handOffJSON `json:"handoff,omitempty"`
 }
 
 // mirrorErrors lists c's mirror failures for --json.
@@ -476,8 +490,16 @@ func describeUpdate(w io.Writer, app string, from notsotuf.Version, u *notsotuf.
 }
 
 func cmdUpdate(env *cliEnv, args []string) error {
+	// After "--": the arguments of --restart.
+	var restartArgs []string
+	if i := slices.Index(args, "--"); i >= 0 {
+		args, restartArgs = args[:i], args[i+1:]
+	}
 	f, cfg, err := parseClientArgs(env, "update", args)
 	if err != nil {
+		return err
+	}
+	if err := f.handOff.check(restartArgs); err != nil {
 		return err
 	}
 	bar := newUpdateBar(env.stderr)
@@ -488,6 +510,9 @@ func cmdUpdate(env *cliEnv, args []string) error {
 	}
 	if err := c.Recover(); err != nil {
 		return err
+	}
+	if f.handOff.waitPID != 0 {
+		return updateHandOff(env, f, c, bar, restartArgs) // handoffcmd.go
 	}
 	from := c.Current()
 	u, err := c.Update(env.ctx) // bounded by --timeout (ClientConfig.Timeout)

@@ -129,6 +129,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	env.logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 
+	if len(args) > 0 && args[0] == "helper" {
+		return runHelper() // handoffcmd.go: started by update --wait-pid
+	}
 	if len(args) == 0 {
 		// No command is a usage error: the list goes to stderr, so that a
 		// script that forgot its arguments does not pass for a success.

@@ -97,6 +97,14 @@ func TestScripts(t *testing.T) {
 			"mkfifo": cmdMkfifo,
 			// releasecmd_test.go
 			"clients": cmdClients,
+			// handoff_*_test.go
+			"spawn":       cmdSpawn,
+			"endproc":     cmdEndproc,
+			"waitfile":    cmdWaitfile,
+			"waithelper":  cmdWaithelper,
+			"setnow":      cmdSetnow,
+			"handoffkill": cmdHandoffkill,
+			"pause":       cmdPause,
 		},
 	})
 }
