@@ -72,6 +72,11 @@ type ClientConfig struct {
 	// program. Without an installed tree to rebuild, patches start from
 	// the verified tar that the previous install left in CacheDir.
 	SingleExecutable bool
+	// PatchFormats are patch formats of the program's own, besides the
+	// built-in ones (bsdiff, compact), as the repository's publisher set
+	// them in Repository.PatchFormats. A patch in a format the client does
+	// not know makes it download the full archive.
+	PatchFormats []PatchFormat
 }
 
 // Client checks for, downloads and installs updates of one application from
@@ -92,6 +97,7 @@ type Client struct {
 	progress   func(done, total int64)
 	remote     *remote
 	tuf        *tufClient
+	formats    patchFormats
 }
 
 // NewClient checks cfg and returns a client. It does not touch the network
@@ -138,6 +144,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		app: cfg.App, current: current, installDir: cfg.InstallDir, singleExe: cfg.SingleExecutable, cacheDir: cfg.CacheDir,
 		targetsURL: targetsURL, channel: cfg.Channel, ratio: ratio, forceFull: cfg.ForceFull,
 		fs: cfg.Fs, log: cfg.Logger, progress: cfg.Progress, remote: newRemote(cfg.HTTPClient),
+		formats: knownPatchFormats(cfg.PatchFormats),
 	}
 	if c.fs == nil {
 		c.fs = afero.NewOsFs()
@@ -236,6 +243,11 @@ func (c *Client) planPatches(u *Update, rels []clientRelease, t int) string {
 	chain, why := patchChain(rels, u.from, t)
 	if why != "" {
 		return why
+	}
+	for _, r := range chain {
+		if _, err := c.formats.lookup(r.patchMeta.Format); err != nil {
+			return fmt.Sprintf("the patch to %s is in the %s format, which this client does not know", r.version, r.patchMeta.Format)
+		}
 	}
 	var files []PlannedFile
 	var sum int64
@@ -519,7 +531,11 @@ func (c *Client) installPatches(ctx context.Context, u *Update, prog *progress, 
 		if err := c.remote.fetchTarget(ctx, c.fs, c.tuf.targetURL(c.targetsURL, r.patch), p, f.Length, f.SHA256, prog); err != nil {
 			return "", err, nil
 		}
-		steps[i] = patchStep{Name: f.Name, Path: p, Meta: r.patchMeta}
+		format, err := c.formats.lookup(r.patchMeta.Format)
+		if err != nil {
+			return "", err, nil // not reached: planPatches checked it
+		}
+		steps[i] = patchStep{Name: f.Name, Path: p, Meta: r.patchMeta, Format: format}
 	}
 	base, err := c.baseTar(ctx, u)
 	if err != nil {

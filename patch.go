@@ -3,6 +3,8 @@ package notsotuf
 import (
 	"io"
 
+	"github.com/spf13/afero"
+
 	"github.com/notsotuf/notsotuf/internal/bsdiff"
 )
 
@@ -21,6 +23,14 @@ type PatchOptions struct {
 	// new file processed so far and its total size (for Apply, the size the
 	// patch announces). It is never called concurrently.
 	Progress func(done, total int64)
+	// Fs, TempDir and TempPrefix say where a patch format that needs
+	// scratch space while applying (compact: the decompressed debug
+	// sections of the old file) writes its temporary file: TempDir/
+	// TempPrefix followed by random characters ("" means ".notsotuf-tmp-"),
+	// removed before Apply returns. A nil Fs keeps that data in memory.
+	Fs         afero.Fs
+	TempDir    string
+	TempPrefix string
 }
 
 // Diff writes to w a BSDIFF40 patch that turns old into new: the format of

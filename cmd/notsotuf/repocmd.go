@@ -19,7 +19,7 @@ import (
 
 func init() {
 	register(command{"init", "--app NAME [flags]", "create keys and an empty signed repository", cmdInit})
-	register(command{"add", "VERSION BUNDLE_DIR [--required] [--meta JSON] [--skip-patch] [--partial]", "publish a release (archive + patch)", cmdAdd})
+	register(command{"add", "VERSION BUNDLE_DIR [--required] [--meta JSON] [--skip-patch] [--partial] [--patch-format NAME]", "publish a release (archive + patch)", cmdAdd})
 	register(command{"remove", "VERSION", "withdraw a release, repairing the patch chain", cmdRemove})
 	register(command{"keys", "create|list|add|revoke|replace ...", "manage signing keys (root changes are signed by old and new keys)", cmdKeys})
 	register(command{"sign", "ROLE [--expires DAYS] [--partial]", "add signatures to a role, or re-sign it with a new expiry", cmdSign})
@@ -128,6 +128,7 @@ func cmdInit(env *cliEnv, args []string) error {
 	thresholds := fs.String("threshold", "", "signatures needed per role, e.g. `root=2` (default 1 each)")
 	nkeys := fs.String("keys", "", "number of keys per role, e.g. `root=3` (default: the threshold); extra keys are named ROLE-2, ROLE-3, ...")
 	expires := fs.String("expires", "", "days a new version stays valid, e.g. `timestamp=2,targets=90` (default root=365,targets=30,snapshot=7,timestamp=1)")
+	patchFormat := fs.String("patch-format", "", "`format` of the patches add makes: bsdiff (default; tufup clients apply it too) or compact (smaller for executables; notsotuf clients only)")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -146,6 +147,12 @@ func cmdInit(env *cliEnv, args []string) error {
 	}
 	cfg := notsotuf.DefaultConfig(*app)
 	cfg.RepoDir, cfg.KeysDir = *repoDir, *keysDir
+	if *patchFormat != "" {
+		if _, err := notsotuf.LookupPatchFormat(*patchFormat); err != nil {
+			return usagef("--patch-format: %v", err)
+		}
+		cfg.PatchFormat = *patchFormat
+	}
 	if err := roleInts("threshold", *thresholds, cfg.Thresholds); err != nil {
 		return err
 	}
@@ -195,12 +202,13 @@ func cmdInit(env *cliEnv, args []string) error {
 }
 
 func cmdAdd(env *cliEnv, args []string) error {
-	fs := newFlags(env, "add", "VERSION BUNDLE_DIR [--required] [--meta JSON] [--skip-patch] [--partial]")
+	fs := newFlags(env, "add", "VERSION BUNDLE_DIR [--required] [--meta JSON] [--skip-patch] [--partial] [--patch-format NAME]")
 	cfgPath := configFlag(fs)
 	required := fs.Bool("required", false, "clients must install this release before any newer one")
 	meta := fs.String("meta", "", "custom `JSON` published with the release (e.g. a changelog; integers and strings, no floats)")
 	skipPatch := fs.Bool("skip-patch", false, "publish the archive only (clients download it in full)")
 	partial := fs.Bool("partial", false, "sign targets with the keys here even if fewer than its threshold; others complete it with `notsotuf sign targets`")
+	patchFormat := fs.String("patch-format", "", "make the patch in this `format` and save it in the config for later adds: bsdiff (default; tufup clients apply it too) or compact (smaller for executables; notsotuf clients only)")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -212,7 +220,12 @@ func cmdAdd(env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	opts := notsotuf.AddOptions{Version: pos[0], BundleDir: pos[1], Required: *required, SkipPatch: *skipPatch, Partial: *partial}
+	if *patchFormat != "" {
+		if _, err := notsotuf.LookupPatchFormat(*patchFormat); err != nil {
+			return usagef("--patch-format: %v", err)
+		}
+	}
+	opts := notsotuf.AddOptions{Version: pos[0], BundleDir: pos[1], Required: *required, SkipPatch: *skipPatch, Partial: *partial, PatchFormat: *patchFormat}
 	if *meta != "" {
 		opts.UserMeta = json.RawMessage(*meta)
 	}
@@ -222,7 +235,21 @@ func cmdAdd(env *cliEnv, args []string) error {
 	}
 	fmt.Fprintf(env.stdout, "added %s %s\n  archive %s (%d bytes, tar %d bytes)\n", repo.Config.AppName, res.Version, res.Archive.Name, res.Archive.Length, res.Archive.TarSize)
 	if res.Patch != nil {
-		fmt.Fprintf(env.stdout, "  patch   %s (%d bytes, from %s)\n", res.Patch.Name, res.Patch.Length, res.From)
+		format := ""
+		if res.PatchFormat != notsotuf.PatchFormatBSDiff {
+			format = ", format " + res.PatchFormat
+		}
+		fmt.Fprintf(env.stdout, "  patch   %s (%d bytes, from %s%s)\n", res.Patch.Name, res.Patch.Length, res.From, format)
+	}
+	if *patchFormat != "" && *patchFormat != repo.Config.PatchFormat {
+		repo.Config.PatchFormat = *patchFormat
+		if err := repo.Config.Save(env.fs, *cfgPath); err != nil {
+			return fmt.Errorf("the release was added, but saving --patch-format in %s failed: %w", *cfgPath, err)
+		}
+		fmt.Fprintf(env.stdout, "patch format %s saved in %s: later adds use it\n", *patchFormat, *cfgPath)
+	}
+	if f, err := notsotuf.LookupPatchFormat(res.PatchFormat); res.Patch != nil && err == nil && !f.Tufup {
+		fmt.Fprintf(env.stdout, "the %s patch is for notsotuf clients: tufup clients cannot apply it\n", res.PatchFormat)
 	}
 	if res.Signatures < res.Threshold {
 		fmt.Fprintf(env.stdout, "targets has %d of %d signatures: clients will not see this release until `notsotuf sign targets` is run where the other keys are\n", res.Signatures, res.Threshold)
@@ -412,7 +439,12 @@ func cmdStatus(env *cliEnv, args []string) error {
 		}
 		return warned()
 	}
-	fmt.Fprintf(env.stdout, "app %s, repository %s\n\n", st.App, repo.Config.RepoDir)
+	fmt.Fprintf(env.stdout, "app %s, repository %s\n", st.App, repo.Config.RepoDir)
+	if st.TufupReadable {
+		fmt.Fprintf(env.stdout, "patch format %s (notsotuf and tufup clients)\n\n", st.PatchFormat)
+	} else {
+		fmt.Fprintf(env.stdout, "patch format %s: notsotuf clients only, tufup clients cannot apply these patches\n\n", st.PatchFormat)
+	}
 	tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ROLE\tVERSION\tEXPIRES\tIN\tSIGNATURES\t")
 	for _, r := range st.Roles {
@@ -424,13 +456,21 @@ func cmdStatus(env *cliEnv, args []string) error {
 		fmt.Fprintln(env.stdout, "no releases yet: `notsotuf add VERSION BUNDLE_DIR`")
 	} else {
 		tw = tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "VERSION\tARCHIVE\tSIZE\tPATCH\tPATCH SIZE\tREQUIRED")
+		// The FORMAT column appears once a format other than bsdiff is in use.
+		formatCol := ""
+		if !st.TufupReadable {
+			formatCol = "\tFORMAT"
+		}
+		fmt.Fprintln(tw, "VERSION\tARCHIVE\tSIZE\tPATCH\tPATCH SIZE"+formatCol+"\tREQUIRED")
 		for _, r := range st.Releases {
-			patch, psize := "-", "-"
+			patch, psize, pformat := "-", "-", "\t-"
 			if r.Patch != "" {
-				patch, psize = r.Patch, strconv.FormatInt(r.PatchSize, 10)
+				patch, psize, pformat = r.Patch, strconv.FormatInt(r.PatchSize, 10), "\t"+r.PatchFormat
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%v\n", r.Version, r.Archive, r.ArchiveSize, patch, psize, r.Required)
+			if formatCol == "" {
+				pformat = ""
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s%s\t%v\n", r.Version, r.Archive, r.ArchiveSize, patch, psize, pformat, r.Required)
 		}
 		tw.Flush()
 	}
