@@ -8,7 +8,10 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/spf13/afero"
+
 	"github.com/notsotuf/notsotuf/internal/bsdiff"
+	cpatch "github.com/notsotuf/notsotuf/internal/compact"
 )
 
 // Patch formats. A repository makes its patches in one format, chosen with
@@ -21,6 +24,13 @@ const (
 	// PatchFormatBSDiff is BSDIFF40, the format of bsdiff 4.x and of
 	// Python's bsdiff4, which tufup clients apply.
 	PatchFormatBSDiff = "bsdiff"
+	// PatchFormatCompact is notsotuf's format for executables: ELF, PE and
+	// Mach-O files for x86-64 and arm64, alone or as tar members, have their
+	// compressed debug sections decompressed and their code references
+	// rewritten before the BSDIFF40 matcher runs, which makes patches of
+	// rebuilt executables several times smaller; other bytes are diffed as
+	// bsdiff does. Only notsotuf applies it (docs/patch-format.md).
+	PatchFormatCompact = "compact"
 )
 
 // A Differ writes to w a patch that turns old (oldSize bytes) into new
@@ -54,7 +64,7 @@ type PatchFormat struct {
 // BuiltinPatchFormats returns the formats every notsotuf repository and
 // client knows, the default (bsdiff) first.
 func BuiltinPatchFormats() []PatchFormat {
-	return []PatchFormat{bsdiffFormat}
+	return []PatchFormat{bsdiffFormat, compactFormat}
 }
 
 var bsdiffFormat = PatchFormat{
@@ -63,6 +73,46 @@ var bsdiffFormat = PatchFormat{
 	Tufup:   true,
 	Differ:  bsdiffDiffer{},
 	Patcher: bsdiffPatcher{},
+}
+
+var compactFormat = PatchFormat{
+	Name:    PatchFormatCompact,
+	Magic:   cpatch.Magic,
+	Differ:  compactDiffer{},
+	Patcher: compactPatcher{},
+}
+
+type compactDiffer struct{}
+
+func (compactDiffer) Diff(old io.ReaderAt, oldSize int64, new io.ReaderAt, newSize int64, w io.Writer, opts *PatchOptions) error {
+	var o cpatch.Options
+	if opts != nil {
+		o.Workers, o.Progress = opts.Workers, opts.Progress
+	}
+	return cpatch.Diff(old, oldSize, new, newSize, w, &o)
+}
+
+type compactPatcher struct{}
+
+func (compactPatcher) Apply(old io.ReaderAt, oldSize int64, patch io.Reader, w io.Writer, opts *PatchOptions) (int64, error) {
+	var o cpatch.ApplyOptions
+	if opts != nil {
+		o.Progress = opts.Progress
+		if opts.Fs != nil {
+			fsys, dir, prefix := opts.Fs, opts.TempDir, opts.TempPrefix
+			if prefix == "" {
+				prefix = ".notsotuf-tmp-"
+			}
+			o.Scratch = func() (cpatch.Scratch, func(), error) {
+				f, err := afero.TempFile(fsys, dir, prefix+"*")
+				if err != nil {
+					return nil, nil, fmt.Errorf("scratch file for the compact patch: %w", err)
+				}
+				return f, func() { f.Close(); fsys.Remove(f.Name()) }, nil
+			}
+		}
+	}
+	return cpatch.Apply(old, oldSize, patch, w, &o)
 }
 
 type bsdiffDiffer struct{}

@@ -38,15 +38,22 @@ type DiffOptions struct {
 	// far and the size of new. Calls come from one goroutine at a time.
 	Progress func(done, total int64)
 
+	// Pairing, when not nil, replaces the tar pre-pass: its spans are
+	// matched directly and the old bytes it claims stay out of the suffix
+	// array (see PairMembers).
+	Pairing *Pairing
+
 	chunkSize int // unit of parallel matching; 0 means defaultChunk
 }
 
-// op is one control triple in absolute positions: add addLen bytes of the
-// diff block to old[oldPos:], at new[newPos:], then copy copyLen bytes.
-type op struct {
-	newPos, oldPos  int64
-	addLen, copyLen int64
+// Op is one control triple in absolute positions: add AddLen bytes of the
+// diff block to old[OldPos:], at new[NewPos:], then copy CopyLen bytes.
+type Op struct {
+	NewPos, OldPos  int64
+	AddLen, CopyLen int64
 }
+
+type op = Op
 
 // Diff writes a BSDIFF40 patch that turns old into new.
 //
@@ -81,7 +88,7 @@ func match(old, new []byte, o *DiffOptions) []op {
 	if o.Progress != nil {
 		o.Progress(0, int64(len(new)))
 	}
-	m := newMatcher(old, new)
+	m := newMatcher(old, new, o.Pairing)
 	chunkSize := o.chunkSize
 	if chunkSize <= 0 {
 		chunkSize = defaultChunk
@@ -139,10 +146,19 @@ type matcher struct {
 // piece says that text[textPos:] continues old[oldPos:] up to the next piece.
 type piece struct{ textPos, oldPos int }
 
-func newMatcher(old, new []byte) *matcher {
+func newMatcher(old, new []byte, p *Pairing) *matcher {
 	m := &matcher{old: old, text: old}
 	var claimed []span
-	m.spans, claimed = pairMembers(old, new)
+	if p != nil {
+		for _, s := range p.Spans {
+			m.spans = append(m.spans, span{newPos: s.NewPos, oldPos: s.OldPos, n: s.N})
+		}
+		for _, c := range p.Claimed {
+			claimed = append(claimed, span{newPos: c.NewPos, oldPos: c.OldPos, n: c.N})
+		}
+	} else {
+		m.spans, claimed = pairMembers(old, new)
+	}
 	if len(claimed) > 0 {
 		free := len(old)
 		for _, c := range claimed {
@@ -347,10 +363,10 @@ func (m *matcher) diffRange(new []byte, start, end int) []op {
 			lenb -= lens
 		}
 		ops = append(ops, op{
-			newPos:  int64(lastScan),
-			oldPos:  int64(lastPos),
-			addLen:  int64(lenf),
-			copyLen: int64((scan - lenb) - (lastScan + lenf)),
+			NewPos:  int64(lastScan),
+			OldPos:  int64(lastPos),
+			AddLen:  int64(lenf),
+			CopyLen: int64((scan - lenb) - (lastScan + lenf)),
 		})
 		lastScan = scan - lenb
 		lastPos = pos - lenb
@@ -401,11 +417,11 @@ func writeCtrl(w io.Writer, ops []op, workers int) error {
 	for i, o := range ops {
 		seek := int64(0)
 		if i+1 < len(ops) {
-			seek = ops[i+1].oldPos - (o.oldPos + o.addLen)
+			seek = ops[i+1].OldPos - (o.OldPos + o.AddLen)
 		}
 		var t [24]byte
-		putInt(t[0:], o.addLen)
-		putInt(t[8:], o.copyLen)
+		putInt(t[0:], o.AddLen)
+		putInt(t[8:], o.CopyLen)
 		putInt(t[16:], seek)
 		buf = append(buf, t[:]...)
 		if len(buf) == cap(buf) {
@@ -425,7 +441,7 @@ func writeDiff(w io.Writer, old, new []byte, ops []op, workers int) error {
 	zw := bzip2.NewWriter(w, workers)
 	buf := make([]byte, 64*1024)
 	for _, o := range ops {
-		np, op, n := o.newPos, o.oldPos, o.addLen
+		np, op, n := o.NewPos, o.OldPos, o.AddLen
 		for n > 0 {
 			k := min(n, int64(len(buf)))
 			b := buf[:k]
@@ -448,8 +464,8 @@ func writeDiff(w io.Writer, old, new []byte, ops []op, workers int) error {
 func writeExtra(w io.Writer, new []byte, ops []op, workers int) error {
 	zw := bzip2.NewWriter(w, workers)
 	for _, o := range ops {
-		s := o.newPos + o.addLen
-		if _, err := zw.Write(new[s : s+o.copyLen]); err != nil {
+		s := o.NewPos + o.AddLen
+		if _, err := zw.Write(new[s : s+o.CopyLen]); err != nil {
 			return err
 		}
 	}

@@ -51,7 +51,7 @@ func TestTarPairing(t *testing.T) {
 			t.Fatalf("span %+v pairs different bytes", s)
 		}
 	}
-	m := newMatcher(old, new)
+	m := newMatcher(old, new, nil)
 	if len(m.text) != len(old)-len(lib)-len(doc) {
 		t.Fatalf("suffix array covers %d bytes, want old minus the paired members (%d)", len(m.text), len(old)-len(lib)-len(doc))
 	}

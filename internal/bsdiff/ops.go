@@ -1,0 +1,101 @@
+package bsdiff
+
+import (
+	"fmt"
+	"io"
+	"runtime"
+)
+
+// The building blocks of Diff, for a caller that matches on one version of
+// the bytes (the compact format: references rewritten) and encodes the
+// patch with another of the same length.
+
+// Span says that new[NewPos:NewPos+N] equals old[OldPos:OldPos+N].
+type Span struct {
+	NewPos, OldPos, N int
+}
+
+// Pairing is what the tar pre-pass found: Spans, sorted by NewPos, are
+// matched directly; Claimed, sorted by OldPos and disjoint, are the old
+// bytes they cover, left out of the suffix array.
+type Pairing struct {
+	Spans, Claimed []Span
+}
+
+// Member is the data of a regular file of a tar archive: Size bytes at Off.
+type Member struct {
+	Name      string
+	Off, Size int
+}
+
+// TarMembers lists the regular files of the tar archive held in b (nil if
+// b is not one).
+func TarMembers(b []byte) []Member {
+	ms := tarMembers(b)
+	out := make([]Member, len(ms))
+	for i, m := range ms {
+		out[i] = Member{Name: m.name, Off: m.off, Size: m.size}
+	}
+	return out
+}
+
+// PairMembers pairs the members nm of new with the members om of old, as
+// the tar pre-pass does: a new member whose data equals an old member's
+// (same name, or same content) is matched to it. Members of at most 512
+// bytes are left to the suffix array.
+func PairMembers(old, new []byte, om, nm []Member) Pairing {
+	conv := func(ms []Member) []member {
+		var out []member
+		for _, m := range ms {
+			if m.Size >= minMember && m.Off >= 0 && m.Size >= 0 {
+				out = append(out, member{name: m.Name, off: m.Off, size: m.Size})
+			}
+		}
+		return out
+	}
+	var p Pairing
+	spans, claimed := pairLists(old, new, conv(om), conv(nm))
+	for _, s := range spans {
+		p.Spans = append(p.Spans, Span{NewPos: s.newPos, OldPos: s.oldPos, N: s.n})
+	}
+	for _, c := range claimed {
+		p.Claimed = append(p.Claimed, Span{OldPos: c.oldPos, N: c.n})
+	}
+	return p
+}
+
+// Match computes the control triples of a patch from old to new, as Diff
+// does (opts.Pairing replaces the tar pre-pass when set).
+func Match(old, new []byte, opts *DiffOptions) ([]Op, error) {
+	var o DiffOptions
+	if opts != nil {
+		o = *opts
+	}
+	if o.Workers <= 0 {
+		o.Workers = runtime.GOMAXPROCS(0)
+	}
+	if len(old) > MaxOldSize {
+		return nil, fmt.Errorf("bsdiff: old file is %d bytes, more than the %d supported", len(old), MaxOldSize)
+	}
+	return match(old, new, &o), nil
+}
+
+// WriteOps encodes ops, which must cover new from its start in order (as
+// Match returns them, possibly for other bytes of the same lengths), as a
+// BSDIFF40 patch from old to new.
+func WriteOps(old, new []byte, ops []Op, w io.Writer, workers int) error {
+	if workers <= 0 {
+		workers = runtime.GOMAXPROCS(0)
+	}
+	var at int64
+	for i, o := range ops {
+		if o.NewPos != at || o.AddLen < 0 || o.CopyLen < 0 || o.OldPos < 0 || o.OldPos+o.AddLen > int64(len(old)) {
+			return fmt.Errorf("bsdiff: op %d (%+v) does not fit", i, o)
+		}
+		at += o.AddLen + o.CopyLen
+	}
+	if at != int64(len(new)) {
+		return fmt.Errorf("bsdiff: ops cover %d of %d new bytes", at, len(new))
+	}
+	return writePatch(old, new, ops, w, workers)
+}
