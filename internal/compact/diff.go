@@ -46,9 +46,9 @@ type unit struct {
 
 // zpair is a compressed section present in both executables.
 type zpair struct {
-	o, n    exe.Zlib // offsets relative to the member
-	oStar   int64    // offset of the decompressed old section in old*; -1 if unusable
-	region  int      // index of its region in new*; -1 if kept compressed
+	o, n   exe.Zlib // offsets relative to the member
+	oStar  int64    // offset of the decompressed old section in old*; -1 if unusable
+	region int      // index of its region in new*; -1 if kept compressed
 }
 
 // codeSec is a code section in old* or new*, with the field values that
@@ -180,7 +180,7 @@ func Diff(old io.ReaderAt, oldSize int64, new io.ReaderAt, newSize int64, w io.W
 		if len(u.nCode) == 0 || len(u.oCode) == 0 {
 			continue
 		}
-		segs := unitSegments(u, ops, regions)
+		segs := unitMap(u, ops, regions, ostar, nstar)
 		cm := &codeMaps{segs: segs}
 		raw, proj, refs := u.evaluate(ostar, nstar, ops, cm)
 		gain := proj - raw
