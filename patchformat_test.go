@@ -1,6 +1,7 @@
 package notsotuf
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -9,12 +10,17 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/spf13/afero"
+
+	"github.com/notsotuf/notsotuf/internal/exe"
 )
 
 // wholeFormat is a patch format of a program's own, for the tests of the
@@ -235,5 +241,114 @@ func TestPatchFormatPlugIn(t *testing.T) {
 	}
 	if u := update("plain", nil); !u.Plan.Full || !strings.Contains(u.Plan.Reason, "whole format, which this client does not know") {
 		t.Errorf("a client without the format: plan %+v", u.Plan)
+	}
+}
+
+// compactTars returns three tars holding an executable built from a small
+// Go program whose code changes from one release to the next, with its
+// compressed DWARF (so the patches decompress debug sections and the
+// patcher needs its scratch file).
+func compactTars(t *testing.T) [][]byte {
+	t.Helper()
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("no go tool")
+	}
+	dir := t.TempDir()
+	var tars [][]byte
+	for i := range 3 {
+		src := filepath.Join(dir, fmt.Sprint("v", i))
+		extra := strings.Repeat("func init() { if len(os.Args) > 7 { fmt.Println(\"more\", len(os.Args)) } }\n", i)
+		prog := "package main\n\nimport (\n\t\"fmt\"\n\t\"os\"\n\t\"strings\"\n)\n\n" + extra +
+			fmt.Sprintf("func main() { fmt.Println(%q, strings.Join(os.Args, \" \")) }\n", strings.Repeat("v", i+1))
+		if err := os.MkdirAll(src, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(src, "go.mod"), []byte("module example.com/p\n\ngo 1.26\n"), 0o644)
+		os.WriteFile(filepath.Join(src, "main.go"), []byte(prog), 0o644)
+		cmd := exec.Command(goTool, "build", "-trimpath", "-o", "app", ".")
+		cmd.Dir = src
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=-buildvcs=false", "GOTOOLCHAIN=local")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("go build: %v\n%s", err, out)
+		}
+		e, err := os.ReadFile(filepath.Join(src, "app"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if img, err := exe.Parse(bytes.NewReader(e), int64(len(e))); err != nil || (runtime.GOOS == "linux" && len(img.Zlib) == 0) {
+			t.Fatalf("the build has no compressed debug sections (%v)", err)
+		}
+		tars = append(tars, buildTestTar(t,
+			testEnt{name: "./", typ: tar.TypeDir},
+			testEnt{name: "./VERSION", body: fmt.Sprint(i)},
+			testEnt{name: "./app", body: string(e)},
+		))
+	}
+	return tars
+}
+
+// A chain of compact patches applies like a chain of bsdiff ones, on a
+// real disk and in memory, and the scratch file of the decompressed old
+// sections is gone afterwards.
+func TestApplyPatchChainCompact(t *testing.T) {
+	if testing.Short() {
+		t.Skip("diffs a test binary twice")
+	}
+	tars := compactTars(t)
+	var patches [][]byte
+	for i := 1; i < len(tars); i++ {
+		var p bytes.Buffer
+		if err := compactFormat.Diff(bytes.NewReader(tars[i-1]), int64(len(tars[i-1])), bytes.NewReader(tars[i]), int64(len(tars[i])), &p, nil); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.HasPrefix(p.Bytes(), []byte(compactFormat.Magic)) {
+			t.Fatalf("patch starts %.8q", p.Bytes())
+		}
+		patches = append(patches, p.Bytes())
+	}
+	for _, mode := range []string{"os", "mem"} {
+		t.Run(mode, func(t *testing.T) {
+			fsys, root := tempOsFs(t)
+			if mode == "mem" {
+				fsys, root = tempMemFs(t)
+			}
+			cache := filepath.Join(root, "cache")
+			if err := fsys.MkdirAll(cache, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			base := filepath.Join(cache, "app-1.tar")
+			if err := afero.WriteFile(fsys, base, tars[0], 0o644); err != nil {
+				t.Fatal(err)
+			}
+			var steps []patchStep
+			for i, p := range patches {
+				name := fmt.Sprintf("app-%d.patch", i+2)
+				path := filepath.Join(cache, name)
+				if err := afero.WriteFile(fsys, path, p, 0o644); err != nil {
+					t.Fatal(err)
+				}
+				steps = append(steps, patchStep{Name: name, Path: path, Meta: PatchMeta{TarSize: int64(len(tars[i+1])), TarHash: sha256Hex(tars[i+1]), Format: PatchFormatCompact}})
+			}
+			before := siblingsOf(t, fsys, cache)
+			dst := filepath.Join(cache, "app-3.tar")
+			if err := applyPatchChain(context.Background(), fsys, base, steps, dst, nil); err != nil {
+				t.Fatal(err)
+			}
+			got, err := afero.ReadFile(fsys, dst)
+			if err != nil || !bytes.Equal(got, tars[2]) {
+				t.Fatalf("result differs from the last tar (%v)", err)
+			}
+			if after := siblingsOf(t, fsys, cache); len(after) != len(before)+1 {
+				t.Errorf("cache holds %q, want what it held and app-3.tar", after)
+			}
+			// The same patch declared as bsdiff in the signed metadata is
+			// refused (its magic is not BSDIFF40), not applied.
+			steps[0].Meta.Format = ""
+			err = applyPatchChain(context.Background(), fsys, base, steps[:1], filepath.Join(cache, "app-2.tar"), nil)
+			if !errors.Is(err, ErrCorruptPatch) {
+				t.Errorf("compact patch signed as bsdiff: %v", err)
+			}
+		})
 	}
 }

@@ -39,8 +39,12 @@ func corrupt(format string, args ...any) error {
 // Limits on what a header may declare, checked before anything is
 // allocated.
 const (
-	maxHeaderLen = 64 << 20 // compressed and decompressed header
-	maxSize      = 1 << 50  // any file size or offset
+	maxHeaderLen = 16 << 20 // compressed and decompressed header
+	// At most this many segments in all maps: each costs the patcher about
+	// 100 bytes of memory when its map is used (a rebuilt 40 MB Go
+	// executable needs about 10,000).
+	maxSegments = 1 << 20
+	maxSize     = 1 << 50 // any file size or offset
 	// deflate cannot inflate more than 1032 times (258-byte matches in
 	// 2 bits); a margin covers the block headers of tiny streams.
 	maxInflateRatio = 1032
@@ -289,8 +293,13 @@ func parseHeader(body []byte) (*header, error) {
 		h.Exps = append(h.Exps, e)
 	}
 	n = r.count("address maps", 1)
+	segments := 0
 	for i := 0; i < n && r.err == nil; i++ {
 		k := r.count("segments", 3)
+		if segments += k; segments > maxSegments {
+			r.fail("more than %d segments", maxSegments)
+			break
+		}
 		var m []segment
 		var end uint64
 		var delta int64

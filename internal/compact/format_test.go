@@ -170,6 +170,12 @@ func TestHostileHeaders(t *testing.T) {
 			t.Errorf("parseHeader(% x) = %v, want ErrCorrupt", body, err)
 		}
 	}
+	// More segments than a patcher should hold, each well-formed.
+	many := binary.AppendUvarint([]byte{1, 0, 0, 0, 0, 1}, maxSegments+1)
+	many = append(many, bytes.Repeat([]byte{0, 1, 0}, maxSegments+1)...)
+	if _, err := parseHeader(many); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "segments") {
+		t.Errorf("parseHeader with %d segments = %v", maxSegments+1, err)
+	}
 	// A header length beyond the limit, a wrong magic, a truncated header.
 	for _, p := range [][]byte{
 		[]byte(Magic + "\xff\xff\xff\x7f"),
