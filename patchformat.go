@@ -117,16 +117,14 @@ func (compactPatcher) Apply(old io.ReaderAt, oldSize int64, patch io.Reader, w i
 
 type bsdiffDiffer struct{}
 
+// Diff reads old into memory and, of new, only what differs from old when
+// both are tar archives (see bsdiff.DiffAt).
 func (bsdiffDiffer) Diff(old io.ReaderAt, oldSize int64, new io.ReaderAt, newSize int64, w io.Writer, opts *PatchOptions) error {
-	o, err := readAllAt(old, oldSize, "old file")
-	if err != nil {
-		return err
+	var o bsdiff.DiffOptions
+	if opts != nil {
+		o.Workers, o.Progress = opts.Workers, opts.Progress
 	}
-	n, err := readAllAt(new, newSize, "new file")
-	if err != nil {
-		return err
-	}
-	return Diff(o, n, w, opts)
+	return bsdiff.DiffAt(old, oldSize, new, newSize, w, &o)
 }
 
 type bsdiffPatcher struct{}

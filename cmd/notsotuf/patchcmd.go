@@ -67,7 +67,7 @@ func runDiff(args []string, stdout, stderr io.Writer) error {
 	oldPath, newPath, patchPath := pos[0], pos[1], pos[2]
 	// The live heap is old, new and a suffix array, all without pointers:
 	// collecting often is cheap and keeps the peak near the live size.
-	defer debug.SetGCPercent(debug.SetGCPercent(20))
+	defer debug.SetGCPercent(debug.SetGCPercent(10))
 	old, oldSize, err := openRegular(oldPath)
 	if err != nil {
 		return err

@@ -51,6 +51,9 @@ type DiffOptions struct {
 type Op struct {
 	NewPos, OldPos  int64
 	AddLen, CopyLen int64
+	// Same says that new equals old over the add: its diff bytes are
+	// zeros, written without reading either file.
+	Same bool
 }
 
 type op = Op
@@ -80,7 +83,10 @@ func Diff(old, new []byte, w io.Writer, opts *DiffOptions) error {
 // defaultChunk is the unit of parallel matching in new.
 const defaultChunk = 4 << 20
 
-// match computes the control triples covering all of new.
+// match computes the control triples covering all of new. The spans that
+// the tar pre-pass paired become triples of their own, whose diff is all
+// zeros (Op.Same): the matcher runs only on the rest, in chunks, and never
+// reads new inside a span, which therefore need not be loaded (see DiffAt).
 func match(old, new []byte, o *DiffOptions) []op {
 	if len(new) == 0 {
 		return nil
@@ -93,25 +99,49 @@ func match(old, new []byte, o *DiffOptions) []op {
 	if chunkSize <= 0 {
 		chunkSize = defaultChunk
 	}
-	nChunks := (len(new) + chunkSize - 1) / chunkSize
-	results := make([][]op, nChunks)
-	next := make(chan int, nChunks)
-	for i := range nChunks {
+	// The pieces of new, in order: spans, and chunks of what lies between.
+	type piece struct {
+		start, end int
+		span       bool
+		oldPos     int
+	}
+	var pieces []piece
+	addRange := func(start, end int) {
+		for ; start < end; start += chunkSize {
+			pieces = append(pieces, piece{start: start, end: min(start+chunkSize, end)})
+		}
+	}
+	at := 0
+	for _, sp := range m.spans {
+		if sp.newPos < at || sp.n <= 0 {
+			continue
+		}
+		addRange(at, sp.newPos)
+		pieces = append(pieces, piece{start: sp.newPos, end: sp.newPos + sp.n, span: true, oldPos: sp.oldPos})
+		at = sp.newPos + sp.n
+	}
+	addRange(at, len(new))
+	results := make([][]op, len(pieces))
+	next := make(chan int, len(pieces))
+	for i := range pieces {
 		next <- i
 	}
 	close(next)
 	var mu sync.Mutex
 	var done int64
 	var wg sync.WaitGroup
-	for range min(o.Workers, nChunks) {
+	for range min(o.Workers, len(pieces)) {
 		wg.Go(func() {
 			for i := range next {
-				start := i * chunkSize
-				end := min(start+chunkSize, len(new))
-				results[i] = m.diffRange(new, start, end)
+				p := pieces[i]
+				if p.span {
+					results[i] = []op{{NewPos: int64(p.start), OldPos: int64(p.oldPos), AddLen: int64(p.end - p.start), Same: true}}
+				} else {
+					results[i] = m.diffRange(new, p.start, p.end)
+				}
 				if o.Progress != nil {
 					mu.Lock()
-					done += int64(end - start)
+					done += int64(p.end - p.start)
 					o.Progress(done, int64(len(new)))
 					mu.Unlock()
 				}
@@ -442,6 +472,17 @@ func writeDiff(w io.Writer, old, new []byte, ops []op, workers int) error {
 	buf := make([]byte, 64*1024)
 	for _, o := range ops {
 		np, op, n := o.NewPos, o.OldPos, o.AddLen
+		if o.Same {
+			clear(buf)
+			for n > 0 {
+				k := min(n, int64(len(buf)))
+				if _, err := zw.Write(buf[:k]); err != nil {
+					return err
+				}
+				n -= k
+			}
+			continue
+		}
 		for n > 0 {
 			k := min(n, int64(len(buf)))
 			b := buf[:k]
