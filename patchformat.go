@@ -133,24 +133,6 @@ func (bsdiffPatcher) Apply(old io.ReaderAt, oldSize int64, patch io.Reader, w io
 	return Apply(old, oldSize, patch, w, opts)
 }
 
-// readAllAt reads the size bytes of r into memory.
-func readAllAt(r io.ReaderAt, size int64, what string) ([]byte, error) {
-	if size < 0 {
-		return nil, fmt.Errorf("%s: negative size %d", what, size)
-	}
-	if b, ok := r.(interface{ Bytes() []byte }); ok && int64(len(b.Bytes())) == size {
-		return b.Bytes(), nil
-	}
-	buf := make([]byte, size)
-	if n, err := r.ReadAt(buf, 0); int64(n) < size {
-		if err == nil || err == io.EOF {
-			err = io.ErrUnexpectedEOF
-		}
-		return nil, fmt.Errorf("reading %s: %w", what, err)
-	}
-	return buf, nil
-}
-
 // patchFormats is the formats a repository or a client knows: its own
 // (extra) before the built-in ones.
 type patchFormats []PatchFormat
