@@ -99,3 +99,29 @@ func WriteOps(old, new []byte, ops []Op, w io.Writer, workers int) error {
 	}
 	return writePatch(old, new, ops, w, workers)
 }
+
+// PairAt is PairMembers for a new tar read through r: new members are
+// streamed, never held in memory.
+func PairAt(old []byte, om []Member, r io.ReaderAt, nm []Member) (Pairing, error) {
+	conv := func(ms []Member) []member {
+		var out []member
+		for _, m := range ms {
+			if m.Size >= minMember && m.Off >= 0 && m.Size >= 0 {
+				out = append(out, member{name: m.Name, off: m.Off, size: m.Size})
+			}
+		}
+		return out
+	}
+	var p Pairing
+	spans, claimed, err := pairAt(old, conv(om), r, conv(nm))
+	if err != nil {
+		return p, err
+	}
+	for _, s := range spans {
+		p.Spans = append(p.Spans, Span{NewPos: s.newPos, OldPos: s.oldPos, N: s.n})
+	}
+	for _, c := range claimed {
+		p.Claimed = append(p.Claimed, Span{OldPos: c.oldPos, N: c.n})
+	}
+	return p, nil
+}

@@ -25,23 +25,20 @@ type seg struct {
 }
 
 // side is the segments of a map sorted by their address in one space, as
-// parallel arrays: start, length, the total length of the segments before
-// (cum) and the addresses no segment covers below the start (uncov), and the
-// segment's start in the other space.
+// parallel arrays: start, length, the addresses no segment covers below
+// the start (uncov; the total length of the segments before is start -
+// uncov), and the segment's start in the other space.
 type side struct {
-	start, l, cum, uncov, other []uint64
+	start, l, uncov, other []uint64
 }
 
 func newSide(ss []seg, key func(seg) uint64, other func(seg) uint64) side {
-	var s side
+	n := len(ss)
+	s := side{start: make([]uint64, n), l: make([]uint64, n), uncov: make([]uint64, n), other: make([]uint64, n)}
 	var cum uint64
-	for _, g := range ss {
+	for i, g := range ss {
 		k := key(g)
-		s.start = append(s.start, k)
-		s.l = append(s.l, g.l)
-		s.cum = append(s.cum, cum)
-		s.uncov = append(s.uncov, k-cum)
-		s.other = append(s.other, other(g))
+		s.start[i], s.l[i], s.uncov[i], s.other[i] = k, g.l, k-cum, other(g)
 		cum += g.l
 	}
 	return s
@@ -52,9 +49,17 @@ type ringMap struct {
 	mask  uint64
 	byNew side
 	byOld side
-	segs  []seg // kept segments, sorted by n
-	lastN int   // cache: the segment the last fwd hit
+	lastN int // cache: the segment the last fwd hit
 	lastO int
+}
+
+// segments returns the kept segments, sorted by new address.
+func (m *ringMap) segments() []seg {
+	out := make([]seg, len(m.byNew.start))
+	for i := range out {
+		out[i] = seg{n: m.byNew.start[i], o: m.byNew.other[i], l: m.byNew.l[i]}
+	}
+	return out
 }
 
 // newRingMap builds the map of segs (byte addresses) in the ring of 2^bits
@@ -104,7 +109,6 @@ func newRingMap(segs []segment, bits uint, unit uint64) *ringMap {
 		end = s.o + s.l
 	}
 	slices.SortFunc(kept, func(a, b seg) int { return cmpU64(a.n, b.n) })
-	m.segs = kept
 	m.byNew = newSide(kept, func(g seg) uint64 { return g.n }, func(g seg) uint64 { return g.o })
 	byOld = slices.Clone(kept)
 	slices.SortFunc(byOld, func(a, b seg) int { return cmpU64(a.o, b.o) })
@@ -150,7 +154,7 @@ func apply(x uint64, from, to *side, last *int) uint64 {
 			return from.other[i] + (x - from.start[i])
 		}
 		// Rank of x among the addresses no segment covers.
-		r = x - (from.cum[i] + from.l[i])
+		r = x - (from.start[i] - from.uncov[i] + from.l[i])
 	}
 	// The r-th uncovered address of the other space: past every segment
 	// with at most r uncovered addresses below it.
@@ -158,7 +162,7 @@ func apply(x uint64, from, to *side, last *int) uint64 {
 	if j == 0 {
 		return r
 	}
-	return r + to.cum[j-1] + to.l[j-1]
+	return r + (to.start[j-1] - to.uncov[j-1]) + to.l[j-1]
 }
 
 // fwd maps a new address (in units) to the old space.

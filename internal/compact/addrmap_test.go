@@ -32,7 +32,7 @@ func checkBijection(t *testing.T, m *ringMap, bits uint) {
 			t.Fatalf("inv(fwd(%d)) = %d", x, back)
 		}
 	}
-	for _, s := range m.segs {
+	for _, s := range m.segments() {
 		for k := range s.l {
 			if got := m.fwd(s.n + k); got != s.o+k {
 				t.Fatalf("segment %+v: fwd(%d) = %d", s, s.n+k, got)
@@ -72,8 +72,8 @@ func TestRingMapSegments(t *testing.T) {
 	// 4-byte units: a segment whose shift is not a multiple of 4 is left
 	// out, and segment ends are rounded inwards.
 	m = newRingMap([]segment{{n: 2, o: 10, l: 20}, {n: 101, o: 202, l: 50}}, 26, 4)
-	if len(m.segs) != 1 || m.segs[0] != (seg{n: 1, o: 3, l: 4}) {
-		t.Errorf("4-byte units: segments %+v", m.segs)
+	if segs := m.segments(); len(segs) != 1 || segs[0] != (seg{n: 1, o: 3, l: 4}) {
+		t.Errorf("4-byte units: segments %+v", segs)
 	}
 }
 

@@ -74,9 +74,15 @@ func Apply(old io.ReaderAt, oldSize int64, patch io.Reader, w io.Writer, opts *A
 		ostar = &concatAt{a: old, aSize: oldSize, b: sc}
 	}
 
-	inv := &inverter{w: w, h: h, maps: make([]*codeMaps, len(h.Maps))}
+	inv := &inverter{w: w, h: h, maps: make([]*codeMaps, len(h.Maps)), lastRegion: make([]int, len(h.Maps))}
 	for i, m := range h.Maps {
 		inv.maps[i] = &codeMaps{segs: m}
+	}
+	h.Maps = nil // the codeMaps hold them now, and drop them after use
+	for i, r := range h.Regions {
+		if r.Kind != kindZlib {
+			inv.lastRegion[r.Map] = i
+		}
 	}
 	var bo bsdiff.ApplyOptions
 	if o.Progress != nil {
@@ -190,9 +196,10 @@ func (c *concatAt) ReadAt(p []byte, off int64) (int, error) {
 // inverter receives new* from the BSDIFF40 part and writes new: it
 // recompresses the zlib regions and undoes the rewriting of code regions.
 type inverter struct {
-	w    io.Writer
-	h    *header
-	maps []*codeMaps
+	w          io.Writer
+	h          *header
+	maps       []*codeMaps
+	lastRegion []int // per map, the last region that uses it
 
 	pos int64 // bytes of new* received
 	out int64 // bytes of new written
@@ -298,6 +305,9 @@ func (v *inverter) endRegion(r *region) error {
 			return corrupt("region %d: internal error: %d bytes held back", v.ri, len(v.code.buf))
 		}
 		v.code = nil
+		if v.lastRegion[r.Map] == v.ri {
+			v.maps[r.Map].lastUse() // free it: one executable's map at a time
+		}
 	}
 	return nil
 }

@@ -61,6 +61,11 @@ func (c *codeMaps) amd64() *ringMap {
 	return c.r32
 }
 
+// lastUse is called by the patcher once no region needs the map any more.
+func (c *codeMaps) lastUse() {
+	c.segs, c.r32, c.rarm = nil, nil, [6]*ringMap{}
+}
+
 // forwardAMD64 rewrites every reference of the x86-64 section b, loaded at
 // va, through m.
 func forwardAMD64(b []byte, va uint64, m *ringMap) {

@@ -115,10 +115,45 @@ func Diff(old io.ReaderAt, oldSize int64, new io.ReaderAt, newSize int64, w io.W
 		}
 	}
 
+	// Members equal in both are paired directly, as bsdiff's tar pre-pass
+	// does; they are streamed against old, and never loaded.
+	var pairing *bsdiff.Pairing
+	if om != nil && nm != nil {
+		inUnit := map[string]bool{}
+		for _, u := range units {
+			inUnit[u.name] = true
+		}
+		var rest []bsdiff.Member
+		for _, m := range nm {
+			if !inUnit[m.Name] {
+				rest = append(rest, m)
+			}
+		}
+		p, err := bsdiff.PairAt(ostar[:oldSize], om, new, rest)
+		if err != nil {
+			return err
+		}
+		pairing = &p
+	}
+
 	// new*: new with its decompressed sections in place.
-	nstar, regions, err := buildNewStar(new, newSize, units, trace)
+	var skip []bsdiff.Span
+	if pairing != nil {
+		skip = pairing.Spans
+	}
+	nstar, regions, err := buildNewStar(new, newSize, units, skip, trace)
 	if err != nil {
 		return err
+	}
+	if pairing != nil {
+		for i := range pairing.Spans {
+			s := &pairing.Spans[i]
+			p, ok := newStarPos(regions, int64(s.NewPos))
+			if !ok {
+				return errors.New("compact: internal error: a paired member in a decompressed section")
+			}
+			s.NewPos = int(p)
+		}
 	}
 	// Drop the old sections whose new one stayed compressed, and list the
 	// expansions.
@@ -143,26 +178,7 @@ func Diff(old io.ReaderAt, oldSize int64, new io.ReaderAt, newSize int64, w io.W
 		}
 	}
 
-	// Match the neutralized files; members equal in both are paired
-	// directly, as bsdiff's tar pre-pass does.
-	var pairing *bsdiff.Pairing
-	if om != nil && nm != nil {
-		var nmStar []bsdiff.Member
-		inUnit := map[string]bool{}
-		for _, u := range units {
-			inUnit[u.name] = true
-		}
-		for _, m := range nm {
-			if inUnit[m.Name] {
-				continue
-			}
-			if p, ok := newStarPos(regions, int64(m.Off)); ok {
-				nmStar = append(nmStar, bsdiff.Member{Name: m.Name, Off: int(p), Size: m.Size})
-			}
-		}
-		p := bsdiff.PairMembers(ostar, nstar, om, nmStar)
-		pairing = &p
-	}
+	// Match the neutralized files.
 	ops, err := bsdiff.Match(ostar, nstar, &bsdiff.DiffOptions{Workers: o.Workers, Progress: o.Progress, Pairing: pairing})
 	if err != nil {
 		return err
@@ -361,7 +377,7 @@ func sameBytes(a io.ReaderAt, aOff int64, b io.ReaderAt, bOff, n int64) bool {
 // buildNewStar reads new with each compressed section that the pinned
 // encoder reproduces (and whose old section inflated) replaced by its
 // decompressed bytes. It returns new* and its zlib regions.
-func buildNewStar(new io.ReaderAt, newSize int64, units []*unit, trace func(string, ...any)) ([]byte, []region, error) {
+func buildNewStar(new io.ReaderAt, newSize int64, units []*unit, skip []bsdiff.Span, trace func(string, ...any)) ([]byte, []region, error) {
 	type cand struct {
 		u *unit
 		z *zpair
@@ -381,13 +397,32 @@ func buildNewStar(new io.ReaderAt, newSize int64, units []*unit, trace func(stri
 	nstar := make([]byte, 0, newSize+grow)
 	var regions []region
 	var pos int64
+	// copyRaw reads new up to end, but for the paired spans (to skip),
+	// whose pages stay untouched.
 	copyRaw := func(end int64) error {
-		at := len(nstar)
-		nstar = nstar[:at+int(end-pos)]
-		if err := readFull(new, nstar[at:], pos); err != nil {
-			return fmt.Errorf("reading new file: %w", err)
+		at := int64(len(nstar))
+		nstar = nstar[:at+end-pos]
+		for pos < end {
+			for len(skip) > 0 && int64(skip[0].NewPos+skip[0].N) <= pos {
+				skip = skip[1:]
+			}
+			next := end
+			if len(skip) > 0 && int64(skip[0].NewPos) < end {
+				next = max(pos, int64(skip[0].NewPos))
+			}
+			if next > pos {
+				if err := readFull(new, nstar[at:at+next-pos], pos); err != nil {
+					return fmt.Errorf("reading new file: %w", err)
+				}
+				at += next - pos
+				pos = next
+			}
+			if len(skip) > 0 && int64(skip[0].NewPos) <= pos && pos < end {
+				k := min(end, int64(skip[0].NewPos+skip[0].N)) - pos
+				at += k
+				pos += k
+			}
 		}
-		pos = end
 		return nil
 	}
 	for _, c := range cands {
