@@ -83,7 +83,10 @@ func applyPatchChainTee(ctx context.Context, fsys afero.Fs, basePath string, ste
 				if tee != nil {
 					w = io.MultiWriter(w, tee)
 				}
-				return applyStep(ctx, fsys, cur, st, w, progress)
+				if err := applyStep(ctx, fsys, cur, st, w, progress); err != nil {
+					return &patchError{name: st.Name, err: err}
+				}
+				return nil
 			})
 		}
 		f, err := afero.TempFile(fsys, dir, stepPrefix+"*")
@@ -96,7 +99,7 @@ func applyPatchChainTee(ctx context.Context, fsys afero.Fs, basePath string, ste
 			err = fmt.Errorf("applying patch %s: %w", st.Name, cerr)
 		}
 		if err != nil {
-			return err
+			return &patchError{name: st.Name, err: err}
 		}
 		if cur != basePath {
 			// The previous intermediate tar is no longer needed.

@@ -16,10 +16,12 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/spf13/afero"
+	"github.com/theupdateframework/go-tuf/v2/metadata"
 	"github.com/theupdateframework/go-tuf/v2/metadata/trustedmetadata"
 )
 
@@ -28,10 +30,18 @@ import (
 type ClientConfig struct {
 	App            string // application name, as in the target names (<app>-<version>.tar.gz)
 	CurrentVersion string // the running version (PEP 440)
-	InstallDir     string // the directory holding the installed application (with SingleExecutable: the executable)
+	// InstallDir is the directory holding the installed application (with
+	// SingleExecutable: the executable). A relative path is made absolute
+	// against the working directory. Install replaces it only if it is
+	// missing or empty, or holds the application (see [ErrForeignInstallDir]
+	// and Adopt).
+	InstallDir string
 	// CacheDir holds the trusted metadata (CacheDir/metadata), downloads
 	// and the verified tar of the installed version (the next patch base).
-	// It must be on the same Fs as InstallDir and should not be inside it.
+	// It must be on the same Fs as InstallDir and must not be, or be
+	// inside, InstallDir, nor InstallDir inside it (also through symbolic
+	// links): an update would take the trusted metadata away with the
+	// installed tree, and with it the protection against rollback.
 	CacheDir    string
 	MetadataURL string // base URL of the repository's metadata (…/metadata)
 	TargetsURL  string // base URL of the repository's targets (…/targets)
@@ -44,8 +54,35 @@ type ClientConfig struct {
 	// system's (afero.NewOsFs).
 	Fs afero.Fs
 	// HTTPClient makes the requests; nil means a client with Go's default
-	// transport settings and a 30 s limit on waiting for response headers.
+	// transport settings. Its own timeouts, if any, apply on top of the
+	// limits below.
 	HTTPClient *http.Client
+	// Header holds extra headers sent with every request (metadata and
+	// targets), e.g. Authorization for a repository that needs
+	// credentials. The client never prints or logs their values, and drops
+	// them from a request redirected to another host or scheme. It sets
+	// Accept-Encoding and Range itself. Credentials may also be given in
+	// MetadataURL and TargetsURL (https://user:password@host/...): they
+	// are sent as basic authentication and never appear in errors or logs
+	// either.
+	Header http.Header
+
+	// Timeout bounds each call of Check, Install and Update (Update: the
+	// check and the install together), with every request and retry in
+	// it; the context passed may set a shorter deadline. 0 means
+	// DefaultTimeout (1 hour). An interrupted download resumes at the
+	// next call, so the limit loses no work already done.
+	Timeout time.Duration
+	// MinRate and RateWindow hold every download (metadata and targets)
+	// to a minimum transfer rate: a request that receives fewer than
+	// MinRate bytes per second over a window of RateWindow (at least one
+	// byte; the wait for the answer counts) is dropped and retried, a
+	// target resuming where it stopped; after 4 such windows in a row it
+	// fails with a *DownloadError wrapping a *SlowError. 0 means
+	// DefaultMinRate (1 KiB/s) and DefaultRateWindow (30 s): a server that
+	// does not answer, or trickles, fails in about 2 minutes.
+	MinRate    int64
+	RateWindow time.Duration
 	// Now is the clock used to check metadata expiry; nil means time.Now.
 	Now func() time.Time
 	// Progress, when set, is called as bytes arrive with the bytes done and
@@ -77,6 +114,13 @@ type ClientConfig struct {
 	// them in Repository.PatchFormats. A patch in a format the client does
 	// not know makes it download the full archive.
 	PatchFormats []PatchFormat
+	// Adopt lets Install replace an install directory (or executable)
+	// that it cannot tell holds the application: for a first install over
+	// a tree copied by hand, changed since, or of a version the
+	// repository no longer has. Without it Install refuses such a
+	// directory with an error wrapping [ErrForeignInstallDir] and changes
+	// nothing: a wrong InstallDir must not delete what it holds.
+	Adopt bool
 }
 
 // Client checks for, downloads and installs updates of one application from
@@ -92,9 +136,11 @@ type Client struct {
 	channel    string
 	ratio      float64
 	forceFull  bool
+	adopt      bool
 	fs         afero.Fs
 	log        *slog.Logger
 	progress   func(done, total int64)
+	timeout    time.Duration
 	remote     *remote
 	tuf        *tufClient
 	formats    patchFormats
@@ -116,11 +162,33 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if cfg.CacheDir == "" {
 		return nil, errors.New("config: cache directory not set")
 	}
-	metaURL, err := checkBaseURL("metadata", cfg.MetadataURL)
+	fsys := cfg.Fs
+	if fsys == nil {
+		fsys = afero.NewOsFs()
+	}
+	installDir, err := cleanConfigPath(fsys, "install directory", cfg.InstallDir)
 	if err != nil {
 		return nil, err
 	}
-	targetsURL, err := checkBaseURL("targets", cfg.TargetsURL)
+	cacheDir, err := cleanConfigPath(fsys, "cache directory", cfg.CacheDir)
+	if err != nil {
+		return nil, err
+	}
+	if how := dirsOverlap(installDir, cacheDir); how != "" {
+		return nil, errOverlap(how, installDir, cacheDir, "")
+	}
+	metaURL, metaUser, err := checkBaseURL("metadata", cfg.MetadataURL)
+	if err != nil {
+		return nil, err
+	}
+	targetsURL, targetsUser, err := checkBaseURL("targets", cfg.TargetsURL)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkHeader(cfg.Header); err != nil {
+		return nil, err
+	}
+	timeout, minRate, window, err := checkLimits(cfg.Timeout, cfg.MinRate, cfg.RateWindow)
 	if err != nil {
 		return nil, err
 	}
@@ -141,14 +209,14 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		return nil, fmt.Errorf("config: patch ratio %v: want a positive number", cfg.PatchRatio)
 	}
 	c := &Client{
-		app: cfg.App, current: current, installDir: cfg.InstallDir, singleExe: cfg.SingleExecutable, cacheDir: cfg.CacheDir,
-		targetsURL: targetsURL, channel: cfg.Channel, ratio: ratio, forceFull: cfg.ForceFull,
-		fs: cfg.Fs, log: cfg.Logger, progress: cfg.Progress, remote: newRemote(cfg.HTTPClient),
+		app: cfg.App, current: current, installDir: installDir, singleExe: cfg.SingleExecutable, cacheDir: cacheDir,
+		targetsURL: targetsURL, channel: cfg.Channel, ratio: ratio, forceFull: cfg.ForceFull, adopt: cfg.Adopt,
+		fs: fsys, log: cfg.Logger, progress: cfg.Progress, timeout: timeout, remote: newRemote(cfg.HTTPClient, cfg.Header),
 		formats: knownPatchFormats(cfg.PatchFormats),
 	}
-	if c.fs == nil {
-		c.fs = afero.NewOsFs()
-	}
+	c.remote.minRate, c.remote.window = minRate, window
+	c.remote.addCredentials(metaURL, metaUser)
+	c.remote.addCredentials(targetsURL, targetsUser)
 	if c.log == nil {
 		c.log = discardLogger()
 	}
@@ -163,15 +231,105 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	return c, nil
 }
 
-func checkBaseURL(what, s string) (string, error) {
+// checkBaseURL checks a configured base URL and returns it without its
+// user info and trailing slashes, and the user info (nil when none). Its
+// errors never show a password.
+func checkBaseURL(what, s string) (string, *url.Userinfo, error) {
 	u, err := url.Parse(s)
 	if err != nil {
-		return "", fmt.Errorf("config: %s URL: %w", what, err)
+		// url.Parse's error quotes the whole string: say less.
+		return "", nil, fmt.Errorf("config: %s URL %q: not a valid URL", what, redactURL(s))
 	}
 	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return "", fmt.Errorf("config: %s URL %q: want an http or https URL", what, s)
+		return "", nil, fmt.Errorf("config: %s URL %q: want an http or https URL", what, redactURL(s))
 	}
-	return strings.TrimRight(s, "/"), nil
+	base, user := splitUserinfo(s)
+	return strings.TrimRight(base, "/"), user, nil
+}
+
+// checkHeader checks extra request headers without ever quoting a value.
+func checkHeader(h http.Header) error {
+	for k, vs := range h {
+		if k == "" || strings.IndexFunc(k, func(r rune) bool { return !isTokenChar(r) }) >= 0 {
+			return fmt.Errorf("config: header name %q: want letters, digits and !#$%%&'*+-.^_`|~", k)
+		}
+		for _, v := range vs {
+			if strings.ContainsAny(v, "\r\n\x00") {
+				return fmt.Errorf("config: header %s: the value holds a line break or NUL", k)
+			}
+		}
+	}
+	return nil
+}
+
+// isTokenChar reports whether r may appear in an HTTP header name (RFC 9110 tchar).
+func isTokenChar(r rune) bool {
+	return r < 0x7f && (r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' ||
+		strings.ContainsRune("!#$%&'*+-.^_`|~", r))
+}
+
+// checkLimits applies the defaults of ClientConfig.Timeout, MinRate and
+// RateWindow and refuses negative values.
+func checkLimits(timeout time.Duration, minRate int64, window time.Duration) (time.Duration, int64, time.Duration, error) {
+	switch {
+	case timeout < 0:
+		return 0, 0, 0, fmt.Errorf("config: timeout %v: want a positive duration, or 0 for the default (%v)", timeout, DefaultTimeout)
+	case minRate < 0:
+		return 0, 0, 0, fmt.Errorf("config: minimum rate %d bytes/s: want a positive number, or 0 for the default (%d)", minRate, DefaultMinRate)
+	case window < 0:
+		return 0, 0, 0, fmt.Errorf("config: rate window %v: want a positive duration, or 0 for the default (%v)", window, DefaultRateWindow)
+	}
+	if timeout == 0 {
+		timeout = DefaultTimeout
+	}
+	if minRate == 0 {
+		minRate = DefaultMinRate
+	}
+	if window == 0 {
+		window = DefaultRateWindow
+	}
+	return timeout, minRate, window, nil
+}
+
+// TimeoutError reports a Check, Install or Update that gave up when its
+// time limit (ClientConfig.Timeout) ran out. Err is the failure of what was
+// under way. errors.Is(err, context.DeadlineExceeded) is true.
+type TimeoutError struct {
+	Limit time.Duration
+	Err   error
+}
+
+func (e *TimeoutError) Error() string {
+	return fmt.Sprintf("gave up after %v, the time limit: %v", e.Limit, e.Err)
+}
+
+func (e *TimeoutError) Unwrap() error { return e.Err }
+
+// Is makes errors.Is(err, context.DeadlineExceeded) true.
+func (e *TimeoutError) Is(target error) bool { return target == context.DeadlineExceeded }
+
+// Hint gives advice on a timeout (the CLI prints it).
+func (e *TimeoutError) Hint() string {
+	return "the server or the network is too slow: run the update again later (a download resumes where it stopped), or allow more time (--timeout, ClientConfig.Timeout)"
+}
+
+// errTimeLimit is the cause of the deadline a client puts on its calls.
+var errTimeLimit = errors.New("client time limit")
+
+// limit bounds ctx by the client's time limit (ClientConfig.Timeout). Call
+// done with the call's error when the call is over: it releases the
+// context and wraps an error that the limit caused in a *TimeoutError
+// (not one a deadline of the caller caused).
+func (c *Client) limit(ctx context.Context) (_ context.Context, done func(error) error) {
+	ctx, cancel := context.WithTimeoutCause(ctx, c.timeout, errTimeLimit)
+	return ctx, func(err error) error {
+		defer cancel()
+		var te *TimeoutError
+		if err != nil && context.Cause(ctx) == errTimeLimit && !errors.As(err, &te) {
+			return &TimeoutError{Limit: c.timeout, Err: err}
+		}
+		return err
+	}
 }
 
 // installedRecord is CacheDir/installed.json: the version the client last
@@ -209,7 +367,14 @@ func (c *Client) Current() Version {
 // install with its plan, or nil when the installed version is up to date.
 // The release is the newest one on the channel, unless a required release
 // comes before it: that one is installed first.
-func (c *Client) Check(ctx context.Context) (*Update, error) {
+//
+// Check gives up when ClientConfig.Timeout runs out (a *TimeoutError).
+func (c *Client) Check(ctx context.Context) (_ *Update, err error) {
+	ctx, done := c.limit(ctx)
+	defer func() { err = done(err) }()
+	if err := c.checkDirs(); err != nil {
+		return nil, err
+	}
 	if err := c.tuf.refresh(ctx); err != nil {
 		return nil, err
 	}
@@ -237,9 +402,6 @@ func (c *Client) planPatches(u *Update, rels []clientRelease, t int) string {
 	if c.forceFull {
 		return "a full download was requested"
 	}
-	if ok, _ := exists(c.fs, c.failedMarker(u.Version)); ok {
-		return fmt.Sprintf("a patch to %s failed before", u.Version)
-	}
 	chain, why := patchChain(rels, u.from, t)
 	if why != "" {
 		return why
@@ -247,6 +409,9 @@ func (c *Client) planPatches(u *Update, rels []clientRelease, t int) string {
 	for _, r := range chain {
 		if _, err := c.formats.lookup(r.patchMeta.Format); err != nil {
 			return fmt.Sprintf("the patch to %s is in the %s format, which this client does not know", r.version, r.patchMeta.Format)
+		}
+		if ok, _ := exists(c.fs, c.failedMarker(r.version)); ok {
+			return fmt.Sprintf("the patch %s failed before", r.patch.Path)
 		}
 	}
 	var files []PlannedFile
@@ -280,6 +445,10 @@ func (c *Client) cachePath(name string) string { return filepath.Join(c.cacheDir
 
 func tarName(app string, v Version) string { return app + "-" + v.String() + ".tar" }
 
+// failedMarker is the file that says the patch to v failed: its copy on
+// the server did not match its signed length and hash, or it did not
+// apply. Later checks plan the full archive instead of a chain that holds
+// it, until an install succeeds (cleanCache then removes the marker).
 func (c *Client) failedMarker(v Version) string {
 	return c.cachePath(c.app + "-" + v.String() + ".patch-failed")
 }
@@ -327,10 +496,9 @@ func (c *Client) findBase(cur *clientRelease) baseSource {
 		}
 	}
 	if hash != "" && !c.singleExe {
-		h := sha256.New()
-		cw := &countWriter{}
-		err := WriteTar(c.fs, c.installDir, io.MultiWriter(h, cw))
-		if err == nil && hex.EncodeToString(h.Sum(nil)) == hash && cw.n == size {
+		// (treeIsTar reads nothing of a tree too big to be the release.)
+		ok, err := treeIsTar(c.fs, c.installDir, size, hash)
+		if ok {
 			return baseSource{kind: baseInstalled, path: c.installDir, tarSize: size, tarHash: hash}
 		}
 		if err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -344,8 +512,13 @@ func (c *Client) findBase(cur *clientRelease) baseSource {
 // (see [Client.Install]). It returns the release installed, or nil when the
 // installed version was up to date. It installs one release: when a
 // required release stood before a newer one, the next Update continues
-// from it.
-func (c *Client) Update(ctx context.Context) (*Update, error) {
+// from it. What the install did (patches or the full archive, the bytes
+// downloaded, a patch that failed) is in the result's Result.
+//
+// ClientConfig.Timeout bounds the check and the install together.
+func (c *Client) Update(ctx context.Context) (_ *Update, err error) {
+	ctx, done := c.limit(ctx)
+	defer func() { err = done(err) }()
 	u, err := c.Check(ctx)
 	if err != nil || u == nil {
 		return nil, err
@@ -367,6 +540,9 @@ func (c *Client) Update(ctx context.Context) (*Update, error) {
 // changes nothing and returns an error wrapping [ErrBusy]: that process
 // finishes or undoes its own install.
 func (c *Client) Recover() error {
+	if err := c.checkDirs(); err != nil {
+		return err
+	}
 	in := c.installer()
 	unlock, err := in.lock()
 	switch {
@@ -381,6 +557,12 @@ func (c *Client) Recover() error {
 	default:
 		defer unlock()
 	}
+	return c.recoverWith(in)
+}
+
+// recoverWith runs in's recover and records the version of an install it
+// completed. The caller holds the install lock.
+func (c *Client) recoverWith(in *installer) error {
 	if err := in.recover(); err != nil {
 		return err
 	}
@@ -391,6 +573,7 @@ func (c *Client) Recover() error {
 	if err != nil {
 		return fmt.Errorf("recover: journal names version %q: %w", in.recovered, err)
 	}
+	in.recovered = ""
 	if v.Compare(c.Current()) > 0 {
 		return c.record(v)
 	}
@@ -413,29 +596,51 @@ func (c *Client) record(v Version) error {
 }
 
 func (c *Client) installer() *installer {
-	return &installer{fs: c.fs, dir: c.installDir, log: c.log, singleExe: c.singleExe}
+	return &installer{fs: c.fs, dir: c.installDir, log: c.log, singleExe: c.singleExe, app: c.app}
 }
 
 // Install downloads and installs u, an update returned by Check on this
-// client. With a patch plan, it downloads the patches and applies them to
+// client. It first finishes an install a crash interrupted (see
+// [Client.Recover]) and makes sure that the install directory holds the
+// application (missing, empty, installed by notsotuf, or the installed
+// version's release; else an error wrapping [ErrForeignInstallDir],
+// unless ClientConfig.Adopt), before anything of u is downloaded. With a
+// patch plan, it downloads the patches and applies them to
 // the verified tar of the installed version, extracting the output into
 // the staged tree as it is produced (patching and extraction overlap);
 // the staged tree is swapped in only once the whole output matched its
-// signed tar size and hash. If applying fails, it remembers the failure
-// (later checks plan the full archive) and falls back to the full archive
-// at once. The new tree is staged beside the install directory and swapped
+// signed tar size and hash. When a patch is bad (its copy on the server
+// does not match its signed hash, or it does not apply) or missing on the
+// server, it falls back to the full archive, which is signed too, in the
+// same call; a bad patch is remembered, so later checks plan the full
+// archive. A network failure is returned instead: the archive would meet
+// it too (docs/client.md, "The patch pipeline and the fallback rules").
+// The new tree is staged beside the install directory and swapped
 // in atomically. Then the new version is recorded in the cache directory, its
 // verified tar or archive is kept as the next patch base and the files of
 // other versions are removed from the cache. Installing a version that is
-// already installed does nothing.
+// already installed does nothing. On success u.Result says what was done.
+//
+// Install gives up when ClientConfig.Timeout runs out (a *TimeoutError).
 //
 // Install holds the install lock beside the install directory (see
 // [ErrBusy]) from start to end: a second process updating the same
 // application at the same time gets an error wrapping ErrBusy and changes
 // nothing.
-func (c *Client) Install(ctx context.Context, u *Update) error {
+func (c *Client) Install(ctx context.Context, u *Update) (err error) {
 	if u == nil || u.target == nil {
 		return errors.New("install: no update (use the result of Check)")
+	}
+	res := &InstallResult{}
+	ctx, done := c.limit(ctx)
+	defer func() {
+		if err != nil && res.Fallback != "" {
+			err = fmt.Errorf("%w\n(the full archive was the fallback after the patches failed: %s)", err, res.Fallback)
+		}
+		err = done(err)
+	}()
+	if err := c.checkDirs(); err != nil {
+		return err
 	}
 	in := c.installer()
 	unlock, err := in.lock()
@@ -443,6 +648,11 @@ func (c *Client) Install(ctx context.Context, u *Update) error {
 		return fmt.Errorf("install %s: %w", u.Version, err)
 	}
 	defer unlock()
+	// Settle an interrupted install first: the install directory is then
+	// one version, complete, and its manifest says which.
+	if err := c.recoverWith(in); err != nil {
+		return fmt.Errorf("install %s: finishing an earlier install: %w", u.Version, err)
+	}
 	if u.Version.Compare(c.Current()) <= 0 {
 		return nil // installed meanwhile, or already
 	}
@@ -450,6 +660,10 @@ func (c *Client) Install(ctx context.Context, u *Update) error {
 		return fmt.Errorf("install %s: %w", u.Version, err)
 	}
 	prog := &progress{total: u.Plan.Bytes, fn: c.progress}
+	// Never replace a directory that does not hold the application.
+	if err := c.checkInstallDir(ctx, prog); err != nil {
+		return err
+	}
 	in.tag = u.Version.String() // lets Recover record it if a crash cuts the install short
 	var keep string
 	if !u.Plan.Full {
@@ -459,27 +673,24 @@ func (c *Client) Install(ctx context.Context, u *Update) error {
 			return installErr
 		case err == nil:
 			keep = tarPath
+			res.Files = slices.Clone(u.Plan.Files)
 		case ctx.Err() != nil:
 			return err
 		default:
-			var de *DownloadError
-			var se *SecurityError
-			if errors.As(err, &de) || errors.As(err, &se) {
-				return err // a network or security failure: the archive would meet it too
+			fallback, bad, distrust := classifyPatchFailure(err)
+			if !fallback {
+				return err // the network or the server: the archive would meet it too
 			}
-			c.log.Warn("patching failed, downloading the full archive", "version", u.Version, "err", err)
-			var be *baseError
-			if !errors.As(err, &be) && !localIOError(err) {
-				// The patches are bad: do not try them again. (A local
-				// I/O error, a full disk say, says nothing about them.)
-				if werr := writeFileAtomic(c.fs, c.failedMarker(u.Version), []byte(err.Error()+"\n"), 0o644); werr != nil {
-					c.log.Warn("cannot record the failed patch", "err", werr)
-				}
+			c.log.Warn("the patches failed, installing the full archive instead", "version", u.Version, "patch", bad, "err", err)
+			if distrust {
+				c.markFailed(u, bad, err)
 			}
+			res.Fallback, res.BadPatch = err.Error(), bad
 			prog.total += u.archive.Length
 		}
 	}
 	if keep == "" {
+		res.Full, res.Files = true, []PlannedFile{u.archive}
 		gz := c.cachePath(u.archive.Name)
 		if err := c.remote.fetchTarget(ctx, c.fs, c.tuf.targetURL(c.targetsURL, u.target.archive), gz, u.archive.Length, u.archive.SHA256, prog); err != nil {
 			return err
@@ -508,10 +719,78 @@ func (c *Client) Install(ctx context.Context, u *Update) error {
 	if err := c.record(u.Version); err != nil {
 		return err
 	}
-	c.log.Info("installed", "version", u.Version, "full", strings.HasSuffix(keep, ArchiveExt))
+	res.Downloaded = prog.received
+	u.Result = res
+	c.log.Info("installed", "version", u.Version, "from", u.from, "full", res.Full, "downloaded", res.Downloaded, "fallback", res.Fallback != "")
 	c.cleanCache(keep)
 	return nil
 }
+
+// classifyPatchFailure applies the fallback rules to a failure of the
+// patch path (docs/client.md, "The patch pipeline and the fallback
+// rules"). fallback: install the full archive in the same run; bad: the
+// patch at fault, when one is; distrust: remember it, so later checks
+// plan the full archive.
+//
+//   - A patch whose download does not match its signed length or hash
+//     (a stale CDN copy, a hostile server), or that does not apply: fall
+//     back, distrust it.
+//   - A patch missing on the server (HTTP 404, 410, or 403 as object
+//     stores answer for a missing key): fall back; it is tried again next
+//     time (one request).
+//   - The patch base could not be produced, or a local I/O error (a full
+//     disk): fall back; the patches are not at fault.
+//   - Any other download failure (connection refused, DNS, a timeout, a
+//     server too slow, HTTP 5xx, 401): no fallback; the archive comes
+//     from the same server and would fail the same way, and the next run
+//     resumes the patch.
+func classifyPatchFailure(err error) (fallback bool, bad string, distrust bool) {
+	var pe *patchError
+	if errors.As(err, &pe) {
+		bad = pe.name
+	}
+	var se *SecurityError
+	var de *DownloadError
+	var lm *metadata.ErrDownloadLengthMismatch
+	var be *baseError
+	switch {
+	case errors.As(err, &se), errors.As(err, &lm):
+		return true, bad, true
+	case errors.As(err, &de):
+		switch de.StatusCode {
+		case http.StatusNotFound, http.StatusGone, http.StatusForbidden:
+			return true, bad, false
+		}
+		return false, bad, false
+	case errors.As(err, &be), localIOError(err):
+		return true, bad, false
+	}
+	return true, bad, true // the patch does not apply
+}
+
+// markFailed remembers that the patch named bad (or, when unknown, the
+// chain to u) failed, so that later checks plan the full archive.
+func (c *Client) markFailed(u *Update, bad string, err error) {
+	v := u.Version
+	for _, r := range u.chain {
+		if r.patch.Path == bad {
+			v = r.version
+		}
+	}
+	if werr := writeFileAtomic(c.fs, c.failedMarker(v), []byte(err.Error()+"\n"), 0o644); werr != nil {
+		c.log.Warn("cannot record the failed patch", "err", werr)
+	}
+}
+
+// patchError names the patch of a chain whose download or application
+// failed.
+type patchError struct {
+	name string // target name
+	err  error
+}
+
+func (e *patchError) Error() string { return e.err.Error() }
+func (e *patchError) Unwrap() error { return e.err }
 
 // installPatches downloads u's patches and applies them to the installed
 // version's tar while in extracts the output into its staged tree: the
@@ -529,7 +808,7 @@ func (c *Client) installPatches(ctx context.Context, u *Update, prog *progress, 
 		f := plannedFile(r.patch)
 		p := c.cachePath(f.Name)
 		if err := c.remote.fetchTarget(ctx, c.fs, c.tuf.targetURL(c.targetsURL, r.patch), p, f.Length, f.SHA256, prog); err != nil {
-			return "", err, nil
+			return "", &patchError{name: f.Name, err: err}, nil
 		}
 		format, err := c.formats.lookup(r.patchMeta.Format)
 		if err != nil {

@@ -56,12 +56,12 @@ func TestUpdateSingleExecutable(t *testing.T) {
 		}
 	}
 	entries, _ := afero.ReadDir(fsys, filepath.Dir(cfg.InstallDir))
-	if len(entries) != 2 || entries[1].Name() != filepath.Base(cfg.InstallDir)+suffixLock {
+	if len(entries) != 3 || entries[1].Name() != filepath.Base(cfg.InstallDir)+suffixLock || entries[2].Name() != filepath.Base(cfg.InstallDir)+suffixManifest {
 		var names []string
 		for _, e := range entries {
 			names = append(names, e.Name())
 		}
-		t.Errorf("beside the executable: %v, want only it and its lock", names)
+		t.Errorf("beside the executable: %v, want only it, its lock and its install manifest", names)
 	}
 
 	// A multi-file archive is refused in this mode, and the executable kept.

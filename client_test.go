@@ -7,10 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -303,6 +307,11 @@ func TestNewClientValidates(t *testing.T) {
 		{func(c *ClientConfig) { c.TrustedRoot = []byte("{}") }, "trusted root"},
 		{func(c *ClientConfig) { c.Channel = "beta" }, "channel"},
 		{func(c *ClientConfig) { c.PatchRatio = -1 }, "patch ratio"},
+		{func(c *ClientConfig) { c.Timeout = -time.Second }, "config: timeout -1s: want a positive duration"},
+		{func(c *ClientConfig) { c.MinRate = -1 }, "minimum rate"},
+		{func(c *ClientConfig) { c.RateWindow = -time.Second }, "rate window"},
+		{func(c *ClientConfig) { c.Header = http.Header{"Bad Name": {"x"}} }, "header name"},
+		{func(c *ClientConfig) { c.Header = http.Header{"Authorization": {"Bearer s3cret\r\nX: y"}} }, "header Authorization: the value holds a line break"},
 	} {
 		cfg := good
 		tt.mod(&cfg)
@@ -639,6 +648,11 @@ func TestUpdateBaseGoneFallsBack(t *testing.T) {
 	writeTree(t, fsys, cfg.InstallDir, rels[1].files)
 	ctx := context.Background()
 	c := newTestClient(t, cfg)
+	// As a notsotuf install would have left it: with its install manifest
+	// (a changed file does not make it a foreign directory then).
+	if err := writeTreeManifest(fsys, cfg.InstallDir, c.installer().manifestPath(), "app", "1.1"); err != nil {
+		t.Fatal(err)
+	}
 	u, err := c.Check(ctx)
 	if err != nil || u.Plan.Full || u.base.kind != baseInstalled {
 		t.Fatalf("check: %+v, %v", u, err)
@@ -726,5 +740,360 @@ func TestUpdateLocalErrorNotABadPatch(t *testing.T) {
 	wantTree(t, base, cfg.InstallDir, rels[2].files)
 	if got := cacheFiles(t, base, cfg.CacheDir); got != "app-1.2.tar.gz installed.json" {
 		t.Errorf("cache holds %q", got)
+	}
+}
+
+// TestUpdatePatchDownloadFallsBack: the fallback rules for a patch whose
+// download fails (docs/client.md). A copy that does not match its signed
+// length or hash, or that is missing on the server, gives way to the full
+// archive in the same run, and Result says so; a bad copy is not tried
+// again. A failure of the server or the network does not fall back: the
+// archive would meet it too.
+func TestUpdatePatchDownloadFallsBack(t *testing.T) {
+	for _, tt := range []struct {
+		name     string
+		serve    func(w http.ResponseWriter, r *http.Request, patch []byte)
+		fallback string // "" for no fallback
+		distrust bool
+	}{
+		{"tampered", func(w http.ResponseWriter, r *http.Request, patch []byte) {
+			evil := bytes.Clone(patch)
+			evil[len(evil)/2] ^= 1
+			w.Write(evil)
+		}, "does not match its signed length or hash", true},
+		{"longer", func(w http.ResponseWriter, r *http.Request, patch []byte) {
+			w.Write(append(bytes.Clone(patch), "more"...))
+		}, "more than the allowed", true},
+		{"404", func(w http.ResponseWriter, r *http.Request, patch []byte) { http.NotFound(w, r) }, "HTTP 404", false},
+		{"410", func(w http.ResponseWriter, r *http.Request, patch []byte) { http.Error(w, "gone", http.StatusGone) }, "HTTP 410", false},
+		{"403", func(w http.ResponseWriter, r *http.Request, patch []byte) { http.Error(w, "no", http.StatusForbidden) }, "HTTP 403", false},
+		{"502", func(w http.ResponseWriter, r *http.Request, patch []byte) {
+			http.Error(w, "down", http.StatusBadGateway)
+		}, "", false},
+		{"401", func(w http.ResponseWriter, r *http.Request, patch []byte) {
+			http.Error(w, "who", http.StatusUnauthorized)
+		}, "", false},
+		{"cut", func(w http.ResponseWriter, r *http.Request, patch []byte) {
+			conn, _, _ := http.NewResponseController(w).Hijack()
+			conn.Close()
+		}, "", false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			repo := newTestRepo(t, false)
+			rels := threeReleases(t, repo)
+			fsys, cfg := osClientConfig(t, repo, "1.0")
+			writeTree(t, fsys, cfg.InstallDir, rels[0].files)
+			var logBuf bytes.Buffer
+			cfg.Logger = slog.New(slog.NewTextHandler(&logBuf, nil))
+			patch := repo.file("targets/app-1.2.patch")
+			var archiveDown atomic.Bool
+			archiveDown.Store(true) // first the archive is missing too
+			repo.setHook(func(w http.ResponseWriter, r *http.Request) bool {
+				switch {
+				case strings.HasSuffix(r.URL.Path, "/app-1.2.patch"):
+					tt.serve(w, r, patch)
+					return true
+				case strings.HasSuffix(r.URL.Path, ".tar.gz") && archiveDown.Load():
+					http.NotFound(w, r)
+					return true
+				}
+				return false
+			})
+			ctx := context.Background()
+			_, err := newTestClient(t, cfg).Update(ctx)
+			wantTree(t, fsys, cfg.InstallDir, rels[0].files)
+			archiveAsked := strings.Contains(strings.Join(targetRequests(repo), " "), "app-1.2.tar.gz")
+			if tt.fallback == "" {
+				// No fallback: the patch's own error, no archive request.
+				var de *DownloadError
+				if !errors.As(err, &de) || !strings.Contains(err.Error(), "app-1.2.patch") || archiveAsked {
+					t.Fatalf("err = %v, archive requested: %v; want the patch's error and no fallback", err, archiveAsked)
+				}
+				if u, err := newTestClient(t, cfg).Check(ctx); err != nil || u.Plan.Full {
+					t.Fatalf("after a network failure: %+v, %v; want patches again", u, err)
+				}
+				return
+			}
+			// The fallback was tried in the same run; the archive was
+			// missing too: the error names both.
+			if !archiveAsked || !strings.Contains(err.Error(), "app-1.2.tar.gz: not found") ||
+				!strings.Contains(err.Error(), "fallback after the patches failed") || !strings.Contains(err.Error(), tt.fallback) {
+				t.Fatalf("err = %v, archive requested: %v", err, archiveAsked)
+			}
+			u, err := newTestClient(t, cfg).Check(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if u.Plan.Full != tt.distrust || (tt.distrust && u.Plan.Reason != "the patch app-1.2.patch failed before") {
+				t.Fatalf("next plan %+v; want full: %v", u.Plan, tt.distrust)
+			}
+			// The archive is back.
+			archiveDown.Store(false)
+			before := len(targetRequests(repo))
+			u, err = newTestClient(t, cfg).Update(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			wantTree(t, fsys, cfg.InstallDir, rels[2].files)
+			r := u.Result
+			if r == nil || !r.Full || planNames(Plan{Files: r.Files}) != "app-1.2.tar.gz" {
+				t.Fatalf("result %+v", r)
+			}
+			archive := int64(len(repo.file("targets/app-1.2.tar.gz")))
+			if tt.distrust {
+				// Planned full: no patch requested again, no fallback.
+				if got := strings.Join(targetRequests(repo)[before:], " "); got != "app-1.2.tar.gz" {
+					t.Errorf("downloads %q", got)
+				}
+				if r.Fallback != "" || r.Downloaded != archive {
+					t.Errorf("result %+v, want %d bytes downloaded, no fallback", r, archive)
+				}
+			} else if r.BadPatch != "app-1.2.patch" || !strings.Contains(r.Fallback, tt.fallback) || r.Downloaded != archive {
+				// The patch 1.1 is cached from the first run.
+				t.Errorf("result %+v, want a fallback from app-1.2.patch and %d bytes", r, archive)
+			}
+			if !strings.Contains(logBuf.String(), `msg="the patches failed, installing the full archive instead" version=1.2 patch=app-1.2.patch`) {
+				t.Errorf("log:\n%s", logBuf.String())
+			}
+			if got := cacheFiles(t, fsys, cfg.CacheDir); got != "app-1.2.tar installed.json" {
+				t.Errorf("cache holds %q", got)
+			}
+		})
+	}
+}
+
+// TestUpdateResult: Update's result and log say what was installed: the
+// patches or the full archive (a notsotuf archive keeps its tar as the
+// next base: the log said full=false), and the bytes downloaded.
+func TestUpdateResult(t *testing.T) {
+	repo := newTestRepo(t, false)
+	rels := threeReleases(t, repo)
+	for _, full := range []bool{false, true} {
+		fsys, cfg := osClientConfig(t, repo, "1.0")
+		writeTree(t, fsys, cfg.InstallDir, rels[0].files)
+		cfg.ForceFull = full
+		var logBuf bytes.Buffer
+		cfg.Logger = slog.New(slog.NewTextHandler(&logBuf, nil))
+		u, err := newTestClient(t, cfg).Update(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := u.Result
+		if r == nil || r.Full != full || planNames(Plan{Files: r.Files}) != planNames(u.Plan) || r.Downloaded != u.Plan.Bytes || r.Fallback != "" || r.BadPatch != "" {
+			t.Errorf("full=%v: result %+v, plan %+v", full, r, u.Plan)
+		}
+		if want := fmt.Sprintf("msg=installed version=1.2 from=1.0 full=%v downloaded=%d fallback=false", full, u.Plan.Bytes); !strings.Contains(logBuf.String(), want) {
+			t.Errorf("log:\n%s\nwant %s", logBuf.String(), want)
+		}
+	}
+	// A download resumed from an earlier run counts only what came.
+	fsys, cfg := osClientConfig(t, repo, "1.0")
+	cfg.ForceFull = true
+	archive := repo.file("targets/app-1.2.tar.gz")
+	fsys.MkdirAll(cfg.CacheDir, 0o755)
+	afero.WriteFile(fsys, filepath.Join(cfg.CacheDir, "app-1.2.tar.gz.part"), archive[:200], 0o644)
+	u, err := newTestClient(t, cfg).Update(context.Background())
+	if err != nil || u.Result.Downloaded != int64(len(archive)-200) {
+		t.Fatalf("resumed: %+v, %v", u, err)
+	}
+}
+
+// TestUpdateTimeLimit: ClientConfig.Timeout bounds a whole Update, so a
+// server that keeps a download just alive cannot hold the client; the
+// error says which limit ran out. A deadline of the caller's stays the
+// caller's error.
+func TestUpdateTimeLimit(t *testing.T) {
+	repo := newTestRepo(t, false)
+	threeReleases(t, repo)
+	archive := repo.file("targets/app-1.2.tar.gz")
+	repo.setHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if strings.HasSuffix(r.URL.Path, ".tar.gz") {
+			trickle(w, r, archive, 5*time.Millisecond) // 200 B/s: above the minimum rate set below
+			return true
+		}
+		return false
+	})
+	_, cfg := osClientConfig(t, repo, "1.0")
+	cfg.ForceFull = true
+	cfg.MinRate = 10
+	cfg.Timeout = 500 * time.Millisecond
+	start := time.Now()
+	_, err := newTestClient(t, cfg).Update(context.Background())
+	var te *TimeoutError
+	if !errors.As(err, &te) || te.Limit != cfg.Timeout || !errors.Is(err, context.DeadlineExceeded) ||
+		!strings.HasPrefix(err.Error(), "gave up after 500ms, the time limit: download ") || !strings.Contains(ErrorHint(err), "--timeout") {
+		t.Fatalf("err = %v", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("took %v", d)
+	}
+	// The caller's shorter deadline is not the client's limit.
+	cfg.Timeout = time.Hour
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	_, err = newTestClient(t, cfg).Update(ctx)
+	if errors.As(err, &te) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("caller's deadline: err = %v", err)
+	}
+	// The default.
+	c := newTestClient(t, repo.config(afero.NewMemMapFs(), "1.0"))
+	if c.timeout != DefaultTimeout || c.remote.minRate != DefaultMinRate || c.remote.window != DefaultRateWindow {
+		t.Errorf("defaults: %v %d %v", c.timeout, c.remote.minRate, c.remote.window)
+	}
+}
+
+// TestCredentialsNeverPrinted: credentials in the repository URLs
+// (user:password@) and in ClientConfig.Header are sent, but appear in no
+// error, hint or log line, whatever fails; the extra headers do not follow
+// a redirect to another host; a 401 says how to pass credentials.
+func TestCredentialsNeverPrinted(t *testing.T) {
+	const password, token = "pw-S3CRET-1", "tok-S3CRET-2"
+	repo := newTestRepo(t, false)
+	rels := threeReleases(t, repo)
+	// Another host, where a redirect may send the client.
+	var mu sync.Mutex
+	var elsewhere []string
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		elsewhere = append(elsewhere, r.Header.Get("X-Api-Key")+r.Header.Get("Authorization"))
+		mu.Unlock()
+		w.Write(repo.file("targets/app-1.2.tar.gz"))
+	}))
+	defer other.Close()
+	var faultMode atomic.Value
+	faultMode.Store("")
+	repo.setHook(func(w http.ResponseWriter, r *http.Request) bool {
+		user, pw, ok := r.BasicAuth()
+		if !ok || user != "user" || pw != password || r.Header.Get("X-Api-Key") != token {
+			http.Error(w, "credentials please", http.StatusUnauthorized)
+			return true
+		}
+		if !strings.HasSuffix(r.URL.Path, ".tar.gz") {
+			return false
+		}
+		switch faultMode.Load().(string) {
+		case "404":
+			http.NotFound(w, r)
+		case "tampered":
+			w.Write([]byte("not the archive"))
+		case "401":
+			http.Error(w, "no", http.StatusUnauthorized)
+		case "redirect":
+			http.Redirect(w, r, other.URL+r.URL.Path, http.StatusFound)
+		default:
+			return false
+		}
+		return true
+	})
+	withCreds := func(u string) string { return strings.Replace(u, "http://", "http://user:"+password+"@", 1) }
+	run := func(t *testing.T, mod func(*ClientConfig)) (*Update, error) {
+		t.Helper()
+		fsys, cfg := osClientConfig(t, repo, "1.0")
+		writeTree(t, fsys, cfg.InstallDir, rels[0].files)
+		cfg.MetadataURL, cfg.TargetsURL = withCreds(cfg.MetadataURL), withCreds(cfg.TargetsURL)
+		cfg.Header = http.Header{"X-Api-Key": {token}}
+		cfg.ForceFull = true
+		var logBuf bytes.Buffer
+		cfg.Logger = slog.New(slog.NewTextHandler(&logBuf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		if mod != nil {
+			mod(&cfg)
+		}
+		c, err := NewClient(cfg)
+		var u *Update
+		if err == nil {
+			c.remote.backoff = time.Millisecond
+			u, err = c.Update(context.Background())
+		}
+		out := logBuf.String()
+		if err != nil {
+			out += err.Error() + "\n" + ErrorHint(err)
+		}
+		if strings.Contains(out, password) || strings.Contains(out, token) {
+			t.Errorf("a secret is printed:\n%s", out)
+		}
+		return u, err
+	}
+	t.Run("ok", func(t *testing.T) {
+		faultMode.Store("")
+		if u, err := run(t, nil); err != nil || u == nil {
+			t.Fatalf("%+v, %v", u, err)
+		}
+	})
+	for _, f := range []string{"404", "tampered", "401"} {
+		t.Run(f, func(t *testing.T) {
+			faultMode.Store(f)
+			_, err := run(t, nil)
+			if err == nil {
+				t.Fatal("no error")
+			}
+			if f == "401" && !strings.Contains(ErrorHint(err), "--header 'Authorization: ...'") {
+				t.Errorf("hint %q", ErrorHint(err))
+			}
+		})
+	}
+	t.Run("unreachable", func(t *testing.T) {
+		faultMode.Store("")
+		_, err := run(t, func(cfg *ClientConfig) {
+			cfg.MetadataURL = "http://user:" + password + "@127.0.0.1:1/metadata"
+		})
+		if err == nil || !strings.Contains(err.Error(), "unreachable") {
+			t.Fatalf("err = %v", err)
+		}
+	})
+	t.Run("bad config", func(t *testing.T) {
+		for _, mod := range []func(*ClientConfig){
+			func(cfg *ClientConfig) { cfg.MetadataURL = "ftp://user:" + password + "@host/metadata" },
+			func(cfg *ClientConfig) { cfg.MetadataURL = "http://user:" + password + "@host:port/metadata" },
+			func(cfg *ClientConfig) { cfg.MetadataURL = "user:" + password + "@host/metadata" },
+			func(cfg *ClientConfig) { cfg.Header = http.Header{"X-Api-Key": {token + "\n"}} },
+		} {
+			if _, err := run(t, mod); err == nil || !strings.HasPrefix(err.Error(), "config: ") {
+				t.Errorf("err = %v", err)
+			}
+		}
+	})
+	t.Run("redirect", func(t *testing.T) {
+		faultMode.Store("redirect")
+		if _, err := run(t, nil); err != nil {
+			t.Fatal(err)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if len(elsewhere) != 1 || elsewhere[0] != "" {
+			t.Errorf("the other host got %q", elsewhere)
+		}
+	})
+}
+
+// TestBadPatchRememberedInLaterChains: a patch whose copy failed its hash
+// is remembered by itself, not only as a failed route to the release the
+// update aimed at: when a newer release appears before the fallback could
+// install anything, the chain to it (which holds the same patch) is not
+// tried either.
+func TestBadPatchRememberedInLaterChains(t *testing.T) {
+	repo := newTestRepo(t, false)
+	rels := threeReleases(t, repo)
+	fsys, cfg := osClientConfig(t, repo, "1.0")
+	writeTree(t, fsys, cfg.InstallDir, rels[0].files)
+	patch := repo.file("targets/app-1.1.patch")
+	evil := bytes.Clone(patch)
+	evil[len(evil)/2] ^= 1
+	repo.setFile("targets/app-1.1.patch", evil)
+	repo.setHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if strings.HasSuffix(r.URL.Path, ".tar.gz") {
+			http.NotFound(w, r)
+			return true
+		}
+		return false
+	})
+	ctx := context.Background()
+	if _, err := newTestClient(t, cfg).Update(ctx); err == nil || !strings.Contains(err.Error(), "app-1.1.patch does not match") {
+		t.Fatalf("err = %v", err)
+	}
+	r13 := buildRelease(t, "1.3", releaseFiles(3))
+	repo.publishRelease("app", r13, makePatch(t, rels[2], r13), false, "")
+	u, err := newTestClient(t, cfg).Check(ctx)
+	if err != nil || u.Version.String() != "1.3" || !u.Plan.Full || u.Plan.Reason != "the patch app-1.1.patch failed before" {
+		t.Fatalf("check: %+v, %v", u, err)
 	}
 }

@@ -10,6 +10,7 @@ package notsotuf
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"math/rand/v2"
@@ -218,9 +219,30 @@ func TestCrashKill(t *testing.T) {
 			t.Errorf("run %d: update reported done but the old version is installed", i)
 		}
 		counts[state]++
+		// The install manifest, if any, describes the tree that is there:
+		// only a completed install of 2.0 writes one (1.0 was copied by hand).
+		mpath := filepath.Join(dir, ".app"+suffixManifest)
+		h, err := readManifest(fsys, mpath, func(manifestHeader, installedEntry) error { return nil })
+		switch {
+		case errors.Is(err, errNoManifest):
+			if state == "new" {
+				t.Errorf("run %d: new version installed without its install manifest", i)
+			}
+		case err != nil:
+			t.Errorf("run %d: %v", i, err)
+		case h.Version != "2.0" || state != "new":
+			t.Errorf("run %d: install manifest of %s with the %s version installed", i, h.Version, state)
+		default:
+			if ok, why, err := checkTreeManifest(fsys, cfg.InstallDir, mpath, "app"); !ok {
+				t.Errorf("run %d: install manifest does not match the tree: %s %v", i, why, err)
+			}
+		}
 		leftovers, _ := filepath.Glob(filepath.Join(dir, ".app.notsotuf-*"))
-		if len(leftovers) != 1 || leftovers[0] != filepath.Join(dir, ".app"+suffixLock) {
-			t.Errorf("run %d: recover left %v", i, leftovers)
+		for _, l := range leftovers {
+			if l != filepath.Join(dir, ".app"+suffixLock) && l != mpath {
+				t.Errorf("run %d: recover left %v", i, leftovers)
+				break
+			}
 		}
 
 		// The next update succeeds and installs the new version.

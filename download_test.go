@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -58,8 +59,15 @@ func newBlobServer(t *testing.T, handler func(w http.ResponseWriter, r *http.Req
 	return b
 }
 
+// requests returns the number of requests so far.
+func (b *blobServer) requests() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.ranges)
+}
+
 func (b *blobServer) remote() *remote {
-	r := newRemote(b.srv.Client())
+	r := newRemote(b.srv.Client(), nil)
 	r.backoff = time.Millisecond
 	return r
 }
@@ -264,7 +272,7 @@ func TestFetchTargetStalled(t *testing.T) {
 		http.ServeContent(w, r, "blob", time.Time{}, bytes.NewReader(data))
 	})
 	rem := srv.remote()
-	rem.stall = 200 * time.Millisecond
+	rem.window = 200 * time.Millisecond
 	fsys := afero.NewMemMapFs()
 	start := time.Now()
 	if err := rem.fetchTarget(context.Background(), fsys, srv.srv.URL+"/blob", "/c/blob", int64(len(data)), sha256hex(data), &progress{}); err != nil {
@@ -275,5 +283,172 @@ func TestFetchTargetStalled(t *testing.T) {
 	}
 	if len(srv.ranges) != 2 || srv.ranges[1] != "bytes=50000-" {
 		t.Errorf("ranges = %q", srv.ranges)
+	}
+}
+
+// trickle answers 200 with the headers of the whole blob, then one byte of
+// data every gap until the client goes away.
+func trickle(w http.ResponseWriter, r *http.Request, data []byte, gap time.Duration) {
+	w.Header().Set("Content-Length", strconv.Itoa(len(data)))
+	w.WriteHeader(http.StatusOK)
+	for i := 0; i < len(data); i++ {
+		if _, err := w.Write(data[i : i+1]); err != nil {
+			return
+		}
+		w.(http.Flusher).Flush()
+		select {
+		case <-r.Context().Done():
+			return
+		case <-time.After(gap):
+		}
+	}
+}
+
+// TestFetchTargetTooSlow: a server that trickles (50 B/s, below the
+// minimum rate of 1000 B/s) is dropped at the end of each window and, as a
+// trickle is not progress, the download fails after the attempts, keeping
+// what it received for the next run.
+func TestFetchTargetTooSlow(t *testing.T) {
+	data := randomBytes(100_000, 6)
+	srv := newBlobServer(t, func(w http.ResponseWriter, r *http.Request, try int) {
+		trickle(w, r, data, 20*time.Millisecond)
+	})
+	rem := srv.remote()
+	rem.minRate, rem.window = 1000, 200*time.Millisecond
+	fsys := afero.NewMemMapFs()
+	// Without the rate check the trickle would go on for 2000 s: the
+	// test's own deadline ends it and the error says so.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	start := time.Now()
+	err := rem.fetchTarget(ctx, fsys, srv.srv.URL+"/blob", "/c/blob", int64(len(data)), sha256hex(data), &progress{})
+	var de *DownloadError
+	var se *SlowError
+	if !errors.As(err, &de) || !errors.As(err, &se) || se.MinRate != 1000 || se.Window != rem.window ||
+		!strings.Contains(err.Error(), "too slow") || !strings.Contains(ErrorHint(err), "too slow") {
+		t.Fatalf("err = %v (after %v), want too slow", err, time.Since(start))
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("took %v", d)
+	}
+	if srv.requests() != defaultAttempts {
+		t.Errorf("%d requests, want %d", srv.requests(), defaultAttempts)
+	}
+	// What came is kept: the next run resumes it.
+	if part, _ := afero.ReadFile(fsys, "/c/blob.part"); len(part) == 0 || !bytes.Equal(part, data[:len(part)]) {
+		t.Errorf("part holds %d bytes", len(part))
+	}
+}
+
+// TestFetchTargetSlowButMoving: a poor connection is not dropped too
+// eagerly. A server above the minimum rate, however slow, is never
+// dropped; one that pauses longer than a window after each good burst is
+// dropped at every pause but resumed each time, however many times, since
+// every attempt made progress at the rate.
+func TestFetchTargetSlowButMoving(t *testing.T) {
+	data := randomBytes(8_000, 7)
+	t.Run("steady", func(t *testing.T) {
+		srv := newBlobServer(t, func(w http.ResponseWriter, r *http.Request, try int) {
+			w.Header().Set("Content-Length", strconv.Itoa(len(data)))
+			for i := 0; i < len(data); i += 100 {
+				w.Write(data[i : i+100])
+				w.(http.Flusher).Flush()
+				time.Sleep(10 * time.Millisecond) // 10 KB/s
+			}
+		})
+		rem := srv.remote()
+		rem.minRate, rem.window = 500, 100*time.Millisecond
+		if err := rem.fetchTarget(context.Background(), afero.NewMemMapFs(), srv.srv.URL+"/blob", "/c/blob", int64(len(data)), sha256hex(data), &progress{}); err != nil {
+			t.Fatal(err)
+		}
+		if srv.requests() != 1 {
+			t.Errorf("%d requests, want 1", srv.requests())
+		}
+	})
+	t.Run("bursts", func(t *testing.T) {
+		srv := newBlobServer(t, func(w http.ResponseWriter, r *http.Request, try int) {
+			start := int64(0)
+			if rg := r.Header.Get("Range"); rg != "" {
+				start, _ = strconv.ParseInt(strings.TrimSuffix(strings.TrimPrefix(rg, "bytes="), "-"), 10, 64)
+				w.Header().Set("Content-Range", "bytes "+strconv.FormatInt(start, 10)+"-"+strconv.Itoa(len(data)-1)+"/"+strconv.Itoa(len(data)))
+				w.Header().Set("Content-Length", strconv.Itoa(len(data)-int(start)))
+				w.WriteHeader(http.StatusPartialContent)
+			}
+			// A burst of 1000 bytes, then silence for two windows.
+			end := min(start+1000, int64(len(data)))
+			w.Write(data[start:end])
+			w.(http.Flusher).Flush()
+			if end == int64(len(data)) {
+				return
+			}
+			time.Sleep(150 * time.Millisecond)
+			select {
+			case <-r.Context().Done():
+			case <-time.After(5 * time.Second):
+			}
+		})
+		rem := srv.remote()
+		rem.minRate, rem.window = 500, 100*time.Millisecond
+		if err := rem.fetchTarget(context.Background(), afero.NewMemMapFs(), srv.srv.URL+"/blob", "/c/blob", int64(len(data)), sha256hex(data), &progress{}); err != nil {
+			t.Fatalf("%v after %d requests", err, srv.requests())
+		}
+		if srv.requests() != len(data)/1000 {
+			t.Errorf("%d requests, want %d", srv.requests(), len(data)/1000)
+		}
+	})
+}
+
+// TestFetchBytesTooSlow: metadata requests are held to the same rate: a
+// server that trickles, or answers nothing at all, is dropped after one
+// window, and the request fails after the attempts.
+func TestFetchBytesTooSlow(t *testing.T) {
+	data := bytes.Repeat([]byte("x"), 10_000)
+	for _, tt := range []struct {
+		name, want string
+		handler    func(w http.ResponseWriter, r *http.Request, try int)
+	}{
+		{"trickle", "too slow: ", func(w http.ResponseWriter, r *http.Request, try int) { trickle(w, r, data, 20*time.Millisecond) }},
+		{"silent", "no data received for 200ms", func(w http.ResponseWriter, r *http.Request, try int) {
+			select { // no headers, nothing
+			case <-r.Context().Done():
+			case <-time.After(20 * time.Second):
+			}
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := newBlobServer(t, tt.handler)
+			rem := srv.remote()
+			rem.minRate, rem.window = 1000, 200*time.Millisecond
+			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+			defer cancel()
+			_, err := rem.fetchBytes(ctx, srv.srv.URL+"/timestamp.json", 16<<10)
+			if !isSlow(err) || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), "/timestamp.json") {
+				t.Fatalf("err = %v", err)
+			}
+			if srv.requests() != defaultAttempts {
+				t.Errorf("%d requests, want %d", srv.requests(), defaultAttempts)
+			}
+		})
+	}
+}
+
+// TestFetchTargetTruncatedRepeats: a server that ignores the Range and
+// always sends the same truncated file makes no progress: the download
+// fails after the attempts (it was retried at once, without end, as long
+// as each response brought a byte).
+func TestFetchTargetTruncatedRepeats(t *testing.T) {
+	data := randomBytes(10_000, 8)
+	srv := newBlobServer(t, func(w http.ResponseWriter, r *http.Request, try int) {
+		w.Write(data[:100])
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := srv.remote().fetchTarget(ctx, afero.NewMemMapFs(), srv.srv.URL+"/blob", "/c/blob", int64(len(data)), sha256hex(data), &progress{})
+	var de *DownloadError
+	if !errors.As(err, &de) || ctx.Err() != nil || !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("err = %v", err)
+	}
+	if srv.requests() != 1+defaultAttempts { // the first one made progress
+		t.Errorf("%d requests, want %d", srv.requests(), 1+defaultAttempts)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"compress/gzip"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -24,9 +25,11 @@ import (
 // Suffixes of the files and directories the installer keeps beside the
 // installed tree or executable. Nothing else beside it is ever touched.
 const (
-	suffixNew     = ".notsotuf-new"     // staged new tree or executable
-	suffixOld     = ".notsotuf-old"     // previous tree while swapping; executables add "-<random>"
-	suffixJournal = ".notsotuf-journal" // the commit record of a swap
+	suffixNew         = ".notsotuf-new"          // staged new tree or executable
+	suffixOld         = ".notsotuf-old"          // previous tree or executable being removed; "-<random>" follows
+	suffixJournal     = ".notsotuf-journal"      // the commit record of a swap
+	suffixManifest    = ".notsotuf-manifest"     // what the installed release shipped (see manifest.go)
+	suffixManifestNew = ".notsotuf-manifest-new" // tree mode: the staged tree's manifest during a swap
 )
 
 // Journal operations.
@@ -41,8 +44,21 @@ type journal struct {
 	Op  string `json:"op"`            // opSwapTree or opSwapExe
 	Dir string `json:"dir,omitempty"` // base name of the install dir (swap-tree)
 	Exe string `json:"exe,omitempty"` // base name of the executable (swap-exe)
-	Old string `json:"old,omitempty"` // base name the running executable is renamed to (swap-exe)
+	// Old is the base name the previous version is moved to: the running
+	// executable (swap-exe), or the installed tree (swap-tree; empty in
+	// journals of earlier releases: .<base>.notsotuf-old).
+	Old string `json:"old,omitempty"`
 	Tag string `json:"tag,omitempty"` // installer.tag: what is being installed
+	// Manifest (swap-tree): the new tree's install manifest is staged at
+	// .<base>.notsotuf-manifest-new and replaces the manifest once the
+	// tree is in place; false: the manifest, describing the previous
+	// tree, is removed.
+	Manifest bool `json:"manifest,omitempty"`
+	// Staged (swap-tree) is the identity of the staged tree, when the file
+	// system gives one: the tree keeps it when it is renamed or exchanged,
+	// so recover can tell whether the install directory already holds it.
+	// Without it, the swap is two renames and the names alone tell.
+	Staged *fileID `json:"staged,omitempty"`
 }
 
 // installer installs a new version of an application, either as a whole
@@ -50,22 +66,40 @@ type journal struct {
 // after any crash followed by recover) the application is either the old
 // version, complete, or the new one, complete.
 //
-// Tree mode (singleExe false) owns dir and four siblings in dir's parent:
-// .<base>.notsotuf-new (the staged tree), .<base>.notsotuf-old (the previous
-// tree during the swap), .<base>.notsotuf-journal and the install lock
-// .<base>.notsotuf-lock. An install extracts the
-// archive into the staged tree (see extractTar for the archive rules),
-// verifies it against the archive's manifest, writes the journal atomically
-// (the commit point), renames dir to the old name and the staged tree to dir,
-// then removes the old tree and the journal. Files the new version no longer
-// has go away with the old tree. Between the two renames dir does not exist:
-// a crash exactly there leaves the journal, and recover (run by the next
-// process that uses an installer for dir) completes the swap. If dir cannot
-// be moved aside, the update is abandoned (journal and staged tree removed,
-// dir untouched). On Windows a directory holding a running executable or an
-// open file cannot be renamed: tree mode fails there that way while the
-// application runs from dir; use single-executable mode, or install from a
-// separate process (a launcher outside dir) once the application exits.
+// Tree mode (singleExe false) owns dir and these siblings in dir's parent:
+// .<base>.notsotuf-new (the staged tree), .<base>.notsotuf-old-<random>
+// (the previous tree while it is removed), .<base>.notsotuf-journal, the
+// install manifest .<base>.notsotuf-manifest (with app set; its staged
+// version .<base>.notsotuf-manifest-new) and the install lock
+// .<base>.notsotuf-lock. An install extracts the archive into the staged
+// tree (see extractTar for the archive rules), verifies it against the
+// archive's manifest, writes the staged install manifest, then the
+// journal atomically (the commit point), and swaps the staged tree in:
+//
+//   - where the operating system can exchange two paths atomically (Linux
+//     renameat2 RENAME_EXCHANGE, macOS renamex_np RENAME_SWAP, on the
+//     operating system's Fs and a file system that supports it), one
+//     exchange puts the new tree at dir and the previous one at the staged
+//     name, then renamed to the old name: dir always exists. The journal
+//     records the staged tree's identity (device, inode), so recover knows
+//     whether the exchange happened;
+//   - elsewhere (Windows, other file systems, other Fs) dir is renamed to
+//     the old name and the staged tree to dir: between the two renames
+//     dir does not exist, and a crash exactly there leaves the journal,
+//     with which recover completes the swap.
+//
+// Then the staged install manifest replaces the previous one, the journal
+// is removed and the previous tree deleted. Files the new version no
+// longer has go away with the previous tree. Deleting it is best effort:
+// a tree that cannot be deleted (a read-only mount inside it, files of
+// another account) is logged and left under its old name, and every later
+// recover and install tries again; it never stops an install. If dir
+// cannot be moved aside, the update is abandoned (journal and staged tree
+// removed, dir untouched). On Windows a directory holding a running
+// executable or an open file cannot be renamed: tree mode fails there that
+// way while the application runs from dir; use single-executable mode, or
+// install from a separate process (a launcher outside dir) once the
+// application exits.
 //
 // Single-executable mode (singleExe true) treats dir as the path of one
 // executable file. The new file is written to <exe>.notsotuf-new, synced,
@@ -74,6 +108,8 @@ type journal struct {
 // cannot be replaced, so it is first renamed aside to
 // <exe>.notsotuf-old-<random> (recorded in <exe>.notsotuf-journal), and
 // these old files are removed by recover once they are no longer running.
+// With app set, <exe>.notsotuf-manifest records the executable's content:
+// before the swap both the old and the new one, after it the new one.
 //
 // One installer at a time per dir: two processes installing into the same
 // dir at once would remove each other's staged copy, so the client holds
@@ -86,6 +122,10 @@ type installer struct {
 	log       *slog.Logger // nil: silent
 	singleExe bool
 	goos      string // "" means runtime.GOOS; decides the executable swap strategy
+
+	// app, if set, makes every install write the install manifest (the
+	// client sets it; see manifest.go): app and tag are its header.
+	app string
 
 	// tag, if set, is recorded in the journal of an install (the client
 	// puts the version being installed there), and recovered is set by
@@ -125,11 +165,26 @@ func (in *installer) windows() bool {
 	return in.goos == "windows"
 }
 
-// siblings returns the staged, old and journal paths of tree mode.
+// siblings returns the staged, old and journal paths of tree mode. old is
+// the name journals of earlier releases used; swaps now use a fresh
+// name, see oldPath.
 func (in *installer) siblings() (staged, old, jpath string) {
-	parent, base := filepath.Split(filepath.Clean(in.dir))
-	p := filepath.Join(parent, "."+base)
+	p := in.siblingPrefix()
 	return p + suffixNew, p + suffixOld, p + suffixJournal
+}
+
+// siblingPrefix is <parent>/.<base> in tree mode.
+func (in *installer) siblingPrefix() string {
+	parent, base := filepath.Split(filepath.Clean(in.dir))
+	return filepath.Join(parent, "."+base)
+}
+
+// manifestPath is the install manifest beside the tree or executable.
+func (in *installer) manifestPath() string {
+	if in.singleExe {
+		return filepath.Clean(in.dir) + suffixManifest
+	}
+	return in.siblingPrefix() + suffixManifest
 }
 
 // lockPath is the install lock beside the tree or executable (see
@@ -139,8 +194,7 @@ func (in *installer) lockPath() string {
 	if in.singleExe {
 		return filepath.Clean(in.dir) + suffixLock
 	}
-	parent, base := filepath.Split(filepath.Clean(in.dir))
-	return filepath.Join(parent, "."+base+suffixLock)
+	return in.siblingPrefix() + suffixLock
 }
 
 // lock takes the install lock (see lockInstall), creating dir's parent if
@@ -174,6 +228,51 @@ func (in *installer) recover() error {
 // changed anything: the installed tree could not be moved aside.
 var errInstallAbandoned = errors.New("update abandoned")
 
+// oldPrefix is the base name prefix of the previous trees in tree mode.
+func (in *installer) oldPrefix() string {
+	return "." + filepath.Base(filepath.Clean(in.dir)) + suffixOld
+}
+
+// newOldName returns a fresh base name for the previous tree of a swap:
+// .<base>.notsotuf-old-<12 hex digits>. A fresh name per swap means that a
+// previous tree that could not be deleted never stands in the way of the
+// next swap.
+func (in *installer) newOldName() (string, error) {
+	var rnd [6]byte
+	if _, err := rand.Read(rnd[:]); err != nil {
+		return "", err
+	}
+	return in.oldPrefix() + "-" + hex.EncodeToString(rnd[:]), nil
+}
+
+// isOldName reports whether name (a base name in dir's parent) is a
+// previous tree of tree mode: .<base>.notsotuf-old, or that followed by
+// "-" and 12 hex digits.
+func (in *installer) isOldName(name string) bool {
+	rest, ok := strings.CutPrefix(name, in.oldPrefix())
+	if !ok {
+		return false
+	}
+	if rest == "" {
+		return true
+	}
+	rest, ok = strings.CutPrefix(rest, "-")
+	if !ok || len(rest) != 12 {
+		return false
+	}
+	_, err := hex.DecodeString(rest)
+	return err == nil && strings.ToLower(rest) == rest
+}
+
+// oldPath is where j moves the previous tree.
+func (in *installer) oldPath(j *journal) string {
+	_, old, _ := in.siblings()
+	if j.Old != "" {
+		return filepath.Join(filepath.Dir(old), j.Old)
+	}
+	return old
+}
+
 func (in *installer) recoverTree() error {
 	staged, old, jpath := in.siblings()
 	j, err := in.readJournal(jpath, opSwapTree)
@@ -183,26 +282,50 @@ func (in *installer) recoverTree() error {
 	if err := in.removeJournalTemps(jpath); err != nil {
 		return err
 	}
+	if j != nil {
+		return in.finishTree(j, true)
+	}
+	// Nothing committed: a staged tree and its manifest are unfinished.
+	in.discard(staged)
+	if err := in.remove(in.siblingPrefix() + suffixManifestNew); err != nil {
+		return err
+	}
 	dirOK, err := exists(in.fs, in.dir)
 	if err != nil {
 		return err
 	}
-	if j == nil {
-		// Nothing committed: a staged tree is unfinished.
-		if err := in.removeTree(staged); err != nil {
+	if !dirOK {
+		// A previous tree under the name earlier releases used, and no
+		// install directory: put it back.
+		if ok, err := exists(in.fs, old); err != nil {
 			return err
-		}
-		if !dirOK {
-			if ok, err := exists(in.fs, old); err != nil {
+		} else if ok {
+			in.logger().Warn("restoring the previous install", "dir", in.dir, "from", old)
+			if err := in.rename(old, in.dir); err != nil {
 				return err
-			} else if ok {
-				in.logger().Warn("restoring the previous install", "dir", in.dir, "from", old)
-				if err := in.rename(old, in.dir); err != nil {
-					return err
-				}
 			}
 		}
-		return in.removeTree(old)
+	}
+	in.removeOldTrees()
+	return nil
+}
+
+// finishTree completes the tree swap that the journal j committed:
+// wherever a crash or an error stopped it, it brings the new tree to dir
+// (or, if the new tree is gone, the previous one back), puts the install
+// manifest in place, removes the journal and then, best effort, the
+// previous tree. interrupted says that j was found by recover (an earlier
+// process's install), not just written by this one.
+func (in *installer) finishTree(j *journal, interrupted bool) error {
+	staged, _, jpath := in.siblings()
+	if j.Old != "" && !in.isOldName(j.Old) {
+		return fmt.Errorf("recover %s: journal %s: unexpected content", in.dir, jpath)
+	}
+	old := in.oldPath(j)
+	parent := filepath.Dir(staged)
+	dirOK, err := exists(in.fs, in.dir)
+	if err != nil {
+		return err
 	}
 	stagedOK, err := exists(in.fs, staged)
 	if err != nil {
@@ -212,48 +335,167 @@ func (in *installer) recoverTree() error {
 	if err != nil {
 		return err
 	}
+	// Is the new tree at dir already? By identity, when the journal has
+	// one (after an exchange the staged name holds the previous tree);
+	// else by names: the staged tree is gone.
+	swapped := false
+	if j.Staged != nil && dirOK {
+		if id, ok := pathIdentity(in.fs, in.dir); ok && id == *j.Staged {
+			swapped = true
+		}
+	}
+	if !swapped && !stagedOK && dirOK {
+		swapped = true
+	}
+	completing := func() {
+		if interrupted {
+			in.logger().Info("completing an interrupted install", "dir", in.dir)
+		}
+	}
 	switch {
+	case swapped:
+		completing()
+		if stagedOK {
+			// The exchange left the previous tree at the staged name.
+			if err := in.fs.Rename(staged, old); err != nil {
+				in.logger().Debug("moving the previous tree from the staged name", "err", err)
+			}
+		}
 	case stagedOK:
-		in.logger().Info("completing an interrupted install", "dir", in.dir)
-		if dirOK {
-			if oldOK {
-				if err := in.removeTree(old); err != nil {
-					return err
+		completing()
+		exchanged := false
+		if dirOK && j.Staged != nil {
+			err := exchange(in.fs, staged, in.dir)
+			switch {
+			case err == nil:
+				exchanged = true
+				syncDir(in.fs, parent)
+				// The staged name holds the previous tree now.
+				if err := in.fs.Rename(staged, old); err != nil {
+					in.logger().Debug("moving the previous tree from the staged name", "err", err)
 				}
-			}
-			if err := in.fs.Rename(in.dir, old); err != nil {
-				// Nothing has changed yet: give the new version up rather
-				// than retry forever (on Windows a running program in the
-				// tree forbids the rename).
-				in.logger().Warn("cannot move the installed tree aside, abandoning the update", "dir", in.dir, "err", err)
-				if rerr := in.remove(jpath); rerr != nil {
-					return rerr
-				}
-				if rerr := in.removeTree(staged); rerr != nil {
-					return rerr
-				}
-				return fmt.Errorf("%w: moving %s aside (is a program in it running?): %w", errInstallAbandoned, in.dir, err)
+			case !errors.Is(err, errNoExchange):
+				in.logger().Debug("atomic exchange failed, swapping by two renames", "dir", in.dir, "err", err)
 			}
 		}
-		if err := in.rename(staged, in.dir); err != nil {
-			return err
+		if !exchanged {
+			if dirOK {
+				if oldOK {
+					in.discard(old) // a journal of an earlier release, whose old name is taken
+				}
+				if err := in.fs.Rename(in.dir, old); err != nil {
+					// Nothing has changed yet: give the new version up rather
+					// than retry forever (on Windows a running program in the
+					// tree forbids the rename).
+					in.logger().Warn("cannot move the installed tree aside, abandoning the update", "dir", in.dir, "err", err)
+					if rerr := in.remove(jpath); rerr != nil {
+						return rerr
+					}
+					if rerr := in.removeTree(staged); rerr != nil {
+						return rerr
+					}
+					if rerr := in.remove(in.siblingPrefix() + suffixManifestNew); rerr != nil {
+						return rerr
+					}
+					hint := ""
+					if in.windows() {
+						hint = " (is a program in it running?)"
+					}
+					return fmt.Errorf("%w: moving %s aside%s: %w", errInstallAbandoned, in.dir, hint, err)
+				}
+			}
+			if err := in.rename(staged, in.dir); err != nil {
+				return err
+			}
 		}
-		syncDir(in.fs, filepath.Dir(staged)) // the swap is on disk before the journal goes
-		in.recovered = j.Tag
-	case dirOK:
-		in.recovered = j.Tag // swapped already, only the clean-up was left
+		syncDir(in.fs, parent) // the swap is on disk before the journal goes
 	case !dirOK && oldOK:
 		in.logger().Warn("staged tree missing, restoring the previous install", "dir", in.dir)
 		if err := in.rename(old, in.dir); err != nil {
 			return err
 		}
-	case !dirOK:
+		// The previous tree is back: the staged manifest is not its, and
+		// the manifest, if the new one had replaced it already, neither.
+		mnew := in.siblingPrefix() + suffixManifestNew
+		if ok, _ := exists(in.fs, mnew); ok || !j.Manifest {
+			if err := in.remove(mnew); err != nil {
+				return err
+			}
+		} else if err := in.remove(in.manifestPath()); err != nil {
+			return err
+		}
+		syncDir(in.fs, parent)
+		return in.remove(jpath)
+	default:
 		return fmt.Errorf("recover %s: journal %s present but neither the staged nor the previous tree exists", in.dir, jpath)
 	}
-	if err := in.removeTree(old); err != nil {
+	in.recovered = j.Tag
+	if err := in.placeManifest(j); err != nil {
 		return err
 	}
-	return in.remove(jpath)
+	syncDir(in.fs, parent) // the tree and its manifest are on disk before the journal goes
+	if err := in.remove(jpath); err != nil {
+		return err
+	}
+	// The install is complete; what follows is clean-up.
+	if ok, _ := exists(in.fs, staged); ok {
+		in.discard(staged) // the previous tree, if it could not be renamed above
+	}
+	in.discard(old)
+	return nil
+}
+
+// placeManifest puts the install manifest of the tree now at dir in place
+// (see journal.Manifest).
+func (in *installer) placeManifest(j *journal) error {
+	mnew, m := in.siblingPrefix()+suffixManifestNew, in.manifestPath()
+	if !j.Manifest {
+		if err := in.remove(m); err != nil {
+			return err
+		}
+		return in.remove(mnew)
+	}
+	ok, err := exists(in.fs, mnew)
+	if err != nil || !ok {
+		return err // in place already
+	}
+	return in.rename(mnew, m)
+}
+
+// discard removes the tree at p (a previous tree, or an unfinished staged
+// one) as far as it can. What cannot be removed is logged and left, under
+// a previous tree's name (renamed there if needed, so that the staged name
+// is free for the next install), for removeOldTrees to try again at the
+// next recover: it never fails the caller.
+func (in *installer) discard(p string) {
+	err := in.removeTree(p)
+	if err == nil {
+		return
+	}
+	if !in.isOldName(filepath.Base(p)) {
+		if name, nerr := in.newOldName(); nerr == nil {
+			q := filepath.Join(filepath.Dir(p), name)
+			if in.fs.Rename(p, q) == nil {
+				p = q
+			}
+		}
+	}
+	in.logger().Warn("cannot remove the files of a previous install; trying again at the next update", "path", p, "err", err)
+}
+
+// removeOldTrees discards every previous tree left beside dir.
+func (in *installer) removeOldTrees() {
+	parent := filepath.Dir(filepath.Clean(in.dir))
+	infos, err := afero.ReadDir(in.fs, parent)
+	if err != nil {
+		in.logger().Debug("cannot list the install directory's parent", "dir", parent, "err", err)
+		return
+	}
+	for _, fi := range infos {
+		if in.isOldName(fi.Name()) {
+			in.discard(filepath.Join(parent, fi.Name()))
+		}
+	}
 }
 
 // installTar installs the tar (or gzip-compressed tar) read from r as the new
@@ -269,7 +511,8 @@ func (in *installer) installTar(ctx context.Context, r io.Reader, limit int64) e
 	if err := in.recover(); err != nil {
 		return fmt.Errorf("install %s: finishing an earlier install: %w", in.dir, err)
 	}
-	staged, old, jpath := in.siblings()
+	staged, _, jpath := in.siblings()
+	mnew := in.siblingPrefix() + suffixManifestNew
 	if err := in.fs.MkdirAll(filepath.Dir(staged), 0o755); err != nil {
 		return fmt.Errorf("install %s: %w", in.dir, err)
 	}
@@ -281,6 +524,9 @@ func (in *installer) installTar(ctx context.Context, r io.Reader, limit int64) e
 		if !committed {
 			if err := in.removeTree(staged); err != nil {
 				in.logger().Warn("removing the staged tree", "err", err)
+			}
+			if err := in.remove(mnew); err != nil {
+				in.logger().Warn("removing the staged install manifest", "err", err)
 			}
 		}
 	}()
@@ -306,17 +552,31 @@ func (in *installer) installTar(ctx context.Context, r io.Reader, limit int64) e
 	if err := in.verified(); err != nil {
 		return fmt.Errorf("install %s: %w", in.dir, err)
 	}
-	if err := in.writeJournal(jpath, journal{Op: opSwapTree, Dir: filepath.Base(in.dir), Tag: in.tag}); err != nil {
+	oldName, err := in.newOldName()
+	if err != nil {
+		return fmt.Errorf("install %s: %w", in.dir, err)
+	}
+	j := journal{Op: opSwapTree, Dir: filepath.Base(in.dir), Old: oldName, Tag: in.tag}
+	if in.app != "" {
+		if err := writeTreeManifest(in.fs, staged, mnew, in.app, in.tag); err != nil {
+			return fmt.Errorf("install %s: %w", in.dir, err)
+		}
+		j.Manifest = true
+	}
+	if id, ok := pathIdentity(in.fs, staged); ok {
+		j.Staged = &id
+	}
+	if err := in.writeJournal(jpath, j); err != nil {
 		return fmt.Errorf("install %s: %w", in.dir, err)
 	}
 	committed = true
 	in.logger().Debug("install committed", "dir", in.dir, "journal", jpath)
 	recovered := in.recovered
 	defer func() { in.recovered = recovered }() // finishing our own install is no recovery
-	err = in.recoverTree()
+	err = in.finishTree(&j, false)
 	if err != nil && !errors.Is(err, errInstallAbandoned) {
 		in.logger().Warn("finishing the install failed, retrying", "dir", in.dir, "err", err)
-		err = in.recoverTree()
+		err = in.finishTree(&j, false)
 	}
 	if errors.Is(err, errInstallAbandoned) {
 		return fmt.Errorf("install %s: %w", in.dir, err)
@@ -326,8 +586,10 @@ func (in *installer) installTar(ctx context.Context, r io.Reader, limit int64) e
 		// swap stopped between its two renames. The journal and the staged
 		// tree stay, so the next recover completes the install.
 		if ok, _ := exists(in.fs, in.dir); !ok {
-			if ok, _ := exists(in.fs, old); ok {
-				_ = in.fs.Rename(old, in.dir)
+			if old := in.oldPath(&j); old != "" {
+				if ok, _ := exists(in.fs, old); ok {
+					_ = in.fs.Rename(old, in.dir)
+				}
 			}
 		}
 		return fmt.Errorf("install %s: committed but not finished (the next start completes it): %w", in.dir, err)
@@ -362,7 +624,8 @@ func (in *installer) installExecutable(ctx context.Context, r io.Reader, limit i
 			}
 		}
 	}()
-	if err := in.extractExecutable(ctx, staged, readerName(r), r, limit); err != nil {
+	content, err := in.extractExecutable(ctx, staged, readerName(r), r, limit)
+	if err != nil {
 		return fmt.Errorf("install %s: %w", in.dir, err)
 	}
 	if err := ctx.Err(); err != nil {
@@ -375,12 +638,35 @@ func (in *installer) installExecutable(ctx context.Context, r io.Reader, limit i
 	if err != nil {
 		return fmt.Errorf("install %s: %w", in.dir, err)
 	}
+	if in.app != "" {
+		// Before the swap the manifest accepts both contents, so that it
+		// describes the executable whenever a crash comes.
+		contents := []installedEntry{content}
+		if exeOK {
+			if n, sum, err := hashFile(in.fs, in.dir); err == nil {
+				contents = append(contents, installedEntry{Size: n, SHA256: sum})
+			}
+		}
+		if err := writeExeManifest(in.fs, in.manifestPath(), in.dir, in.app, in.tag, contents); err != nil {
+			return fmt.Errorf("install %s: %w", in.dir, err)
+		}
+	}
+	// After the swap, the manifest names the new content only.
+	settle := func() {
+		if in.app == "" {
+			return
+		}
+		if err := writeExeManifest(in.fs, in.manifestPath(), in.dir, in.app, in.tag, []installedEntry{content}); err != nil {
+			in.logger().Warn("cannot update the install manifest (it still accepts the previous executable)", "err", err)
+		}
+	}
 	if !in.windows() || !exeOK {
 		if err := in.rename(staged, in.dir); err != nil {
 			return fmt.Errorf("install %s: %w", in.dir, err)
 		}
 		committed = true
 		syncDir(in.fs, filepath.Dir(in.dir))
+		settle()
 		return nil
 	}
 	var rnd [6]byte
@@ -406,11 +692,19 @@ func (in *installer) installExecutable(ctx context.Context, r io.Reader, limit i
 		}
 		return fmt.Errorf("install %s: committed but not finished (the next start completes it): %w", in.dir, err)
 	}
+	settle()
 	return nil
 }
 
-// extractExecutable writes the one regular file of the archive r to staged.
-func (in *installer) extractExecutable(ctx context.Context, staged, archive string, r io.Reader, limit int64) error {
+// extractExecutable writes the one regular file of the archive r to staged
+// and returns its size and sha256.
+func (in *installer) extractExecutable(ctx context.Context, staged, archive string, r io.Reader, limit int64) (installedEntry, error) {
+	var content installedEntry
+	err := in.extractExe(ctx, staged, archive, r, limit, &content)
+	return content, err
+}
+
+func (in *installer) extractExe(ctx context.Context, staged, archive string, r io.Reader, limit int64, content *installedEntry) error {
 	if limit <= 0 {
 		return fmt.Errorf("%s: extraction limit must be positive, got %d", archive, limit)
 	}
@@ -467,7 +761,7 @@ func (in *installer) extractExecutable(ctx context.Context, staged, archive stri
 		if fi, err := in.fs.Stat(in.dir); err == nil {
 			perm = fi.Mode().Perm()
 		}
-		if err := in.writeExe(staged, tr, hdr.Size, perm); err != nil {
+		if err := in.writeExe(staged, tr, hdr.Size, perm, content); err != nil {
 			return overLimit(fmt.Errorf("%s: entry %q: %w", archive, hdr.Name, err))
 		}
 	}
@@ -477,7 +771,7 @@ func (in *installer) extractExecutable(ctx context.Context, staged, archive stri
 	return nil
 }
 
-func (in *installer) writeExe(staged string, r io.Reader, size int64, perm fs.FileMode) error {
+func (in *installer) writeExe(staged string, r io.Reader, size int64, perm fs.FileMode, content *installedEntry) error {
 	if err := in.fs.Remove(staged); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
@@ -485,7 +779,8 @@ func (in *installer) writeExe(staged string, r io.Reader, size int64, perm fs.Fi
 	if err != nil {
 		return err
 	}
-	n, err := io.Copy(f, io.LimitReader(r, size))
+	h := sha256.New()
+	n, err := io.Copy(io.MultiWriter(f, h), io.LimitReader(r, size))
 	if err == nil && n != size {
 		err = io.ErrUnexpectedEOF
 	}
@@ -498,6 +793,7 @@ func (in *installer) writeExe(staged string, r io.Reader, size int64, perm fs.Fi
 	if err != nil {
 		return err
 	}
+	*content = installedEntry{Size: n, SHA256: hex.EncodeToString(h.Sum(nil))}
 	return in.fs.Chmod(staged, perm)
 }
 
@@ -508,6 +804,9 @@ func (in *installer) recoverExe() error {
 		return err
 	}
 	if err := in.removeJournalTemps(jpath); err != nil {
+		return err
+	}
+	if err := in.removeJournalTemps(in.manifestPath()); err != nil { // an interrupted writeExeManifest
 		return err
 	}
 	dir := filepath.Dir(in.dir)
@@ -614,6 +913,9 @@ func (in *installer) rename(from, to string) error {
 }
 
 func (in *installer) remove(name string) error {
+	if ok, err := exists(in.fs, name); err == nil && !ok {
+		return nil // (a read-only Fs refuses even to remove what is not there)
+	}
 	if err := in.fs.Remove(name); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("recover %s: %w", in.dir, err)
 	}

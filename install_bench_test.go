@@ -1,10 +1,12 @@
 package notsotuf
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/spf13/afero"
 )
@@ -113,4 +115,34 @@ func BenchmarkPatchInstall(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkInstallManifestCost installs the gobin corpus's new.tar (40 MiB)
+// on a real disk alternately without and with the install manifest (a walk
+// of the staged tree hashing every file) and reports the time with it as
+// a ratio of the time without it, measured in the same run.
+func BenchmarkInstallManifestCost(b *testing.B) {
+	data, err := os.ReadFile(corpusTar(b, "gobin", "new.tar"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	dir := filepath.Join(b.TempDir(), "app")
+	var plain, withManifest time.Duration
+	b.SetBytes(int64(len(data)))
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		for _, app := range []string{"", "app"} {
+			in := &installer{fs: afero.NewOsFs(), dir: dir, app: app}
+			start := time.Now()
+			if err := in.installTar(context.Background(), bytes.NewReader(data), int64(len(data))); err != nil {
+				b.Fatal(err)
+			}
+			if app == "" {
+				plain += time.Since(start)
+			} else {
+				withManifest += time.Since(start)
+			}
+		}
+	}
+	b.ReportMetric(float64(withManifest)/float64(plain), "manifest/plain")
 }

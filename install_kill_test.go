@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"math/rand/v2"
@@ -42,8 +43,9 @@ func TestInstallKillHelper(t *testing.T) {
 		t.Skip("child process of TestInstallKilled")
 	}
 	goos, exe := os.Getenv("NOTSOTUF_KILL_EXE_GOOS"), os.Getenv("NOTSOTUF_KILL_EXE") != ""
-	in := &installer{fs: afero.NewOsFs(), dir: dir, singleExe: exe, goos: goos}
+	in := &installer{fs: afero.NewOsFs(), dir: dir, singleExe: exe, goos: goos, app: os.Getenv("NOTSOTUF_KILL_APP")}
 	for i := 0; ; i++ {
+		in.tag = fmt.Sprint(i%2 + 1) // NOTSOTUF_KILL_TAR1 is version "1"
 		data, err := os.ReadFile(os.Getenv(fmt.Sprintf("NOTSOTUF_KILL_TAR%d", i%2+1)))
 		if err != nil {
 			t.Fatal(err)
@@ -125,8 +127,10 @@ func TestInstallExecutableKilled(t *testing.T) {
 }
 
 // TestInstallKilled kills a process that installs in a loop at random
-// instants, on a real disk: every time, recover must leave one of the two
-// versions complete, nothing else beside it, and the next install must work.
+// instants, on a real disk (with the atomic exchange where the system has
+// one): every time, recover must leave one of the two versions complete,
+// its install manifest (which describes that version), nothing else beside
+// it, and the next install must work.
 func TestInstallKilled(t *testing.T) {
 	if os.Getenv("NOTSOTUF_KILL_DIR") != "" {
 		t.Skip("in the child")
@@ -160,7 +164,7 @@ func TestInstallKilled(t *testing.T) {
 	midway := 0
 	for r := 0; r < rounds; r++ {
 		cmd := exec.Command(os.Args[0], "-test.run=^TestInstallKillHelper$")
-		cmd.Env = append(os.Environ(), "NOTSOTUF_KILL_DIR="+dir, "NOTSOTUF_KILL_TAR1="+tar2, "NOTSOTUF_KILL_TAR2="+tar1)
+		cmd.Env = append(os.Environ(), "NOTSOTUF_KILL_DIR="+dir, "NOTSOTUF_KILL_TAR1="+tar2, "NOTSOTUF_KILL_TAR2="+tar1, "NOTSOTUF_KILL_APP=app")
 		var out bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &out
 		if err := cmd.Start(); err != nil {
@@ -172,8 +176,11 @@ func TestInstallKilled(t *testing.T) {
 		if strings.Contains(out.String(), "FAIL") {
 			t.Fatalf("round %d: child failed: %v\n%s", r, err, out.String())
 		}
-		if len(siblingsOf(t, fsys, apps)) != len(wantSiblings) {
-			midway++
+		for _, s := range siblingsOf(t, fsys, apps) {
+			if strings.Contains(s, suffixJournal) || strings.Contains(s, suffixNew) || strings.Contains(s, suffixOld) {
+				midway++
+				break
+			}
 		}
 		if err := in.recover(); err != nil {
 			t.Fatalf("round %d: recover: %v", r, err)
@@ -182,7 +189,23 @@ func TestInstallKilled(t *testing.T) {
 		if !maps.Equal(got, want1) && !maps.Equal(got, want2) {
 			t.Fatalf("round %d: tree is neither v1 nor v2:\n%s", r, describeTree(got))
 		}
-		checkSiblings(t, fsys, apps)
+		// The child installs tar2 (v2) as version "1" and tar1 (v1) as "2".
+		mpath := in.manifestPath()
+		h, err := readManifest(fsys, mpath, func(manifestHeader, installedEntry) error { return nil })
+		switch {
+		case errors.Is(err, errNoManifest):
+			checkSiblings(t, fsys, apps)
+		case err != nil:
+			t.Fatalf("round %d: %v", r, err)
+		default:
+			if ok, why, err := checkTreeManifest(fsys, dir, mpath, "app"); !ok {
+				t.Fatalf("round %d: install manifest of %s does not describe the tree: %s %v", r, h.Version, why, err)
+			}
+			if (h.Version == "1") != maps.Equal(got, want2) {
+				t.Fatalf("round %d: install manifest of version %s over the other version", r, h.Version)
+			}
+			checkSiblings(t, fsys, apps, filepath.Base(mpath))
+		}
 		next := v1
 		if maps.Equal(got, want1) {
 			next = v2

@@ -88,10 +88,14 @@ func installFixture(t testing.TB, fsys afero.Fs, root string, v1 []byte) (dir st
 
 var wantSiblings = []string{".app-other", "app", "unrelated.txt"}
 
-func checkSiblings(t testing.TB, fsys afero.Fs, root string) {
+// checkSiblings fails unless root holds the fixture's siblings, the
+// install dir and the extra names (an install manifest...).
+func checkSiblings(t testing.TB, fsys afero.Fs, root string, extra ...string) {
 	t.Helper()
-	if got := siblingsOf(t, fsys, root); strings.Join(got, ",") != strings.Join(wantSiblings, ",") {
-		t.Fatalf("install parent holds %q, want %q", got, wantSiblings)
+	want := append(append([]string(nil), wantSiblings...), extra...)
+	sort.Strings(want)
+	if got := siblingsOf(t, fsys, root); strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("install parent holds %q, want %q", got, want)
 	}
 }
 
@@ -162,6 +166,17 @@ func TestInstallTreeFaults(t *testing.T) {
 			t.Run(fmt.Sprintf("%s/crash=%v", mode, crash), func(t *testing.T) {
 				v1, v2 := installVersions(t, mode == "os")
 				var want2 map[string]string
+				{
+					fsys, root := tempOsFs(t)
+					if mode == "mem" {
+						fsys, root = tempMemFs(t)
+					}
+					dir, _ := installFixture(t, fsys, root, v1)
+					if err := (&installer{fs: fsys, dir: dir}).installTar(context.Background(), bytes.NewReader(v2), int64(len(v2))); err != nil {
+						t.Fatal(err)
+					}
+					want2 = treeSnapshot(t, fsys, dir)
+				}
 				for n := 1; ; n += faultStep() {
 					fsys, root := tempOsFs(t)
 					if mode == "mem" {
@@ -181,12 +196,19 @@ func TestInstallTreeFaults(t *testing.T) {
 						break
 					}
 					if err == nil && crash {
-						t.Fatalf("op %d (%s): install succeeded after a crash", n, ffs.Ops()[n-1])
+						// Only the removal of the previous tree, after the
+						// swap, may fail without failing the install.
+						if got := treeSnapshot(t, fsys, dir); !maps.Equal(got, want2) {
+							t.Fatalf("op %d (%s): install succeeded after a crash, tree:\n%s", n, ffs.Ops()[n-1], describeTree(got))
+						}
+						if op := ffs.Ops()[n-1]; !strings.Contains(op, suffixOld) {
+							t.Fatalf("op %d (%s): install succeeded after a crash", n, op)
+						}
 					}
 					if !crash {
 						// In-process handling already leaves a usable tree.
 						got := treeSnapshot(t, fsys, dir)
-						if !maps.Equal(got, want1) && (want2 == nil || !maps.Equal(got, want2)) {
+						if !maps.Equal(got, want1) && !maps.Equal(got, want2) {
 							t.Fatalf("op %d (%s): before recover, tree is neither v1 nor v2:\n%s", n, ffs.Ops()[n-1], describeTree(got))
 						}
 					}
@@ -195,11 +217,11 @@ func TestInstallTreeFaults(t *testing.T) {
 						t.Fatalf("op %d (%s): recover: %v", n, ffs.Ops()[n-1], err)
 					}
 					got := treeSnapshot(t, fsys, dir)
-					if !maps.Equal(got, want1) && (want2 == nil || !maps.Equal(got, want2)) {
+					if !maps.Equal(got, want1) && !maps.Equal(got, want2) {
 						t.Fatalf("op %d (%s): after recover, tree is neither v1 nor v2:\n%s", n, ffs.Ops()[n-1], describeTree(got))
 					}
 					// recover reports the install it completed, if any.
-					if crash && (in.recovered == "2.0") == maps.Equal(got, want1) {
+					if crash && err != nil && (in.recovered == "2.0") == maps.Equal(got, want1) {
 						t.Fatalf("op %d (%s): recovered %q with tree v1=%v", n, ffs.Ops()[n-1], in.recovered, maps.Equal(got, want1))
 					}
 					checkSiblings(t, fsys, root)
@@ -207,9 +229,7 @@ func TestInstallTreeFaults(t *testing.T) {
 						t.Fatalf("op %d: next install: %v", n, err)
 					}
 					got = treeSnapshot(t, fsys, dir)
-					if want2 == nil {
-						want2 = got
-					} else if !maps.Equal(got, want2) {
+					if !maps.Equal(got, want2) {
 						t.Fatalf("op %d: next install gave\n%s\nwant\n%s", n, describeTree(got), describeTree(want2))
 					}
 					checkSiblings(t, fsys, root)

@@ -20,12 +20,16 @@ import (
 // applications; MetadataClient serves tools that need plain TUF, such as the
 // TUF conformance suite's client (cmd/notsotuf-conformance).
 //
-// Trusted metadata is kept unversioned in Dir as <role>.json.
+// Trusted metadata is kept unversioned in Dir as <role>.json. Every
+// download is held to the default minimum rate (see ClientConfig.MinRate);
+// the context passed bounds the whole call. Credentials in a URL
+// (user:password@) are sent as basic authentication and never appear in
+// errors.
 type MetadataClient struct {
 	Fs          afero.Fs         // nil means the operating system's
 	Dir         string           // trusted metadata directory
 	MetadataURL string           // base URL of the repository's metadata
-	HTTPClient  *http.Client     // nil means a client with a response-header timeout
+	HTTPClient  *http.Client     // nil means a client with Go's default transport settings
 	Now         func() time.Time // reference time for expiry; nil means the wall clock
 	Logger      *slog.Logger     // nil means silent
 
@@ -53,7 +57,7 @@ func (m *MetadataClient) client() (*tufClient, error) {
 	if m.tuf != nil {
 		return m.tuf, nil
 	}
-	base, err := checkBaseURL("metadata", m.MetadataURL)
+	base, user, err := checkBaseURL("metadata", m.MetadataURL)
 	if err != nil {
 		return nil, err
 	}
@@ -64,7 +68,9 @@ func (m *MetadataClient) client() (*tufClient, error) {
 	if log == nil {
 		log = discardLogger()
 	}
-	m.tuf = &tufClient{fs: m.fs(), dir: m.Dir, metadataURL: base, remote: newRemote(m.HTTPClient), now: now, log: log}
+	rem := newRemote(m.HTTPClient, nil)
+	rem.addCredentials(base, user)
+	m.tuf = &tufClient{fs: m.fs(), dir: m.Dir, metadataURL: base, remote: rem, now: now, log: log}
 	return m.tuf, nil
 }
 
@@ -85,7 +91,7 @@ func (m *MetadataClient) Refresh(ctx context.Context) error {
 // is already there with the signed length and hashes is not downloaded
 // again. It returns the stored file's path.
 func (m *MetadataClient) Download(ctx context.Context, name, targetBaseURL, dir string) (string, error) {
-	base, err := checkBaseURL("targets", targetBaseURL)
+	base, user, err := checkBaseURL("targets", targetBaseURL)
 	if err != nil {
 		return "", err
 	}
@@ -93,6 +99,7 @@ func (m *MetadataClient) Download(ctx context.Context, name, targetBaseURL, dir 
 	if err != nil {
 		return "", err
 	}
+	c.remote.addCredentials(base, user)
 	if err := c.refresh(ctx); err != nil {
 		return "", err
 	}

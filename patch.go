@@ -23,6 +23,13 @@ type PatchOptions struct {
 	// new file processed so far and its total size (for Apply, the size the
 	// patch announces). It is never called concurrently.
 	Progress func(done, total int64)
+	// Phases, if set, replaces Progress for a differ, which reports each
+	// of its phases with the bytes of it done so far and in all: "index"
+	// (indexing old: at its start and its end), "match" (matching new
+	// against old, every chunk) and "compress" (new bytes fed to the
+	// compressor, every 4 MiB and at the end). Each phase ends with
+	// done == total.
+	Phases func(phase string, done, total int64)
 	// Fs, TempDir and TempPrefix say where a patch format that needs
 	// scratch space while applying (compact: the decompressed debug
 	// sections of the old file) writes its temporary file: TempDir/
@@ -38,11 +45,34 @@ type PatchOptions struct {
 // applies it. old must be smaller than 2 GiB. Diff holds old, new, a suffix
 // array of old (4 bytes per byte of old) and the compressed patch in memory.
 func Diff(old, new []byte, w io.Writer, opts *PatchOptions) error {
-	var o bsdiff.DiffOptions
-	if opts != nil {
-		o.Workers, o.Progress = opts.Workers, opts.Progress
-	}
+	o := bsdiff.DiffOptions{Workers: opts.workers(), Progress: opts.phases()}
 	return bsdiff.Diff(old, new, w, &o)
+}
+
+func (o *PatchOptions) workers() int {
+	if o == nil {
+		return 0
+	}
+	return o.Workers
+}
+
+// phases returns the phase callback a differ reports to: Phases, or
+// Progress for the "match" phase, the longest; nil when neither is set.
+func (o *PatchOptions) phases() func(phase string, done, total int64) {
+	switch {
+	case o == nil:
+		return nil
+	case o.Phases != nil:
+		return o.Phases
+	case o.Progress != nil:
+		p := o.Progress
+		return func(phase string, done, total int64) {
+			if phase == "match" {
+				p(done, total)
+			}
+		}
+	}
+	return nil
 }
 
 // Apply reads a BSDIFF40 patch from patch and writes the file it produces

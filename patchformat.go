@@ -85,11 +85,7 @@ var compactFormat = PatchFormat{
 type compactDiffer struct{}
 
 func (compactDiffer) Diff(old io.ReaderAt, oldSize int64, new io.ReaderAt, newSize int64, w io.Writer, opts *PatchOptions) error {
-	var o cpatch.Options
-	if opts != nil {
-		o.Workers, o.Progress = opts.Workers, opts.Progress
-	}
-	return cpatch.Diff(old, oldSize, new, newSize, w, &o)
+	return cpatch.Diff(old, oldSize, new, newSize, w, &cpatch.Options{Workers: opts.workers(), Progress: opts.phases()})
 }
 
 type compactPatcher struct{}
@@ -120,11 +116,7 @@ type bsdiffDiffer struct{}
 // Diff reads old into memory and, of new, only what differs from old when
 // both are tar archives (see bsdiff.DiffAt).
 func (bsdiffDiffer) Diff(old io.ReaderAt, oldSize int64, new io.ReaderAt, newSize int64, w io.Writer, opts *PatchOptions) error {
-	var o bsdiff.DiffOptions
-	if opts != nil {
-		o.Workers, o.Progress = opts.Workers, opts.Progress
-	}
-	return bsdiff.DiffAt(old, oldSize, new, newSize, w, &o)
+	return bsdiff.DiffAt(old, oldSize, new, newSize, w, &bsdiff.DiffOptions{Workers: opts.workers(), Progress: opts.phases()})
 }
 
 type bsdiffPatcher struct{}

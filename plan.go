@@ -15,7 +15,12 @@ type Update struct {
 	Version  Version         // the release to install
 	Required bool            // the publisher marked it required: it is installed before any newer one
 	UserMeta json.RawMessage // the publisher's metadata of the release (e.g. a changelog); nil when none
-	Plan     Plan            // what will be downloaded
+	Plan     Plan            // what Check planned to download
+	// Result is what Install did, set when it installed this update: it
+	// can differ from the plan (patches that failed, then the full
+	// archive). It stays nil before, and when Install found the version
+	// already installed (by another process, meanwhile).
+	Result *InstallResult
 
 	from    Version         // the installed version the plan starts from
 	target  *clientRelease  // the release to install
@@ -31,6 +36,24 @@ type Plan struct {
 	Files  []PlannedFile // the files to download, in order
 	Bytes  int64         // their total size
 	Reason string        // why the full archive was chosen, in plain words; "" for patches
+}
+
+// InstallResult is what [Client.Install] did.
+type InstallResult struct {
+	Full bool // installed from the full archive (planned, or after the patches failed)
+	// Files are the files the new version was built from: the patch
+	// chain, or the archive.
+	Files []PlannedFile
+	// Downloaded is the number of bytes received from the server (a
+	// download resumed from an earlier run counts only the rest).
+	Downloaded int64
+	// Fallback says why the planned patches were given up for the full
+	// archive (the error, naming the file); "" when the plan was followed.
+	Fallback string
+	// BadPatch is the target name of the patch at fault, when one is:
+	// its copy on the server did not match its signed length and hash,
+	// it was missing on the server, or it did not apply.
+	BadPatch string
 }
 
 // PlannedFile is one file of a Plan, with its signed length and hash.

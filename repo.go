@@ -52,6 +52,11 @@ type Config struct {
 	// (BSDIFF40, the default, which tufup clients apply too) or "compact"
 	// (smaller for executables; notsotuf clients only). "" means bsdiff.
 	PatchFormat string `json:"patch_format,omitempty"`
+	// ConsistentSnapshot makes Init create the repository with TUF
+	// consistent snapshots (see Repository). Root metadata is what counts
+	// afterwards: Sign with SignOptions.ConsistentSnapshot turns them on
+	// in an existing repository and sets this field to match.
+	ConsistentSnapshot bool `json:"consistent_snapshot,omitempty"`
 }
 
 // Default expiry of each role's metadata, in days.
@@ -179,6 +184,11 @@ func (c *Config) Save(fsys afero.Fs, name string) error {
 // root version, root.json (the newest root), targets.json, snapshot.json and
 // timestamp.json (consistent_snapshot false); Config.RepoDir/targets holds
 // the archives <app>-<version>.tar.gz and patches <app>-<version>.patch.
+// With consistent snapshots (Config.ConsistentSnapshot at Init, or
+// SignOptions.ConsistentSnapshot later), metadata/ also holds
+// N.targets.json and N.snapshot.json for every version, and each target
+// file is stored as targets/<sha256>.<name> instead, so that every name
+// but timestamp.json always has the same content (see docs/hosting.md).
 //
 // Every operation either completes or leaves the repository as it was.
 // New files are written under temporary names first; the commit point is a
@@ -207,6 +217,18 @@ type Repository struct {
 	// PatchFormats are patch formats of the program's own, besides the
 	// built-in ones (BuiltinPatchFormats); Config.PatchFormat may name one.
 	PatchFormats []PatchFormat
+	// Progress, if set, is called as Add, Remove and Verify work through
+	// the release files, from one goroutine at a time, with the phase and
+	// its bytes done so far and in all (a command line tool draws a bar):
+	//   - "archive": the release's tar written (total is an estimate from
+	//     the bundle's file sizes until the last call);
+	//   - "index", "match", "compress": computing a patch: indexing the
+	//     previous release's tar (reported at its start and end only),
+	//     matching the new tar against it, compressing the patch;
+	//   - "check": the tar a patch gives, rebuilt to check it.
+	// Each phase starts at 0 and ends with done == total. Calls are coarse
+	// (every few MiB), so that reporting costs nothing measurable.
+	Progress func(phase string, done, total int64)
 }
 
 // patchFormat returns the format named name ("" is bsdiff).
@@ -216,6 +238,13 @@ func (r *Repository) patchFormat(name string) (PatchFormat, error) {
 		return f, withHint(err, "set patch_format in %s to one of: %s", ConfigFile, knownPatchFormats(r.PatchFormats).names())
 	}
 	return f, nil
+}
+
+// progress calls r.Progress when it is set.
+func (r *Repository) progress(phase string, done, total int64) {
+	if r.Progress != nil {
+		r.Progress(phase, done, total)
+	}
 }
 
 func (r *Repository) now() time.Time {

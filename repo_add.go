@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -55,6 +56,10 @@ type AddResult struct {
 	// Signatures and Threshold of the new targets metadata (Signatures is
 	// below Threshold only with AddOptions.Partial).
 	Signatures, Threshold int
+	// Warnings are what the publisher must act on although the release is
+	// published: a role of the repository (root, say) is expired, so clients
+	// refuse every release until it is re-signed.
+	Warnings []string
 }
 
 // release is one version in targets metadata.
@@ -153,8 +158,8 @@ func (r *Repository) Add(ctx context.Context, opts AddOptions) (res *AddResult, 
 		return nil, err
 	}
 	if len(bytes.TrimSpace(opts.UserMeta)) > 0 {
-		if err := ValidateUserMeta(opts.UserMeta); err != nil {
-			return nil, withHint(fmt.Errorf("--meta: %w", err), "write numbers as integers or strings, e.g. {\"size\": \"1.5\"}")
+		if err := checkUserMeta(opts.UserMeta); err != nil {
+			return nil, err
 		}
 	}
 	fi, err := r.Fs.Stat(opts.BundleDir)
@@ -197,6 +202,7 @@ func (r *Repository) Add(ctx context.Context, opts AddOptions) (res *AddResult, 
 	if err != nil {
 		return nil, err
 	}
+	consistent := st.root.Signed.ConsistentSnapshot
 	kr := r.newKeyring()
 	roles := []string{RoleTargets, RoleSnapshot, RoleTimestamp}
 	if opts.Partial {
@@ -229,11 +235,13 @@ func (r *Repository) Add(ctx context.Context, opts AddOptions) (res *AddResult, 
 		archTmp.Close()
 		return nil, fmt.Errorf("create %s: %w", newTar, err)
 	}
-	tarSize, tarHash, err := writeArchive(r.Fs, opts.BundleDir, archTmp, tarFile)
+	tarOut, archived := r.archiveProgress(opts.BundleDir, tarFile)
+	tarSize, tarHash, err := writeArchive(r.Fs, opts.BundleDir, archTmp, tarOut)
 	err = errors.Join(err, closeSync(archTmp), tarFile.Close())
 	if err != nil {
 		return nil, err
 	}
+	archived(tarSize)
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -247,7 +255,7 @@ func (r *Repository) Add(ctx context.Context, opts AddOptions) (res *AddResult, 
 	var patchTmp string
 	if prev != nil && !opts.SkipPatch {
 		prevTar := filepath.Join(work, "prev.tar")
-		if _, _, err := r.extractRelease(prev, prevTar, true); err != nil {
+		if _, _, err := r.extractRelease(prev, prevTar, true, consistent); err != nil {
 			return nil, err
 		}
 		if err := ctx.Err(); err != nil {
@@ -260,7 +268,7 @@ func (r *Repository) Add(ctx context.Context, opts AddOptions) (res *AddResult, 
 		}
 		patchTmp = pf.Name()
 		t.temps = append(t.temps, patchTmp)
-		err = diffTarFiles(ctx, r.Fs, pformat, prevTar, newTar, pf)
+		err = diffTarFiles(ctx, r.Fs, pformat, prevTar, newTar, pf, r.Progress)
 		if err = errors.Join(err, closeSync(pf)); err != nil {
 			return nil, fmt.Errorf("patch %s: %w", patchName, err)
 		}
@@ -293,11 +301,19 @@ func (r *Repository) Add(ctx context.Context, opts AddOptions) (res *AddResult, 
 		return nil, err
 	}
 	// Publish: target files first, then metadata.
-	if err := t.install(archTmp.Name(), filepath.Join(r.targetsDir(), archiveName)); err != nil {
+	archPath, err := r.storedTarget(archiveName, st.targets.Signed.Targets[archiveName], consistent)
+	if err != nil {
+		return nil, err
+	}
+	if err := t.install(archTmp.Name(), archPath); err != nil {
 		return nil, err
 	}
 	if patchTmp != "" {
-		if err := t.install(patchTmp, filepath.Join(r.targetsDir(), patchName)); err != nil {
+		patchPath, err := r.storedTarget(patchName, st.targets.Signed.Targets[patchName], consistent)
+		if err != nil {
+			return nil, err
+		}
+		if err := t.install(patchTmp, patchPath); err != nil {
 			return nil, err
 		}
 	}
@@ -309,7 +325,67 @@ func (r *Repository) Add(ctx context.Context, opts AddOptions) (res *AddResult, 
 		return nil, err
 	}
 	res.Signatures, res.Threshold = pr.Signatures[RoleTargets][0], pr.Signatures[RoleTargets][1]
+	res.Warnings = r.expiryWarnings(st)
 	return res, nil
+}
+
+// archiveProgress wraps w, which receives the release's tar as it is
+// written, so that it reports the "archive" phase to Repository.Progress
+// every MiB; done reports the end with the real size. The total is
+// estimated from the bundle's file sizes until then.
+func (r *Repository) archiveProgress(bundleDir string, w io.Writer) (_ io.Writer, done func(size int64)) {
+	if r.Progress == nil {
+		return w, func(int64) {}
+	}
+	total := int64(1024) // the two zero blocks that end a tar
+	afero.Walk(r.Fs, bundleDir, func(_ string, fi fs.FileInfo, err error) error {
+		if err == nil {
+			total += 512 // the entry's header
+			if fi.Mode().IsRegular() {
+				total += (fi.Size() + 511) / 512 * 512
+			}
+		}
+		return nil
+	})
+	r.progress("archive", 0, total)
+	tp := &tarProgress{w: w, report: func(n int64) { r.progress("archive", min(n, total), total) }}
+	return tp, func(size int64) { r.progress("archive", size, size) }
+}
+
+// tarProgress passes writes to w and reports the bytes written every MiB.
+type tarProgress struct {
+	w       io.Writer
+	n, last int64
+	report  func(n int64)
+}
+
+func (p *tarProgress) Write(b []byte) (int, error) {
+	n, err := p.w.Write(b)
+	p.n += int64(n)
+	if p.n-p.last >= 1<<20 {
+		p.last = p.n
+		p.report(p.n)
+	}
+	return n, err
+}
+
+// checkUserMeta checks the release's custom metadata, with advice that fits
+// the mistake: JSON that does not parse (often a shell quoting problem)
+// or a number canonical JSON cannot sign.
+func checkUserMeta(raw json.RawMessage) error {
+	var v any
+	if err := strictDecode(raw, &v); err != nil {
+		shown := string(raw)
+		if len(shown) > 60 {
+			shown = shown[:57] + "..."
+		}
+		return withHint(fmt.Errorf("--meta %q: not valid JSON: %v", shown, err),
+			"give one JSON value, quoted for the shell, e.g. --meta '{\"changes\": [\"faster startup\"]}'")
+	}
+	if err := ValidateUserMeta(raw); err != nil {
+		return withHint(fmt.Errorf("--meta: %w", err), "write numbers as integers or strings, e.g. {\"size\": \"1.5\"}")
+	}
+	return nil
 }
 
 func closeSync(f afero.File) error {
@@ -339,10 +415,26 @@ func (r *Repository) targetPath(name string) (string, error) {
 	return filepath.Join(r.targetsDir(), name), nil
 }
 
+// storedTarget returns the file that holds target name in the
+// repository: targets/<name>, or in a repository with consistent snapshots
+// targets/<sha256>.<name>, where the TUF specification has clients look
+// for it.
+func (r *Repository) storedTarget(name string, tf *metadata.TargetFiles, consistent bool) (string, error) {
+	p, err := r.targetPath(name)
+	if err != nil || !consistent {
+		return p, err
+	}
+	h, ok := tf.Hashes["sha256"]
+	if !ok {
+		return "", fmt.Errorf("target %s: no sha256 hash in targets.json", name)
+	}
+	return filepath.Join(r.targetsDir(), hex.EncodeToString(h)+"."+name), nil
+}
+
 // checkTargetFile checks a target file's length and sha256 against its
 // metadata, streaming it.
-func (r *Repository) checkTargetFile(name string, tf *metadata.TargetFiles) error {
-	p, err := r.targetPath(name)
+func (r *Repository) checkTargetFile(name string, tf *metadata.TargetFiles, consistent bool) error {
+	p, err := r.storedTarget(name, tf, consistent)
 	if err != nil {
 		return err
 	}
@@ -366,14 +458,15 @@ func (r *Repository) checkTargetFile(name string, tf *metadata.TargetFiles) erro
 // extractRelease decompresses a release's archive into dst (after checking
 // the archive against its metadata when check is set) and returns the
 // uncompressed tar's size and sha256. When the release's metadata records
-// its tar hash, a mismatch is an error.
-func (r *Repository) extractRelease(rel *release, dst string, check bool) (int64, string, error) {
+// its tar hash, a mismatch is an error. consistent says where the archive
+// is (see storedTarget).
+func (r *Repository) extractRelease(rel *release, dst string, check, consistent bool) (int64, string, error) {
 	if check {
-		if err := r.checkTargetFile(rel.archive, rel.archiveFile); err != nil {
+		if err := r.checkTargetFile(rel.archive, rel.archiveFile, consistent); err != nil {
 			return 0, "", err
 		}
 	}
-	p, err := r.targetPath(rel.archive)
+	p, err := r.storedTarget(rel.archive, rel.archiveFile, consistent)
 	if err != nil {
 		return 0, "", err
 	}
@@ -422,7 +515,8 @@ func (r *Repository) checkPatch(f PatchFormat, oldTar, patchPath string, wantSiz
 	}
 	defer pf.Close()
 	h := sha256.New()
-	n, err := applyPatchStream(r.Fs, filepath.Dir(oldTar), f, old, ofi.Size(), pf, h)
+	r.progress("check", 0, wantSize)
+	n, err := applyPatchStream(r.Fs, filepath.Dir(oldTar), f, old, ofi.Size(), pf, h, func(done, total int64) { r.progress("check", done, total) })
 	if err != nil {
 		return err
 	}
@@ -464,25 +558,32 @@ func (r *Repository) Remove(ctx context.Context, version string) (err error) {
 	}
 	t := r.newTxn()
 	defer t.finish("remove", &err)
+	consistent := st.root.Signed.ConsistentSnapshot
 	gone := rels[idx]
 	for _, n := range []string{gone.archive, gone.patch} {
 		if n == "" {
 			continue
 		}
-		delete(st.targets.Signed.Targets, n)
-		p, err := r.targetPath(n)
+		p, err := r.storedTarget(n, st.targets.Signed.Targets[n], consistent)
 		if err != nil {
 			return err
 		}
+		delete(st.targets.Signed.Targets, n)
 		t.deleteOnCommit(p)
 	}
 	if idx+1 < len(rels) && rels[idx+1].patch != "" {
 		next := rels[idx+1]
+		// The next release's patch changes (or goes): with consistent
+		// snapshots its file has another name, removed after the
+		// metadata; without, it is replaced in place.
+		oldPatch, err := r.storedTarget(next.patch, next.patchFile, consistent)
+		if err != nil {
+			return err
+		}
 		if idx == 0 {
 			// Nothing older to patch from.
 			delete(st.targets.Signed.Targets, next.patch)
-			p, _ := r.targetPath(next.patch)
-			t.deleteOnCommit(p)
+			t.deleteOnCommit(oldPatch)
 		} else {
 			prev := rels[idx-1]
 			work, cleanup, err := r.workDir()
@@ -491,10 +592,10 @@ func (r *Repository) Remove(ctx context.Context, version string) (err error) {
 			}
 			defer cleanup()
 			prevTar, nextTar := filepath.Join(work, "prev.tar"), filepath.Join(work, "next.tar")
-			if _, _, err := r.extractRelease(prev, prevTar, true); err != nil {
+			if _, _, err := r.extractRelease(prev, prevTar, true, consistent); err != nil {
 				return err
 			}
-			n, sum, err := r.extractRelease(next, nextTar, true)
+			n, sum, err := r.extractRelease(next, nextTar, true, consistent)
 			if err != nil {
 				return err
 			}
@@ -512,7 +613,7 @@ func (r *Repository) Remove(ctx context.Context, version string) (err error) {
 				return err
 			}
 			t.temps = append(t.temps, pf.Name())
-			err = diffTarFiles(ctx, r.Fs, pformat, prevTar, nextTar, pf)
+			err = diffTarFiles(ctx, r.Fs, pformat, prevTar, nextTar, pf, r.Progress)
 			if err = errors.Join(err, closeSync(pf)); err != nil {
 				return fmt.Errorf("patch %s: %w", next.patch, err)
 			}
@@ -524,9 +625,15 @@ func (r *Repository) Remove(ctx context.Context, version string) (err error) {
 				return err
 			}
 			st.targets.Signed.Targets[next.patch] = newTargetFile(next.patch, pi, *next.patchFile.Custom)
-			p, _ := r.targetPath(next.patch)
+			p, err := r.storedTarget(next.patch, st.targets.Signed.Targets[next.patch], consistent)
+			if err != nil {
+				return err
+			}
 			if err := t.install(pf.Name(), p); err != nil {
 				return err
+			}
+			if p != oldPatch {
+				t.deleteOnCommit(oldPatch)
 			}
 		}
 	}

@@ -459,6 +459,13 @@ func (r *Repository) publish(st *state, kr *keyring, opts publishOptions, t *txn
 	}
 
 	t.expect = st.raw
+	// With consistent snapshots: versioned targets and snapshot metadata,
+	// and the target files under hash-prefixed names when this root turns
+	// them on (repo_consistent.go).
+	versioned, err := r.consistentFiles(st, root, files, t)
+	if err != nil {
+		return nil, err
+	}
 	// Everything is signed: stage the files, to be renamed into place at
 	// commit in this order, timestamp last.
 	if err := t.mkdirAll(r.metaDir()); err != nil {
@@ -468,7 +475,7 @@ func (r *Repository) publish(st *state, kr *keyring, opts publishOptions, t *txn
 	if v := res.Versions[RoleRoot]; v > 0 {
 		order = append(order, fmt.Sprintf("%d.root.json", v), "root.json")
 	}
-	order = append(order, "targets.json", "snapshot.json", "timestamp.json")
+	order = append(order, versioned[RoleTargets], "targets.json", versioned[RoleSnapshot], "snapshot.json", "timestamp.json")
 	for _, name := range order {
 		data, ok := files[name]
 		if !ok {
@@ -529,7 +536,8 @@ func cloneMeta[T metadata.Roles](md *metadata.Metadata[T]) (*metadata.Metadata[T
 // Config.EncryptedKeys are encrypted with the passphrase from
 // r.Passphrase), and metadata version 1 of every role: 1.root.json,
 // root.json, targets.json (no targets), snapshot.json and timestamp.json,
-// with consistent_snapshot false. It refuses to overwrite an existing
+// with consistent_snapshot as Config.ConsistentSnapshot says (then also
+// 1.targets.json and 1.snapshot.json). It refuses to overwrite an existing
 // repository. On failure, the keys and files it created are removed.
 func (r *Repository) Init() (err error) {
 	if err := r.Config.Validate(); err != nil {
@@ -549,7 +557,7 @@ func (r *Repository) Init() (err error) {
 		return err
 	}
 	root := metadata.Root(r.expiry(RoleRoot, 0))
-	root.Signed.ConsistentSnapshot = false
+	root.Signed.ConsistentSnapshot = r.Config.ConsistentSnapshot
 	// Create or reuse keys, in a stable order.
 	var names []string
 	for _, role := range Roles {

@@ -23,6 +23,13 @@ type SignOptions struct {
 	// Partial allows writing metadata that has fewer signatures than the
 	// role's threshold, for others to complete with their keys.
 	Partial bool
+	// ConsistentSnapshot (role root only) turns on TUF consistent
+	// snapshots: a new root version (expiring in ExpiresDays, or the
+	// configured root lifetime when 0) says consistent_snapshot true, the
+	// target files are copied to their hash-prefixed names, and versioned
+	// copies of the current targets and snapshot metadata are written.
+	// Clients follow at their next refresh. It cannot be turned off.
+	ConsistentSnapshot bool
 }
 
 // SignResult reports the signatures of the role after signing.
@@ -32,6 +39,10 @@ type SignResult struct {
 	Signatures int
 	Threshold  int
 	Written    []string // roles whose metadata was written
+	// Warnings are what the signer must act on although the signatures are
+	// written: a role of the repository (root, say) is expired, so clients
+	// refuse it until that role is re-signed.
+	Warnings []string
 }
 
 func checkRole(role string) error {
@@ -55,11 +66,23 @@ func (r *Repository) Sign(opts SignOptions) (res *SignResult, err error) {
 	}
 	kr := r.newKeyring()
 	po := publishOptions{partial: map[string]bool{opts.Role: opts.Partial}}
-	if opts.ExpiresDays > 0 {
+	if opts.ExpiresDays > 0 || opts.ConsistentSnapshot {
 		po.bump = []string{opts.Role}
 		po.days = map[string]int{opts.Role: opts.ExpiresDays}
 	} else {
 		po.resign = []string{opts.Role}
+	}
+	if opts.ConsistentSnapshot {
+		if opts.Role != RoleRoot {
+			return nil, fmt.Errorf("consistent snapshots are a setting of root metadata: sign root, not %s", opts.Role)
+		}
+		if st.root.Signed.ConsistentSnapshot {
+			return nil, fmt.Errorf("root version %d already has consistent snapshots on", st.root.Signed.Version)
+		}
+		if po.newRoot, err = cloneMeta(st.root); err != nil {
+			return nil, err
+		}
+		po.newRoot.Signed.ConsistentSnapshot = true
 	}
 	t := r.newTxn()
 	defer t.finish("sign", &err)
@@ -70,8 +93,11 @@ func (r *Repository) Sign(opts SignOptions) (res *SignResult, err error) {
 	if err := t.commit(); err != nil {
 		return nil, err
 	}
+	if opts.ConsistentSnapshot {
+		r.Config.ConsistentSnapshot = true
+	}
 	sig := pr.Signatures[opts.Role]
-	res = &SignResult{Role: opts.Role, Version: pr.Versions[opts.Role], Signatures: sig[0], Threshold: sig[1]}
+	res = &SignResult{Role: opts.Role, Version: pr.Versions[opts.Role], Signatures: sig[0], Threshold: sig[1], Warnings: r.expiryWarnings(st)}
 	for _, role := range Roles {
 		if _, ok := pr.Versions[role]; ok {
 			res.Written = append(res.Written, role)

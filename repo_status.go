@@ -1,12 +1,14 @@
 package notsotuf
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -29,16 +31,22 @@ type Status struct {
 	// when add would make one).
 	PatchFormat   string `json:"patch_format"`
 	TufupReadable bool   `json:"tufup_readable"`
+
+	// ConsistentSnapshot says whether root metadata turns on TUF
+	// consistent snapshots (versioned metadata, hash-prefixed targets).
+	ConsistentSnapshot bool `json:"consistent_snapshot"`
 }
 
 // RoleStatus describes one role's current metadata.
 type RoleStatus struct {
-	Role       string    `json:"role"`
-	Version    int64     `json:"version"`
-	Expires    time.Time `json:"expires"`
-	Expired    bool      `json:"expired"`
-	ExpiresIn  string    `json:"expires_in"` // e.g. "6d23h"; negative when expired
-	Threshold  int       `json:"threshold"`
+	Role    string    `json:"role"`
+	Version int64     `json:"version"`
+	Expires time.Time `json:"expires"` // RFC 3339 in JSON, UTC
+	Expired bool      `json:"expired"`
+	// ExpiresIn is the time left from Status.Now to Expires, in whole
+	// seconds; negative once expired.
+	ExpiresIn  int64     `json:"expires_in"`
+	Threshold  int       `json:"threshold"`  // signatures the role needs
 	Signatures int       `json:"signatures"` // valid signatures by the role's keys
 	Keys       []KeyInfo `json:"keys"`
 	Warning    string    `json:"warning,omitempty"`
@@ -84,7 +92,7 @@ func (r *Repository) Status() (*Status, error) {
 		return nil, err
 	}
 	now := r.now()
-	s := &Status{App: r.Config.AppName, Now: now, PatchFormat: r.Config.PatchFormat}
+	s := &Status{App: r.Config.AppName, Now: now, Releases: []ReleaseStatus{}, ConsistentSnapshot: st.root.Signed.ConsistentSnapshot, PatchFormat: r.Config.PatchFormat}
 	if s.PatchFormat == "" {
 		s.PatchFormat = PatchFormatBSDiff
 	}
@@ -97,7 +105,7 @@ func (r *Repository) Status() (*Status, error) {
 	add := func(role string, version int64, expires time.Time, sigs, threshold int) {
 		rs := RoleStatus{Role: role, Version: version, Expires: expires.UTC(), Threshold: threshold, Signatures: sigs}
 		left := expires.Sub(now)
-		rs.ExpiresIn = formatDuration(left)
+		rs.ExpiresIn = int64(left / time.Second)
 		rs.Expired = left <= 0
 		keys, _ := roleKeys(&st.root.Signed, role)
 		for _, k := range keys {
@@ -111,12 +119,12 @@ func (r *Repository) Status() (*Status, error) {
 		}
 		switch {
 		case rs.Expired:
-			rs.Warning = "expired: run `notsotuf refresh` (or `notsotuf sign " + role + "`)"
+			rs.Warning = "expired: run `notsotuf refresh` where its keys are (or `notsotuf sign " + role + " --expires DAYS`)"
 		case left < r.warnWithin(role):
-			rs.Warning = "expires in " + rs.ExpiresIn + ": run `notsotuf refresh`"
+			rs.Warning = "expires in " + formatDuration(left) + ": run `notsotuf refresh` where its keys are"
 		}
 		if sigs < threshold {
-			w := fmt.Sprintf("%d of %d signatures", sigs, threshold)
+			w := fmt.Sprintf("only %d of the %d signatures needed: clients refuse it until `notsotuf sign %s` is run where the other keys are", sigs, threshold, role)
 			if rs.Warning != "" {
 				w += "; " + rs.Warning
 			}
@@ -249,24 +257,55 @@ func (r *Repository) Verify(ctx context.Context) (*VerifyReport, error) {
 	if string(cur) != string(last) {
 		return nil, fmt.Errorf("verify %s: differs from %d.root.json, the newest root version", r.metaPath("root.json"), rep.RootVersions)
 	}
+	top := map[string][]byte{}
+	for _, name := range []string{"timestamp.json", "snapshot.json", "targets.json"} {
+		if top[name], err = r.readMeta(name); err != nil {
+			return nil, err
+		}
+	}
+	if err := r.checkExpiry(&trusted.Root.Signed, top); err != nil {
+		return nil, err
+	}
+	// With consistent snapshots, clients read N.snapshot.json and
+	// N.targets.json (the versions that timestamp and snapshot name): check
+	// those, and that the unversioned copies are the same files.
+	consistent := trusted.Root.Signed.ConsistentSnapshot
+	versioned := func(role string, meta map[string]*metadata.MetaFiles) string {
+		if m := meta[role+".json"]; consistent && m != nil {
+			return fmt.Sprintf("%d.%s.json", m.Version, role)
+		}
+		return role + ".json"
+	}
 	for _, step := range []struct {
-		name string
+		name func() string
 		load func([]byte) error
 	}{
-		{"timestamp.json", func(b []byte) error { _, err := trusted.UpdateTimestamp(b); return err }},
-		{"snapshot.json", func(b []byte) error { _, err := trusted.UpdateSnapshot(b, false); return err }},
-		{"targets.json", func(b []byte) error { _, err := trusted.UpdateTargets(b); return err }},
+		{func() string { return "timestamp.json" }, func(b []byte) error { _, err := trusted.UpdateTimestamp(b); return err }},
+		{func() string { return versioned("snapshot", trusted.Timestamp.Signed.Meta) },
+			func(b []byte) error { _, err := trusted.UpdateSnapshot(b, false); return err }},
+		{func() string { return versioned("targets", trusted.Snapshot.Signed.Meta) },
+			func(b []byte) error { _, err := trusted.UpdateTargets(b); return err }},
 	} {
-		data, err := r.readMeta(step.name)
+		name := step.name()
+		data, err := r.readMeta(name)
 		if err != nil {
 			return nil, err
 		}
 		if err := step.load(data); err != nil {
-			err = fmt.Errorf("verify %s: %w", r.metaPath(step.name), err)
+			err = fmt.Errorf("verify %s: %w", r.metaPath(name), err)
 			if errors.Is(err, &metadata.ErrExpiredMetadata{}) {
 				return nil, withHint(err, "run `notsotuf refresh` to re-sign expiring metadata")
 			}
 			return nil, err
+		}
+		if _, base, ok := strings.Cut(name, "."); ok && versionedName.MatchString(name) {
+			plain, err := r.readMeta(base)
+			if err != nil {
+				return nil, err
+			}
+			if !bytes.Equal(plain, data) {
+				return nil, fmt.Errorf("verify %s: differs from %s, the version clients read", r.metaPath(base), name)
+			}
 		}
 	}
 	targets := trusted.Targets[metadata.TARGETS]
@@ -280,7 +319,7 @@ func (r *Repository) Verify(ctx context.Context) (*VerifyReport, error) {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		if err := r.checkTargetFile(n, targets.Signed.Targets[n]); err != nil {
+		if err := r.checkTargetFile(n, targets.Signed.Targets[n], consistent); err != nil {
 			problems = append(problems, err.Error())
 			continue
 		}
@@ -288,9 +327,15 @@ func (r *Repository) Verify(ctx context.Context) (*VerifyReport, error) {
 	}
 	// Stray files in targets/ (temporary files of an interrupted run, or
 	// files nobody signed).
+	stored := map[string]bool{}
+	for _, n := range names {
+		if p, err := r.storedTarget(n, targets.Signed.Targets[n], consistent); err == nil {
+			stored[filepath.Base(p)] = true
+		}
+	}
 	if entries, err := afero.ReadDir(r.Fs, r.targetsDir()); err == nil {
 		for _, e := range entries {
-			if _, ok := targets.Signed.Targets[e.Name()]; !ok {
+			if !stored[e.Name()] {
 				rep.Warnings = append(rep.Warnings, fmt.Sprintf("file %s is not in targets.json", filepath.Join(r.targetsDir(), e.Name())))
 			}
 		}
@@ -326,7 +371,7 @@ func (r *Repository) Verify(ctx context.Context) (*VerifyReport, error) {
 			return rep, err
 		}
 		curTar := filepath.Join(work, fmt.Sprintf("%d.tar", i))
-		n, sum, err := r.extractRelease(rel, curTar, false)
+		n, sum, err := r.extractRelease(rel, curTar, false, consistent)
 		if err != nil {
 			problems = append(problems, err.Error())
 			prevTar = ""
@@ -340,7 +385,7 @@ func (r *Repository) Verify(ctx context.Context) (*VerifyReport, error) {
 			case prevTar == "":
 				problems = append(problems, fmt.Sprintf("patch %s: not checked, the previous release's archive is broken", rel.patch))
 			default:
-				pp, _ := r.targetPath(rel.patch)
+				pp, _ := r.storedTarget(rel.patch, rel.patchFile, consistent)
 				if f, err := r.patchFormat(pm.Format); err != nil {
 					problems = append(problems, fmt.Sprintf("patch %s: %v", rel.patch, err))
 				} else if err := r.checkPatch(f, prevTar, pp, pm.TarSize, pm.TarHash); err != nil {
@@ -366,6 +411,98 @@ func (r *Repository) Verify(ctx context.Context) (*VerifyReport, error) {
 	}
 	return rep, nil
 }
+
+// checkExpiry reports every expired role (root as the chain of root
+// versions ended; the others as their files say) by its file, with what to
+// run. go-tuf's trustedmetadata checks expiry too, but reports an expired
+// root while loading timestamp.json, and an expired snapshot while loading
+// targets.json. Files that do not parse are left to trustedmetadata.
+func (r *Repository) checkExpiry(root *metadata.RootType, top map[string][]byte) error {
+	ex := []roleExpiry{{RoleRoot, root.Version, root.Expires}}
+	if ts, err := metadata.Timestamp().FromBytes(top["timestamp.json"]); err == nil {
+		ex = append(ex, roleExpiry{RoleTimestamp, ts.Signed.Version, ts.Signed.Expires})
+	}
+	if sn, err := metadata.Snapshot().FromBytes(top["snapshot.json"]); err == nil {
+		ex = append(ex, roleExpiry{RoleSnapshot, sn.Signed.Version, sn.Signed.Expires})
+	}
+	if tg, err := metadata.Targets().FromBytes(top["targets.json"]); err == nil {
+		ex = append(ex, roleExpiry{RoleTargets, tg.Signed.Version, tg.Signed.Expires})
+	}
+	problems, roles := r.expired(ex)
+	if len(problems) == 0 {
+		return nil
+	}
+	return withHint(&expiredError{VerifyError{Problems: problems}}, "%s", resignHint(roles))
+}
+
+// roleExpiry is the version and expiry of a role's metadata.
+type roleExpiry struct {
+	role    string
+	version int64
+	expires time.Time
+}
+
+// expired describes each of the roles that has expired (at Repository.Now)
+// by its file, and returns their names.
+func (r *Repository) expired(ex []roleExpiry) (problems, roles []string) {
+	now := r.now()
+	for _, e := range ex {
+		if now.Before(e.expires) {
+			continue
+		}
+		roles = append(roles, e.role)
+		problems = append(problems, fmt.Sprintf("%s (%s version %d) expired %s: clients refuse it",
+			r.metaPath(e.role+".json"), e.role, e.version, e.expires.UTC().Format(time.RFC3339)))
+	}
+	return problems, roles
+}
+
+// expiryWarnings are the warnings of a change that published metadata
+// (add, sign) while a role of the repository is expired: the change is
+// signed and written, but clients refuse the whole repository until the
+// expired role is re-signed.
+func (r *Repository) expiryWarnings(st *state) []string {
+	problems, roles := r.expired([]roleExpiry{
+		{RoleRoot, st.root.Signed.Version, st.root.Signed.Expires},
+		{RoleTargets, st.targets.Signed.Version, st.targets.Signed.Expires},
+		{RoleSnapshot, st.snapshot.Signed.Version, st.snapshot.Signed.Expires},
+		{RoleTimestamp, st.timestamp.Signed.Version, st.timestamp.Signed.Expires},
+	})
+	for i := range problems {
+		problems[i] += "; " + resignHint(roles[i:i+1])
+	}
+	return problems
+}
+
+// expiredError is a VerifyError about expired metadata; it also matches
+// go-tuf's *metadata.ErrExpiredMetadata.
+type expiredError struct{ VerifyError }
+
+func (e *expiredError) Is(target error) bool {
+	_, ok := target.(*metadata.ErrExpiredMetadata)
+	return ok
+}
+
+func (e *expiredError) As(target any) bool {
+	if t, ok := target.(**VerifyError); ok {
+		*t = &e.VerifyError
+		return true
+	}
+	return false
+}
+
+// resignHint says how to give expired (or soon expiring) roles a new
+// expiry: a new version signed where their keys are, then deployed.
+func resignHint(roles []string) string {
+	if len(roles) == 1 {
+		return fmt.Sprintf("re-sign %s where its keys are: `notsotuf refresh` (or `notsotuf sign %[1]s --expires DAYS`), then deploy", roles[0])
+	}
+	return fmt.Sprintf("re-sign %s where their keys are: `notsotuf refresh` (or `notsotuf sign ROLE --expires DAYS` for each), then deploy",
+		strings.Join(roles, ", "))
+}
+
+// versionedName is a versioned metadata file name, "3.snapshot.json".
+var versionedName = regexp.MustCompile(`^[0-9]+\.[^/]+\.json$`)
 
 // inferApp returns the app name of the first release target name.
 func inferApp(names []string) string {

@@ -240,7 +240,7 @@ func (r *testRepo) metadataURL() string { return r.srv.URL + "/metadata" }
 func (r *testRepo) targetsURL() string  { return r.srv.URL + "/targets" }
 
 func (r *testRepo) tufClient(fsys afero.Fs) *tufClient {
-	rem := newRemote(r.srv.Client())
+	rem := newRemote(r.srv.Client(), nil)
 	rem.backoff = time.Millisecond
 	return &tufClient{
 		fs: fsys, dir: "/cache/metadata", metadataURL: r.metadataURL(), remote: rem,
@@ -645,7 +645,7 @@ func FuzzRefresh(f *testing.F) {
 		repo.mu.Unlock()
 		genuine := sameSigned(role, files[role], data)
 		files[role] = data
-		rem := newRemote(&http.Client{Transport: files})
+		rem := newRemote(&http.Client{Transport: files}, nil)
 		rem.attempts = 1
 		c := &tufClient{
 			fs: afero.NewMemMapFs(), dir: "/m", metadataURL: "http://repo.test/metadata", remote: rem,

@@ -40,9 +40,39 @@ type multi []string
 func (m *multi) String() string     { return strings.Join(*m, ",") }
 func (m *multi) Set(s string) error { *m = append(*m, s); return nil }
 
+const usage = `usage: notsotuf-conformance --metadata-dir DIR [flags] COMMAND [arguments]
+
+A TUF client for the conformance suite (theupdateframework/tuf-conformance),
+following its CLIENT-CLI.md. It exits 0 on success and 1 on any failure.
+
+commands:
+  init TRUSTED_ROOT   store TRUSTED_ROOT (a root.json file) as the trusted root
+  refresh             update the trusted metadata from --metadata-url
+  download            refresh, then download each --target-name from
+                      --target-base-url into --target-dir and verify it
+
+examples:
+  notsotuf-conformance --metadata-dir DIR init root.json
+  notsotuf-conformance --metadata-dir DIR --metadata-url URL refresh
+  notsotuf-conformance --metadata-dir DIR --metadata-url URL --target-name NAME \
+      --target-base-url URL --target-dir DIR download
+
+The reference time is the real clock, or the FAKETIME environment variable
+(libfaketime syntax: "+2d", "-3h", "@2025-02-09 09:17:23").
+
+flags:
+`
+
 func run(args []string, faketime string, wall func() time.Time, stdout, stderr io.Writer) int {
 	fl := flag.NewFlagSet("notsotuf-conformance", flag.ContinueOnError)
-	fl.SetOutput(stderr)
+	fl.SetOutput(io.Discard) // errors are printed below, help on request only
+	fl.Usage = func() {}
+	help := func() int {
+		fmt.Fprint(stdout, usage)
+		fl.SetOutput(stdout)
+		fl.PrintDefaults()
+		return 0
+	}
 	var names multi
 	metaDir := fl.String("metadata-dir", "", "trusted metadata directory")
 	metaURL := fl.String("metadata-url", "", "base URL of the repository's metadata")
@@ -50,7 +80,14 @@ func run(args []string, faketime string, wall func() time.Time, stdout, stderr i
 	targetURL := fl.String("target-base-url", "", "base URL of the repository's targets")
 	targetDir := fl.String("target-dir", "", "directory for downloaded targets")
 	if err := fl.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return help()
+		}
+		fmt.Fprintf(stderr, "notsotuf-conformance: error: %v\nnotsotuf-conformance: hint: run `notsotuf-conformance -h` for the commands and flags\n", err)
 		return 1
+	}
+	if a := fl.Args(); len(a) > 0 && a[0] == "help" {
+		return help()
 	}
 	if err := do(fl.Args(), *metaDir, *metaURL, names, *targetURL, *targetDir, faketime, wall, stdout); err != nil {
 		fmt.Fprintf(stderr, "notsotuf-conformance: error: %v\n", err)
@@ -61,7 +98,7 @@ func run(args []string, faketime string, wall func() time.Time, stdout, stderr i
 
 func do(args []string, metaDir, metaURL string, names []string, targetURL, targetDir, faketime string, wall func() time.Time, stdout io.Writer) error {
 	if len(args) == 0 {
-		return errors.New("want a command: init, refresh or download")
+		return errors.New("want a command: init, refresh or download (`notsotuf-conformance -h` explains them)")
 	}
 	if metaDir == "" {
 		return errors.New("--metadata-dir is required")

@@ -341,3 +341,25 @@ func TestUsageErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestHelp: -h, --help and help list the commands on stdout and exit 0;
+// a bad flag is an error on stderr that points at -h, not the whole help.
+func TestHelp(t *testing.T) {
+	for _, args := range [][]string{{"-h"}, {"--help"}, {"help"}, {"--metadata-dir", "x", "help"}} {
+		var out, errb bytes.Buffer
+		code := run(args, "", time.Now, &out, &errb)
+		for _, cmd := range []string{"init TRUSTED_ROOT", "refresh", "download", "-target-name"} {
+			if !strings.Contains(out.String(), cmd) {
+				t.Errorf("run(%q): stdout does not mention %q:\n%s", args, cmd, out.String())
+			}
+		}
+		if code != 0 || errb.Len() > 0 {
+			t.Errorf("run(%q) = %d, stderr %q; want 0 and nothing on stderr", args, code, errb.String())
+		}
+	}
+	var out, errb bytes.Buffer
+	if code := run([]string{"--bogus"}, "", time.Now, &out, &errb); code != 1 || out.Len() > 0 ||
+		!strings.Contains(errb.String(), "-bogus") || !strings.Contains(errb.String(), "notsotuf-conformance -h") {
+		t.Errorf("run(--bogus) = %d, stdout %q, stderr %q; want 1, an error naming the flag and a hint", code, out.String(), errb.String())
+	}
+}

@@ -18,11 +18,12 @@ package main
 //	                          trickle (headers, then one byte per 200 ms) | hang (no answer) |
 //	                          missing (404)
 //	requests                  print the paths requested since the last call
-//	client [flags] CMD        run `notsotuf check|update` (the CLI) on the script's app:
+//	client [flags] CMD [CLI flags]
+//	                          run `notsotuf check|update` (the CLI) on the script's app:
 //	                          install dir $WORK/install, cache $WORK/cache, trusted root
-//	                          $WORK/trusted-root.json, clock $NOTSOTUF_NOW; flags:
-//	                          -full, -v, -timeout D (the same through the library,
-//	                          in-process, with a context deadline)
+//	                          $WORK/trusted-root.json, clock $NOTSOTUF_NOW, then the
+//	                          CLI flags given; flags: -full, -v, -timeout D (the same
+//	                          through the library, in-process, with a context deadline)
 //	save-state NAME           record the install dir and the trusted metadata
 //	unchanged NAME [PART]     fail unless both (or PART: install or metadata) are as
 //	                          recorded by save-state NAME
@@ -184,16 +185,18 @@ func cmdRequests(ts *testscript.TestScript, neg bool, args []string) {
 
 // cmdClient runs the client as an application would meet it: `notsotuf
 // check|update` (the real CLI, in a child process) with the script's
-// install dir, cache, trusted root, repository URL and clock. The CLI has
-// no deadline flag, so with -timeout the same steps run in-process through
-// the library with a context deadline, printing what the CLI prints.
+// install dir, cache, trusted root, repository URL and clock. With
+// -timeout the same steps run in-process through the library with a
+// context deadline (the caller's, not ClientConfig.Timeout), printing what
+// the CLI prints.
 func cmdClient(ts *testscript.TestScript, neg bool, args []string) {
 	fl := flag.NewFlagSet("client", flag.ContinueOnError)
 	timeout := fl.Duration("timeout", 0, "context deadline (runs the library in-process)")
 	full := fl.Bool("full", false, "force the full archive")
 	verbose := fl.Bool("v", false, "log to stderr")
-	if err := fl.Parse(args); err != nil || fl.NArg() != 1 || (fl.Arg(0) != "check" && fl.Arg(0) != "update") {
-		ts.Fatalf("usage: client [-timeout D] [-full] [-v] check|update")
+	if err := fl.Parse(args); err != nil || fl.NArg() < 1 || (fl.Arg(0) != "check" && fl.Arg(0) != "update") ||
+		(fl.NArg() > 1 && *timeout != 0) {
+		ts.Fatalf("usage: client [-timeout D] [-full] [-v] check|update [CLI flags]")
 	}
 	work := ts.Getenv("WORK")
 	cmd := fl.Arg(0)
@@ -207,6 +210,7 @@ func cmdClient(ts *testscript.TestScript, neg bool, args []string) {
 		if *verbose {
 			cli = append([]string{"-v"}, cli...)
 		}
+		cli = append(cli, fl.Args()[1:]...)
 		err := ts.Exec("notsotuf", cli...)
 		if err != nil && !neg {
 			ts.Fatalf("notsotuf %s: %v", cmd, err)
@@ -286,10 +290,10 @@ func runClient(ctx context.Context, cfg notsotuf.ClientConfig, cmd string, stdou
 		fmt.Fprintf(stdout, "%s %s is up to date\n", cfg.App, from)
 	case cmd == "check":
 		fmt.Fprintf(stdout, "%s %s is available (installed: %s)\n", cfg.App, u.Version, from)
-	case u.Plan.Full:
+	case u.Result.Full:
 		fmt.Fprintf(stdout, "updated %s %s -> %s (full archive)\n", cfg.App, from, u.Version)
 	default:
-		fmt.Fprintf(stdout, "updated %s %s -> %s (%d patch(es))\n", cfg.App, from, u.Version, len(u.Plan.Files))
+		fmt.Fprintf(stdout, "updated %s %s -> %s (%d patch(es))\n", cfg.App, from, u.Version, len(u.Result.Files))
 	}
 	return nil
 }

@@ -2,12 +2,13 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/notsotuf/notsotuf"
 	"github.com/spf13/afero"
+	"github.com/theupdateframework/go-tuf/v2/metadata/trustedmetadata"
 )
 
 func init() {
@@ -28,25 +30,56 @@ type clientFlags struct {
 	app, current, installDir, cacheDir string
 	metadataURL, targetsURL, root      string
 	pre                                string
-	full, singleExe, json              bool
-	timeout                            time.Duration
+	full, singleExe, json, adopt       bool
+	timeout, rateWindow                time.Duration
+	minRate                            int64
+	header                             headerFlag
+}
+
+// headerFlag collects --header 'Name: value' (repeatable). Its values may
+// be secrets: no message quotes them. (A Set error would be quoted with
+// the argument by package flag, so a malformed one is only counted here and
+// reported by config.)
+type headerFlag struct {
+	h   http.Header
+	bad int // arguments that are not "Name: value"
+}
+
+func (f *headerFlag) String() string { return "" }
+
+func (f *headerFlag) Set(s string) error {
+	name, value, ok := strings.Cut(s, ":")
+	name = strings.TrimSpace(name)
+	if !ok || name == "" || strings.ContainsAny(name, " \t") {
+		f.bad++
+		return nil
+	}
+	if f.h == nil {
+		f.h = http.Header{}
+	}
+	f.h.Add(name, strings.TrimSpace(value))
+	return nil
 }
 
 func newClientFlags(env *cliEnv, name string) (*flag.FlagSet, *clientFlags) {
 	f := &clientFlags{}
 	fs := newFlags(env, name, "--app NAME --current VERSION --install-dir DIR --metadata-url URL [flags]")
-	fs.StringVar(&f.app, "app", "", "application name (as in the target names)")
-	fs.StringVar(&f.current, "current", "", "installed version")
-	fs.StringVar(&f.installDir, "install-dir", "", "directory of the installed application")
-	fs.StringVar(&f.cacheDir, "cache-dir", "", "cache directory for trusted metadata and downloads (default: the user cache dir/notsotuf/APP)")
-	fs.StringVar(&f.metadataURL, "metadata-url", "", "base URL of the repository's metadata")
-	fs.StringVar(&f.targetsURL, "targets-url", "", "base URL of the repository's targets (default: the metadata URL with /metadata replaced by /targets)")
-	fs.StringVar(&f.root, "root", "", "trusted root.json to start from (default: the one in the cache dir)")
-	fs.StringVar(&f.pre, "pre", "", "pre-release channel: a, b or rc (default: final releases only)")
+	fs.StringVar(&f.app, "app", "", "application `name` (as in the target names)")
+	fs.StringVar(&f.current, "current", "", "installed `version`")
+	fs.StringVar(&f.installDir, "install-dir", "", "`dir` of the installed application")
+	fs.StringVar(&f.cacheDir, "cache-dir", "", "cache `dir` for trusted metadata and downloads (default: the user cache dir/notsotuf/APP)")
+	fs.StringVar(&f.metadataURL, "metadata-url", "", "base `URL` of the repository's metadata")
+	fs.StringVar(&f.targetsURL, "targets-url", "", "base `URL` of the repository's targets (default: the metadata URL with /metadata replaced by /targets)")
+	fs.StringVar(&f.root, "root", "", "trusted root.json `file` to start from (default: the one in the cache dir)")
+	fs.StringVar(&f.pre, "pre", "", "pre-release `channel`: a, b or rc (default: final releases only)")
 	fs.BoolVar(&f.full, "full", false, "always download the full archive, never patches")
-	fs.DurationVar(&f.timeout, "timeout", 0, "give up after this `duration` in all (e.g. 10m; default: no overall limit, each request still times out)")
+	fs.DurationVar(&f.timeout, "timeout", notsotuf.DefaultTimeout, "give up after this `duration` in all (a download resumes at the next run)")
+	fs.Int64Var(&f.minRate, "min-rate", notsotuf.DefaultMinRate, "a download slower than this many `bytes` per second over --rate-window is dropped and resumed; 4 such windows in a row fail it")
+	fs.DurationVar(&f.rateWindow, "rate-window", notsotuf.DefaultRateWindow, "the `duration` over which --min-rate is measured")
+	fs.Var(&f.header, "header", "extra request header `'Name: value'` for every request, e.g. 'Authorization: Bearer TOKEN' (repeatable; never printed)")
 	fs.BoolVar(&f.json, "json", false, "print the result as one JSON object on stdout, for programs (errors stay on stderr with a non-zero exit)")
 	fs.BoolVar(&f.singleExe, "single-executable", false, "--install-dir is one executable file (each release archive holds one file), replaced by rename")
+	fs.BoolVar(&f.adopt, "adopt", false, "update: replace --install-dir even when it does not hold the installed release (a copy made by hand and changed since); without it such a non-empty directory is refused and left as it is")
 	return fs, f
 }
 
@@ -59,6 +92,21 @@ func (f *clientFlags) config(env *cliEnv) (notsotuf.ClientConfig, error) {
 		if req.val == "" {
 			return cfg, usagef("%s is required", req.name)
 		}
+	}
+	if err := f.checkValues(); err != nil {
+		return cfg, err
+	}
+	if f.timeout <= 0 {
+		return cfg, usagef("--timeout %v: want a positive duration, e.g. 10m (default %v)", f.timeout, notsotuf.DefaultTimeout)
+	}
+	if f.rateWindow <= 0 {
+		return cfg, usagef("--rate-window %v: want a positive duration, e.g. 30s", f.rateWindow)
+	}
+	if f.header.bad > 0 {
+		return cfg, usagef("--header: want 'Name: value', e.g. 'Authorization: Bearer TOKEN' (the argument is not shown: it may hold a secret)")
+	}
+	if f.minRate <= 0 {
+		return cfg, usagef("--min-rate %d: want a positive number of bytes per second, e.g. %d", f.minRate, notsotuf.DefaultMinRate)
 	}
 	cacheDir := f.cacheDir
 	if cacheDir == "" {
@@ -90,19 +138,51 @@ func (f *clientFlags) config(env *cliEnv) (notsotuf.ClientConfig, error) {
 		}
 		return cfg, fmt.Errorf("trusted root: %w", err)
 	}
+	if _, err := trustedmetadata.New(root); err != nil {
+		what := "--root " + rootFile
+		if f.root == "" {
+			what = "trusted root " + rootFile
+		}
+		return cfg, &hinted{fmt.Errorf("%s: not a usable TUF root: %w", what, err),
+			"pass with --root the root.json the repository published (its metadata/1.root.json, or a newer N.root.json you trust)"}
+	}
 	return notsotuf.ClientConfig{
 		App: f.app, CurrentVersion: f.current, InstallDir: f.installDir, CacheDir: cacheDir,
 		MetadataURL: f.metadataURL, TargetsURL: targetsURL, TrustedRoot: root,
-		Fs: env.fs, Now: env.clientNow, Logger: env.logger, Channel: f.pre, ForceFull: f.full, SingleExecutable: f.singleExe,
+		Fs: env.fs, Now: env.clientNow, Logger: env.logger, Channel: f.pre, ForceFull: f.full, SingleExecutable: f.singleExe, Adopt: f.adopt,
+		Header: f.header.h, Timeout: f.timeout, MinRate: f.minRate, RateWindow: f.rateWindow,
 	}, nil
 }
 
-// context is the command's context, bounded by --timeout when it is set.
-func (f *clientFlags) context(env *cliEnv) (context.Context, context.CancelFunc) {
-	if f.timeout > 0 {
-		return context.WithTimeout(env.ctx, f.timeout)
+// checkValues checks the flag values that NewClient would otherwise refuse
+// in the library's words ("config: ..."), so that the error names the flag.
+func (f *clientFlags) checkValues() error {
+	if err := notsotuf.ValidAppName(f.app); err != nil {
+		return usagef("--app: %v", err)
 	}
-	return context.WithCancel(env.ctx)
+	if _, err := notsotuf.ParseVersion(f.current); err != nil {
+		return usagef("--current: %v", err)
+	}
+	if notsotuf.ValidChannel(f.pre) != nil {
+		return usagef("--pre %q: want a, b or rc (leave --pre out for final releases only)", f.pre)
+	}
+	for _, u := range []struct{ flag, val string }{{"--metadata-url", f.metadataURL}, {"--targets-url", f.targetsURL}} {
+		if u.val == "" {
+			continue
+		}
+		p, err := url.Parse(u.val)
+		if err != nil {
+			var ue *url.Error
+			if errors.As(err, &ue) {
+				err = ue.Err // url.Error repeats the URL, password and all
+			}
+			return usagef("%s: not a valid URL: %v", u.flag, err)
+		}
+		if (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
+			return usagef("%s %q: want an http:// or https:// URL", u.flag, p.Redacted())
+		}
+	}
+	return nil
 }
 
 // parseClientArgs parses the command line of check or update (flags only)
@@ -118,14 +198,6 @@ func parseClientArgs(env *cliEnv, name string, args []string) (*clientFlags, not
 	return f, cfg, err
 }
 
-// deadline names --timeout in err when the command's context ran out.
-func (f *clientFlags) deadline(ctx context.Context, err error) error {
-	if err != nil && ctx.Err() == context.DeadlineExceeded {
-		return fmt.Errorf("gave up after --timeout %v: %w", f.timeout, err)
-	}
-	return err
-}
-
 func cmdCheck(env *cliEnv, args []string) error {
 	f, cfg, err := parseClientArgs(env, "check", args)
 	if err != nil {
@@ -135,11 +207,10 @@ func cmdCheck(env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := f.context(env)
-	defer cancel()
-	u, err := c.Check(ctx)
+	// The client bounds the call by --timeout (ClientConfig.Timeout).
+	u, err := c.Check(env.ctx)
 	if err != nil {
-		return f.deadline(ctx, err)
+		return err
 	}
 	if f.json {
 		return printResult(env.stdout, resultJSON{App: f.app, Installed: c.Current().String(), Update: updateOf(u)})
@@ -160,15 +231,20 @@ type resultJSON struct {
 	Update    *updateJSON `json:"update"`             // null: up to date
 }
 
-// updateJSON describes the release available (check) or installed (update).
+// updateJSON describes the release available (check: the plan) or
+// installed (update: what was done).
 type updateJSON struct {
 	Version  string          `json:"version"`
 	Required bool            `json:"required"`
-	User     json.RawMessage `json:"user"` // the publisher's --meta, as signed; null if none
-	Full     bool            `json:"full"` // the full archive, not patches
-	Reason   string          `json:"reason,omitempty"`
-	Bytes    int64           `json:"bytes"` // to download
-	Files    []string        `json:"files"` // target names to download, in order
+	User     json.RawMessage `json:"user"`             // the publisher's --meta, as signed; null if none
+	Full     bool            `json:"full"`             // the full archive, not patches
+	Reason   string          `json:"reason,omitempty"` // why the full archive
+	Bytes    int64           `json:"bytes"`            // check: to download; update: downloaded
+	Files    []string        `json:"files"`            // target names: check: to download, update: installed from
+	// update: the planned patches failed and the full archive was
+	// installed instead (reason says why; bad_patch names the patch).
+	Fallback bool   `json:"fallback,omitempty"`
+	BadPatch string `json:"bad_patch,omitempty"`
 }
 
 func updateOf(u *notsotuf.Update) *updateJSON {
@@ -186,6 +262,45 @@ func updateOf(u *notsotuf.Update) *updateJSON {
 		j.Files = append(j.Files, pf.Name)
 	}
 	return j
+}
+
+// installedOf is updateOf with what Install did instead of the plan.
+func installedOf(u *notsotuf.Update) *updateJSON {
+	j := updateOf(u)
+	if j == nil {
+		return nil
+	}
+	if u.Result == nil {
+		// Another run installed it between this one's check and install.
+		j.Full, j.Bytes, j.Files, j.Reason = false, 0, []string{}, "installed meanwhile by another run"
+		return j
+	}
+	r := u.Result
+	j.Full, j.Bytes, j.Files = r.Full, r.Downloaded, []string{}
+	for _, pf := range r.Files {
+		j.Files = append(j.Files, pf.Name)
+	}
+	switch {
+	case r.Fallback != "":
+		j.Reason, j.Fallback, j.BadPatch = r.Fallback, true, r.BadPatch
+	case !r.Full:
+		j.Reason = ""
+	}
+	return j
+}
+
+// howInstalled says in words what an update did.
+func howInstalled(r *notsotuf.InstallResult) string {
+	if r == nil {
+		return "installed meanwhile by another run"
+	}
+	if !r.Full {
+		return fmt.Sprintf("%d patch(es), %s", len(r.Files), size(r.Downloaded))
+	}
+	if r.Fallback == "" {
+		return "full archive, " + size(r.Downloaded)
+	}
+	return fmt.Sprintf("full archive, %s, after the patches failed: %s", size(r.Downloaded), strings.ReplaceAll(r.Fallback, "\n", "; "))
 }
 
 func printResult(w io.Writer, r resultJSON) error {
@@ -229,15 +344,13 @@ func cmdUpdate(env *cliEnv, args []string) error {
 		return err
 	}
 	from := c.Current()
-	ctx, cancel := f.context(env)
-	defer cancel()
-	u, err := c.Update(ctx)
+	u, err := c.Update(env.ctx) // bounded by --timeout (ClientConfig.Timeout)
 	bar.finish()
 	if err != nil {
-		return f.deadline(ctx, err)
+		return err
 	}
 	if f.json {
-		r := resultJSON{App: f.app, Installed: from.String(), Update: updateOf(u)}
+		r := resultJSON{App: f.app, Installed: from.String(), Update: installedOf(u)}
 		if u != nil {
 			r.Installed, r.Previous = u.Version.String(), from.String()
 		}
@@ -247,11 +360,7 @@ func cmdUpdate(env *cliEnv, args []string) error {
 		fmt.Fprintf(env.stdout, "%s %s is up to date\n", f.app, from)
 		return nil
 	}
-	how := "full archive"
-	if !u.Plan.Full {
-		how = fmt.Sprintf("%d patch(es)", len(u.Plan.Files))
-	}
-	fmt.Fprintf(env.stdout, "updated %s %s -> %s (%s, %s)\n", f.app, from, u.Version, how, size(u.Plan.Bytes))
+	fmt.Fprintf(env.stdout, "updated %s %s -> %s (%s)\n", f.app, from, u.Version, howInstalled(u.Result))
 	return nil
 }
 

@@ -133,7 +133,13 @@ func cmdUntar(ts *testscript.TestScript, neg bool, args []string) {
 	if neg || len(args) != 2 {
 		ts.Fatalf("usage: untar ARCHIVE DIR")
 	}
-	f, err := os.Open(ts.MkAbs(args[0]))
+	// ARCHIVE may be a pattern matching one file (a hash-prefixed name).
+	matches, err := filepath.Glob(ts.MkAbs(args[0]))
+	ts.Check(err)
+	if len(matches) != 1 {
+		ts.Fatalf("untar: %s matches %d files", args[0], len(matches))
+	}
+	f, err := os.Open(matches[0])
 	ts.Check(err)
 	defer f.Close()
 	zr, err := gzip.NewReader(f)

@@ -41,7 +41,7 @@ func TestUpdateTimeout(t *testing.T) {
 	code := run([]string{"update", "--app", "demoapp", "--current", "1.0.0", "--install-dir", filepath.Join(dir, "app"),
 		"--cache-dir", filepath.Join(dir, "cache"), "--root", rootFile,
 		"--metadata-url", "http://" + ln.Addr().String() + "/metadata", "--timeout", "1s"}, &out, &errb)
-	if code != 1 || !strings.Contains(errb.String(), "gave up after --timeout 1s") {
+	if code != 1 || !strings.Contains(errb.String(), "gave up after 1s, the time limit") {
 		t.Fatalf("exit %d, stderr:\n%s", code, errb.String())
 	}
 	if d := time.Since(start); d > 10*time.Second {

@@ -116,7 +116,7 @@ func runDemo(env *cliEnv, args []string) (err error) {
 	if u == nil {
 		return errors.New("the client found no release to install")
 	}
-	say("4. installed %s into %s: %s", u.Version, installDir, describePlan(u.Plan))
+	say("4. installed %s into %s: %s", u.Version, installDir, describeInstalled(u))
 
 	// 5. Release 1.1.0: a few changes, a new file, a removed one.
 	if err := writeSampleApp(bundle2, "1.1.0"); err != nil {
@@ -143,7 +143,7 @@ func runDemo(env *cliEnv, args []string) (err error) {
 	if u == nil || u.Version.String() != "1.1.0" {
 		return fmt.Errorf("the client did not update to 1.1.0 (got %v)", u)
 	}
-	say("6. updated 1.0.0 -> %s in %v: %s; release notes: %s", u.Version, time.Since(t0).Round(time.Millisecond), describePlan(u.Plan), u.UserMeta)
+	say("6. updated 1.0.0 -> %s in %v: %s; release notes: %s", u.Version, time.Since(t0).Round(time.Millisecond), describeInstalled(u), u.UserMeta)
 
 	// 7. Check the installed tree against the bundle, and a second update.
 	if err := sameTree(bundle2, installDir); err != nil {
@@ -163,18 +163,26 @@ func runDemo(env *cliEnv, args []string) (err error) {
 	return nil
 }
 
-func describePlan(p notsotuf.Plan) string {
+// describeInstalled says what an update did (its Result, not its plan).
+func describeInstalled(u *notsotuf.Update) string {
+	r := u.Result
+	if r == nil {
+		return "installed meanwhile by another run"
+	}
 	var names []string
-	for _, f := range p.Files {
+	for _, f := range r.Files {
 		names = append(names, f.Name)
 	}
 	how := "patch chain"
-	if p.Full {
+	if r.Full {
 		how = "full archive"
 	}
-	s := fmt.Sprintf("%s %s, %s downloaded", how, strings.Join(names, " + "), size(p.Bytes))
-	if p.Reason != "" {
-		s += " (" + p.Reason + ")"
+	s := fmt.Sprintf("%s %s, %s downloaded", how, strings.Join(names, " + "), size(r.Downloaded))
+	switch {
+	case r.Fallback != "":
+		s += " (the patches failed: " + r.Fallback + ")"
+	case r.Full && u.Plan.Reason != "":
+		s += " (" + u.Plan.Reason + ")"
 	}
 	return s
 }

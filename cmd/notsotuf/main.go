@@ -68,12 +68,13 @@ func register(c command) {
 	commandTable[c.name] = c
 }
 
-// usageError is a command line mistake: exit status 2.
-type usageError struct{ msg string }
+// usageError is a command line mistake: exit status 2, with the usage of
+// the command as a hint (of the subcommand name, with its args, when set).
+type usageError struct{ msg, name, args string }
 
 func (e *usageError) Error() string { return e.msg }
 
-func usagef(format string, args ...any) error { return &usageError{fmt.Sprintf(format, args...)} }
+func usagef(format string, args ...any) error { return &usageError{msg: fmt.Sprintf(format, args...)} }
 
 func init() {
 	// The patch tool commands (patchcmd.go) take their streams directly.
@@ -128,13 +129,24 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	env.logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 
-	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
-		printUsage(stdout)
-		return 0
+	if len(args) == 0 {
+		// No command is a usage error: the list goes to stderr, so that a
+		// script that forgot its arguments does not pass for a success.
+		printUsage(stderr)
+		return 2
+	}
+	if isHelp(args[0]) {
+		if len(args) == 1 || isHelp(args[1]) {
+			printUsage(stdout)
+			return 0
+		}
+		// `notsotuf help COMMAND [SUBCOMMAND]` is `notsotuf COMMAND [SUBCOMMAND] -h`.
+		args = append(args[1:], "-h")
 	}
 	cmd, ok := commandTable[args[0]]
 	if !ok {
-		fmt.Fprintf(stderr, "notsotuf: error: unknown command %q\nnotsotuf: hint: run `notsotuf help` for the list of commands\n", args[0])
+		fmt.Fprintf(stderr, "notsotuf: error: unknown command %q\n", args[0])
+		fmt.Fprintf(stderr, "notsotuf: hint: %s\n", unknownCommandHint(args[0]))
 		return 2
 	}
 	err := cmd.run(env, args[1:])
@@ -154,10 +166,58 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	var ue *usageError
 	if errors.As(err, &ue) {
-		fmt.Fprintf(stderr, "notsotuf: hint: usage: notsotuf %s %s\n", cmd.name, cmd.args)
+		name, args := cmd.name, cmd.args
+		if ue.name != "" {
+			name, args = ue.name, ue.args
+		}
+		fmt.Fprintf(stderr, "notsotuf: hint: usage: %s (more: `notsotuf %s -h`)\n", strings.TrimSpace("notsotuf "+name+" "+args), name)
 		return 2
 	}
 	return 1
+}
+
+// isHelp reports whether a command line word asks for help.
+func isHelp(a string) bool {
+	return a == "help" || a == "-h" || a == "--help" || a == "-help" || a == "--h"
+}
+
+// unknownCommandHint says what to run instead of an unknown command: the
+// command it is a typo of, or where flags go, or the list of commands.
+func unknownCommandHint(name string) string {
+	if strings.HasPrefix(name, "-") {
+		return "flags come after the command (`notsotuf COMMAND [flags]`; only -v comes before); run `notsotuf help` for the list of commands"
+	}
+	best, bestDist := "", 3
+	for n := range commandTable {
+		if d := editDistance(strings.ToLower(name), n); d < bestDist || (d == bestDist && n < best) {
+			best, bestDist = n, d
+		}
+	}
+	if best != "" && bestDist <= max(1, len(name)/3) {
+		return fmt.Sprintf("did you mean `notsotuf %s`? run `notsotuf help` for the list of commands", best)
+	}
+	return "run `notsotuf help` for the list of commands"
+}
+
+// editDistance is the Levenshtein distance between a and b (short words).
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }
 
 func printUsage(w io.Writer) {
@@ -174,37 +234,71 @@ func printUsage(w io.Writer) {
 	for _, n := range names {
 		fmt.Fprintf(w, "  %-*s  %s\n", width, n, commandTable[n].summary)
 	}
-	fmt.Fprintln(w, "\nRun `notsotuf COMMAND -h` for a command's flags.")
+	fmt.Fprintln(w, "\nRun `notsotuf COMMAND -h` (or `notsotuf help COMMAND`) for a command's flags.")
 }
 
 // newFlags returns a FlagSet for a command that reports errors instead of
-// printing them, and prints -h help to stdout.
+// printing them, and prints -h help to stdout: the usage line, the
+// command's summary and its flags.
 func newFlags(env *cliEnv, name, args string) *flag.FlagSet {
+	return newFlagsSummary(env, name, args, commandTable[name].summary)
+}
+
+// newFlagsSummary is newFlags for a subcommand, which has its own summary.
+func newFlagsSummary(env *cliEnv, name, args, summary string) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {
-		fmt.Fprintf(env.stdout, "usage: notsotuf %s %s\n", name, args)
-		fs.SetOutput(env.stdout)
-		fs.PrintDefaults()
-		fs.SetOutput(io.Discard)
+		fmt.Fprintf(env.stdout, "usage: %s\n", strings.TrimSpace("notsotuf "+name+" "+args))
+		if summary != "" {
+			fmt.Fprintf(env.stdout, "\n%s.\n", strings.ToUpper(summary[:1])+summary[1:])
+		}
+		fmt.Fprintln(env.stdout, "\nflags:")
+		printFlags(env.stdout, fs)
 	}
 	return fs
 }
 
+// printFlags lists the flags of fs as the commands are written in the
+// documentation: --name VALUE, then the description and the default.
+func printFlags(w io.Writer, fs *flag.FlagSet) {
+	fs.VisitAll(func(f *flag.Flag) {
+		value, usage := flag.UnquoteUsage(f)
+		line := "  --" + f.Name
+		if strings.Trim(value, "abcdefghijklmnopqrstuvwxyz") == "" {
+			value = strings.ToUpper(value) // DIR, as in the usage lines
+		}
+		if value != "" {
+			line += " " + value
+		}
+		switch f.DefValue {
+		case "", "0", "false", "0s":
+		default:
+			usage += fmt.Sprintf(" (default %q)", f.DefValue)
+		}
+		fmt.Fprintf(w, "%s\n      %s\n", line, strings.ReplaceAll(usage, "\n", "\n      "))
+	})
+}
+
 // parseFlags parses flags that may come before, between or after the
 // positional arguments, and returns the positional arguments. "--" ends
-// flag parsing.
+// flag parsing. -h, --help, or help as the only argument print the
+// command's help and return flag.ErrHelp.
 func parseFlags(fs *flag.FlagSet, args []string) ([]string, error) {
 	// Help goes to stdout when asked for; a mistake gets a one-line error
 	// and a usage hint instead of the whole help.
 	help := fs.Usage
 	fs.Usage = func() {}
 	defer func() { fs.Usage = help }()
+	if len(args) == 1 && args[0] == "help" {
+		help()
+		return nil, flag.ErrHelp
+	}
 	for _, a := range args {
 		if a == "--" {
 			break
 		}
-		if a == "-h" || a == "-help" || a == "--help" || a == "--h" {
+		if a != "help" && isHelp(a) {
 			help()
 			return nil, flag.ErrHelp
 		}

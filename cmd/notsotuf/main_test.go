@@ -59,6 +59,8 @@ func TestScripts(t *testing.T) {
 			case "tufup":
 				_, err := os.Stat(filepath.Join(tufupFixture(), "metadata", "root.json"))
 				return err == nil, nil
+			case "versitygw": // s3_test.go
+				return versitygwCondition()
 			}
 			return false, fmt.Errorf("unknown condition %q", cond)
 		},
@@ -89,6 +91,8 @@ func TestScripts(t *testing.T) {
 			"mkapp":       cmdMkapp,
 			// goexe_test.go
 			"goexe": cmdGoexe,
+			// s3_test.go
+			"s3server": cmdS3Server,
 		},
 	})
 }

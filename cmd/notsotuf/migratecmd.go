@@ -12,7 +12,7 @@ import (
 
 func init() {
 	register(command{"import-tufup", "[--config .tufup-repo-config] [flags]", "take over a tufup repository and its keys", cmdImportTufup})
-	register(command{"deploy", "DEST [--repo-dir DIR]", "copy the repository to DEST (targets first, timestamp last)", cmdDeploy})
+	register(command{"deploy", deployArgs, "publish the repository to a directory or an S3 bucket (targets first, timestamp last)", cmdDeploy})
 }
 
 func cmdImportTufup(env *cliEnv, args []string) error {
@@ -89,17 +89,21 @@ func cmdImportTufup(env *cliEnv, args []string) error {
 	return nil
 }
 
+const deployArgs = "DEST|s3://BUCKET[/PREFIX] [--repo-dir DIR] [--dry-run] [--endpoint URL] [--region R] [--path-style] [--cache-control-short DUR]"
+
 func cmdDeploy(env *cliEnv, args []string) error {
-	fs := newFlags(env, "deploy", "DEST [--repo-dir DIR]")
+	fs := newFlags(env, "deploy", deployArgs)
 	cfgPath := configFlag(fs)
 	repoDir := fs.String("repo-dir", "", "repository `dir` to deploy (default: from the config)")
 	quiet := fs.Bool("q", false, "print only the summary line")
+	dryRun := fs.Bool("dry-run", false, "say what would be written and removed, change nothing")
+	s3 := s3Flags(fs)
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
 	}
 	if len(pos) != 1 {
-		return usagef("deploy needs DEST, the directory the web server serves")
+		return usagef("deploy needs DEST, the directory the web server serves, or s3://BUCKET[/PREFIX]")
 	}
 	var repo *notsotuf.Repository
 	if *repoDir != "" {
@@ -113,13 +117,21 @@ func cmdDeploy(env *cliEnv, args []string) error {
 		return err
 	}
 	src, dst := repo.Config.RepoDir, pos[0]
-	if a, b := absPath(src), absPath(dst); a == b || strings.HasPrefix(b, a+string(filepath.Separator)) {
-		return fmt.Errorf("deploy: destination %s is the repository or inside it", dst)
+	toS3 := strings.HasPrefix(dst, "s3://")
+	if !toS3 {
+		if set := s3.setFlags(fs); set != "" {
+			return usagef("--%s is for s3:// destinations; %s is a directory (its web server sets the headers: docs/hosting.md)", set, dst)
+		}
+		if a, b := absPath(src), absPath(dst); a == b || strings.HasPrefix(b, a+string(filepath.Separator)) {
+			return fmt.Errorf("deploy: destination %s is the repository or inside it", dst)
+		}
 	}
 	// Status finishes a change that a crash interrupted, and tells what
 	// clients would refuse: metadata below its signature threshold (a
 	// partial signing in progress) is never deployed.
+	consistent := true
 	if st, err := repo.Status(); err == nil {
+		consistent = st.ConsistentSnapshot
 		for _, r := range st.Roles {
 			if r.Signatures < r.Threshold {
 				return &hinted{fmt.Errorf("deploy: %s metadata has %d of %d signatures; clients would refuse it", r.Role, r.Signatures, r.Threshold),
@@ -130,19 +142,56 @@ func cmdDeploy(env *cliEnv, args []string) error {
 			}
 		}
 	}
-	rep, err := notsotuf.Deploy(env.fs, src, env.fs, dst)
+	opts := notsotuf.DeployOptions{DryRun: *dryRun}
+	var dest notsotuf.DeployDestination = &notsotuf.DirDestination{Fs: env.fs, Dir: dst}
+	done, todo := "copied", "copy" // what happens to a changed file
+	if toS3 {
+		if opts.CacheControlShort, err = s3.cacheControl(fs); err != nil {
+			return err
+		}
+		d, err := s3.destination(env, dst)
+		if err != nil {
+			return err
+		}
+		if !consistent {
+			fmt.Fprintf(env.stderr, "notsotuf: warning: %s has no consistent snapshots: behind a cache, or while a deploy is cut short, clients can see metadata of two versions and refuse it; run `notsotuf sign root --consistent-snapshot` (docs/hosting.md)\n", src)
+		}
+		dest, done, todo = d, "uploaded", "upload"
+	}
+	bar := newProgressBar(env.stderr, "deploy", *quiet || *dryRun)
+	opts.Progress = bar.update
+	start := time.Now()
+	rep, err := notsotuf.DeployTo(env.ctx, env.fs, src, dest, opts)
+	bar.finish()
 	if rep != nil && !*quiet {
 		for _, name := range rep.Copied {
-			fmt.Fprintf(env.stdout, "copied  %s\n", name)
+			if *dryRun {
+				fmt.Fprintf(env.stdout, "would %s %s\n", todo, name)
+			} else {
+				fmt.Fprintf(env.stdout, "%-7s %s\n", done, name) // "copied  x", "uploaded x"
+			}
 		}
 		for _, name := range rep.Removed {
-			fmt.Fprintf(env.stdout, "removed %s\n", name)
+			if *dryRun {
+				fmt.Fprintf(env.stdout, "would remove %s\n", name)
+			} else {
+				fmt.Fprintf(env.stdout, "removed %s\n", name)
+			}
 		}
 	}
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(env.stdout, "deployed %s to %s: %d copied, %d unchanged, %d removed\n", src, dst, len(rep.Copied), rep.Unchanged, len(rep.Removed))
+	switch {
+	case *dryRun:
+		fmt.Fprintf(env.stdout, "dry run: %d to %s (%s), %d unchanged, %d to remove; nothing was changed\n",
+			len(rep.Copied), todo, size(rep.Bytes), rep.Unchanged, len(rep.Removed))
+	case toS3:
+		fmt.Fprintf(env.stdout, "deployed %s to %s: %d uploaded (%s), %d unchanged, %d removed in %.1fs\n",
+			src, dst, len(rep.Copied), size(rep.Bytes), rep.Unchanged, len(rep.Removed), time.Since(start).Seconds())
+	default:
+		fmt.Fprintf(env.stdout, "deployed %s to %s: %d copied, %d unchanged, %d removed\n", src, dst, len(rep.Copied), rep.Unchanged, len(rep.Removed))
+	}
 	return nil
 }
 

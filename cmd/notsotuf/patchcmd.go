@@ -195,11 +195,12 @@ func writeFileAtomic(name string, perm os.FileMode, fill func(w io.Writer) error
 
 // progressBar draws a one-line bar on a terminal; elsewhere it does nothing.
 type progressBar struct {
-	w     io.Writer
-	label string
-	on    bool
-	last  time.Time
-	drawn bool
+	w        io.Writer
+	label    string
+	on       bool
+	last     time.Time
+	lastDone int64
+	drawn    bool
 }
 
 func newProgressBar(w io.Writer, label string, quiet bool) *progressBar {
@@ -215,17 +216,17 @@ func (p *progressBar) update(done, total int64) {
 		return
 	}
 	now := time.Now()
-	if done < total && now.Sub(p.last) < 100*time.Millisecond {
+	if (done < total && now.Sub(p.last) < 100*time.Millisecond) || (p.drawn && done == p.lastDone) {
 		return
 	}
-	p.last = now
+	p.last, p.lastDone = now, done
 	const width = 30
 	frac := 1.0
 	if total > 0 {
 		frac = float64(done) / float64(total)
 	}
 	n := int(frac * width)
-	fmt.Fprintf(p.w, "\r%-5s [%s%s] %3.0f%% %.1f/%.1f MiB", p.label,
+	fmt.Fprintf(p.w, "\r%-8s [%s%s] %3.0f%% %.1f/%.1f MiB", p.label,
 		strings.Repeat("=", n), strings.Repeat(" ", width-n), frac*100,
 		float64(done)/(1<<20), float64(total)/(1<<20))
 	p.drawn = true
@@ -234,5 +235,39 @@ func (p *progressBar) update(done, total int64) {
 func (p *progressBar) finish() {
 	if p.drawn {
 		fmt.Fprintln(p.w)
+	}
+}
+
+// phaseBar draws a bar per phase of a long repository command (add,
+// remove, verify) on a terminal, each phase on its own line; elsewhere
+// (a pipe, a file, a test) it does nothing.
+type phaseBar struct {
+	w     io.Writer
+	on    bool
+	phase string
+	bar   *progressBar
+}
+
+func newPhaseBar(w io.Writer) *phaseBar {
+	return &phaseBar{w: w, on: newProgressBar(w, "", false).on}
+}
+
+// update is a Repository.Progress.
+func (b *phaseBar) update(phase string, done, total int64) {
+	if !b.on {
+		return
+	}
+	if b.bar == nil || phase != b.phase {
+		b.finish()
+		b.phase, b.bar = phase, &progressBar{w: b.w, label: phase, on: true}
+	}
+	b.bar.update(done, total)
+}
+
+// finish ends the line of the last phase.
+func (b *phaseBar) finish() {
+	if b.bar != nil {
+		b.bar.finish()
+		b.bar = nil
 	}
 }

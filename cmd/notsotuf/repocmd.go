@@ -3,11 +3,14 @@ package main
 import (
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -22,7 +25,7 @@ func init() {
 	register(command{"add", "VERSION BUNDLE_DIR [--required] [--meta JSON] [--skip-patch] [--partial] [--patch-format NAME]", "publish a release (archive + patch)", cmdAdd})
 	register(command{"remove", "VERSION", "withdraw a release, repairing the patch chain", cmdRemove})
 	register(command{"keys", "create|list|add|revoke|replace ...", "manage signing keys (root changes are signed by old and new keys)", cmdKeys})
-	register(command{"sign", "ROLE [--expires DAYS] [--partial]", "add signatures to a role, or re-sign it with a new expiry", cmdSign})
+	register(command{"sign", "ROLE [--expires DAYS] [--partial] [--consistent-snapshot]", "add signatures to a role, or re-sign it with a new expiry", cmdSign})
 	register(command{"refresh", "[--within DURATION]", "re-sign metadata that expires soon (for cron)", cmdRefresh})
 	register(command{"status", "[--json] [--check]", "show versions, expiry, keys and releases", cmdStatus})
 	register(command{"verify", "[--repo-dir DIR] [--app NAME]", "check the whole repository as a client would", cmdVerify})
@@ -129,6 +132,7 @@ func cmdInit(env *cliEnv, args []string) error {
 	nkeys := fs.String("keys", "", "number of keys per role, e.g. `root=3` (default: the threshold); extra keys are named ROLE-2, ROLE-3, ...")
 	expires := fs.String("expires", "", "days a new version stays valid, e.g. `timestamp=2,targets=90` (default root=365,targets=30,snapshot=7,timestamp=1)")
 	patchFormat := fs.String("patch-format", "", "`format` of the patches add makes: bsdiff (default; tufup clients apply it too) or compact (smaller for executables; notsotuf clients only)")
+	consistent := fs.Bool("consistent-snapshot", false, "TUF consistent snapshots: versioned metadata and hash-prefixed target files, so only timestamp.json may be cached briefly (for buckets and CDNs: docs/hosting.md)")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -153,6 +157,7 @@ func cmdInit(env *cliEnv, args []string) error {
 		}
 		cfg.PatchFormat = *patchFormat
 	}
+	cfg.ConsistentSnapshot = *consistent
 	if err := roleInts("threshold", *thresholds, cfg.Thresholds); err != nil {
 		return err
 	}
@@ -196,6 +201,9 @@ func cmdInit(env *cliEnv, args []string) error {
 	}
 	fmt.Fprintf(env.stdout, "initialized repository for %s\n  metadata: %s\n  targets:  %s\n  keys:     %s\n  config:   %s\n",
 		cfg.AppName, filepath.Join(cfg.RepoDir, "metadata"), filepath.Join(cfg.RepoDir, "targets"), cfg.KeysDir, *cfgPath)
+	if cfg.ConsistentSnapshot {
+		fmt.Fprintln(env.stdout, "consistent snapshots: on (metadata N.targets.json, N.snapshot.json; targets stored as <sha256>.<name>)")
+	}
 	fmt.Fprintf(env.stdout, "keep the root key (%s) offline; the snapshot and timestamp keys are the online keys `notsotuf refresh` uses\n",
 		filepath.Join(cfg.KeysDir, cfg.KeyMap[notsotuf.RoleRoot][0]))
 	return nil
@@ -207,7 +215,7 @@ func cmdAdd(env *cliEnv, args []string) error {
 	required := fs.Bool("required", false, "clients must install this release before any newer one")
 	meta := fs.String("meta", "", "custom `JSON` published with the release (e.g. a changelog; integers and strings, no floats)")
 	skipPatch := fs.Bool("skip-patch", false, "publish the archive only (clients download it in full)")
-	partial := fs.Bool("partial", false, "sign targets with the keys here even if fewer than its threshold; others complete it with `notsotuf sign targets`")
+	partial := fs.Bool("partial", false, "sign targets with the keys here even if fewer than its threshold; others complete it with 'notsotuf sign targets'")
 	patchFormat := fs.String("patch-format", "", "make the patch in this `format` and save it in the config for later adds: bsdiff (default; tufup clients apply it too) or compact (smaller for executables; notsotuf clients only)")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
@@ -229,7 +237,10 @@ func cmdAdd(env *cliEnv, args []string) error {
 	if *meta != "" {
 		opts.UserMeta = json.RawMessage(*meta)
 	}
+	bar := newPhaseBar(env.stderr)
+	repo.Progress = bar.update
 	res, err := repo.Add(env.ctx, opts)
+	bar.finish()
 	if err != nil {
 		return err
 	}
@@ -254,6 +265,7 @@ func cmdAdd(env *cliEnv, args []string) error {
 	if res.Signatures < res.Threshold {
 		fmt.Fprintf(env.stdout, "targets has %d of %d signatures: clients will not see this release until `notsotuf sign targets` is run where the other keys are\n", res.Signatures, res.Threshold)
 	}
+	warn(env, res.Warnings)
 	return nil
 }
 
@@ -271,38 +283,85 @@ func cmdRemove(env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	if err := repo.Remove(env.ctx, pos[0]); err != nil {
+	bar := newPhaseBar(env.stderr)
+	repo.Progress = bar.update
+	err = repo.Remove(env.ctx, pos[0])
+	bar.finish()
+	if err != nil {
 		return err
 	}
 	fmt.Fprintf(env.stdout, "removed %s %s\n", repo.Config.AppName, pos[0])
 	return nil
 }
 
+// keysSub is a subcommand of `notsotuf keys`.
+type keysSub struct {
+	name, args, summary string
+	nargs               int
+	encrypt, threshold  bool // the flags it takes besides --config
+}
+
+// keysSubcommands are the subcommands of `notsotuf keys`, in the order of
+// its help.
+var keysSubcommands = []keysSub{
+	{"create", "NAME [--encrypt]", "create a key in the key store (it gets a role with `keys add`)", 1, true, false},
+	{"list", "", "list each role's keys, and whether their private keys are here", 0, false, false},
+	{"add", "ROLE NAME [--threshold N] [--encrypt]", "give a key (created if new) to a role: a new root version", 2, true, true},
+	{"revoke", "ROLE NAME|KEYID [--threshold N]", "take a key away from a role: a new root version", 2, false, true},
+	{"replace", "ROLE OLD NEW [--encrypt]", "swap a key of a role for another (created if new) in one new root version", 3, true, false},
+}
+
+// keysUsage prints the help of `notsotuf keys`.
+func keysUsage(w io.Writer) {
+	fmt.Fprintln(w, "usage: notsotuf keys SUBCOMMAND [arguments] [flags]\n\nManage signing keys; root changes are signed by the old and the new root keys.\n\nsubcommands:")
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	for _, sc := range keysSubcommands {
+		fmt.Fprintf(tw, "  keys %s %s\t%s\n", sc.name, sc.args, sc.summary)
+	}
+	tw.Flush()
+	fmt.Fprintln(w, "\nRun `notsotuf keys SUBCOMMAND -h` for its flags.")
+}
+
 func cmdKeys(env *cliEnv, args []string) error {
-	usage := "create NAME [--encrypt] | list | add ROLE NAME [--threshold N] [--encrypt] | revoke ROLE NAME|KEYID [--threshold N] | replace ROLE OLD NEW [--encrypt]"
 	if len(args) == 0 {
-		return usagef("keys needs a subcommand: %s", usage)
+		return usagef("keys needs a subcommand: create, list, add, revoke or replace")
+	}
+	if isHelp(args[0]) {
+		keysUsage(env.stdout)
+		return flag.ErrHelp
 	}
 	sub := args[0]
-	fs := newFlags(env, "keys "+sub, usage)
+	i := slices.IndexFunc(keysSubcommands, func(sc keysSub) bool { return sc.name == sub })
+	if i < 0 {
+		return usagef("keys %s: unknown subcommand; want create, list, add, revoke or replace", sub)
+	}
+	sc := keysSubcommands[i]
+	fs := newFlagsSummary(env, "keys "+sub, sc.args, sc.summary)
 	cfgPath := configFlag(fs)
-	encrypt := fs.Bool("encrypt", false, "encrypt a new private key (passphrase from NOTSOTUF_PASSPHRASE[_<KEY>] or NOTSOTUF_PASSPHRASE_FILE)")
-	threshold := fs.Int("threshold", 0, "set the role's threshold to `N`")
+	encrypt, threshold := new(bool), new(int)
+	if sc.encrypt {
+		fs.BoolVar(encrypt, "encrypt", false, "encrypt a new private key (passphrase from NOTSOTUF_PASSPHRASE[_<KEY>] or NOTSOTUF_PASSPHRASE_FILE)")
+	}
+	if sc.threshold {
+		fs.IntVar(threshold, "threshold", 0, "set the role's threshold to `N`")
+	}
+	subUsage := &usageError{name: "keys " + sub, args: sc.args}
 	pos, err := parseFlags(fs, args[1:])
 	if err != nil {
+		var ue *usageError
+		if errors.As(err, &ue) {
+			subUsage.msg = ue.msg
+			return subUsage
+		}
 		return err
+	}
+	if len(pos) != sc.nargs {
+		subUsage.msg = fmt.Sprintf("keys %s: want %s, got %d", sub, plural(sc.nargs, "argument"), len(pos))
+		return subUsage
 	}
 	repo, err := openRepo(env, *cfgPath)
 	if err != nil {
 		return err
-	}
-	want := map[string]int{"create": 1, "list": 0, "add": 2, "revoke": 2, "replace": 3}
-	n, ok := want[sub]
-	if !ok {
-		return usagef("keys %s: unknown subcommand; want %s", sub, usage)
-	}
-	if len(pos) != n {
-		return usagef("keys %s: want %d arguments, got %d", sub, n, len(pos))
 	}
 	save := func() error { return repo.Config.Save(env.fs, *cfgPath) }
 	switch sub {
@@ -352,10 +411,11 @@ func cmdKeys(env *cliEnv, args []string) error {
 }
 
 func cmdSign(env *cliEnv, args []string) error {
-	fs := newFlags(env, "sign", "ROLE [--expires DAYS] [--partial]")
+	fs := newFlags(env, "sign", "ROLE [--expires DAYS] [--partial] [--consistent-snapshot]")
 	cfgPath := configFlag(fs)
 	days := fs.Int("expires", 0, "publish a new version expiring in `DAYS` days (default: add signatures to the current version)")
 	partial := fs.Bool("partial", false, "write the metadata even if it has fewer signatures than the threshold")
+	consistent := fs.Bool("consistent-snapshot", false, "with root: a new root version that turns on TUF consistent snapshots (target files get hash-prefixed names; clients follow at their next update)")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -367,15 +427,37 @@ func cmdSign(env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	res, err := repo.Sign(notsotuf.SignOptions{Role: pos[0], ExpiresDays: *days, Partial: *partial})
+	res, err := repo.Sign(notsotuf.SignOptions{Role: pos[0], ExpiresDays: *days, Partial: *partial, ConsistentSnapshot: *consistent})
 	if err != nil {
 		return err
+	}
+	if *consistent {
+		if err := repo.Config.Save(env.fs, *cfgPath); err != nil {
+			return err
+		}
+		fmt.Fprintln(env.stdout, "consistent snapshots: on; deploy the repository (`notsotuf deploy`) for clients to see them")
 	}
 	fmt.Fprintf(env.stdout, "%s version %d: %d of %d signatures; wrote %s\n", res.Role, res.Version, res.Signatures, res.Threshold, strings.Join(res.Written, ", "))
 	if res.Signatures < res.Threshold {
 		fmt.Fprintf(env.stdout, "threshold not met yet: run `notsotuf sign %s --partial` where the other keys are\n", res.Role)
 	}
+	warn(env, res.Warnings)
 	return nil
+}
+
+// plural writes n and the noun, with an s unless n is 1.
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}
+
+// warn prints a library's warnings on stderr.
+func warn(env *cliEnv, warnings []string) {
+	for _, w := range warnings {
+		fmt.Fprintf(env.stderr, "notsotuf: warning: %s\n", w)
+	}
 }
 
 func cmdRefresh(env *cliEnv, args []string) error {
@@ -388,6 +470,9 @@ func cmdRefresh(env *cliEnv, args []string) error {
 	}
 	if len(pos) != 0 {
 		return usagef("refresh takes no arguments")
+	}
+	if *within < 0 {
+		return usagef("--within %v: want a positive duration, e.g. 12h (or none for each role's default)", *within)
 	}
 	repo, err := openRepo(env, *cfgPath)
 	if err != nil {
@@ -425,11 +510,17 @@ func cmdStatus(env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
+	// Warnings are part of the normal output (the NOTE column, notes below
+	// the tables); --check also writes them to stderr and fails, for cron
+	// and monitoring.
 	warned := func() error {
-		if *check && len(st.Warnings) > 0 {
-			return fmt.Errorf("%d warnings", len(st.Warnings))
+		if !*check || len(st.Warnings) == 0 {
+			return nil
 		}
-		return nil
+		for _, w := range st.Warnings {
+			fmt.Fprintf(env.stderr, "notsotuf: warning: %s\n", w)
+		}
+		return fmt.Errorf("status --check: %s", plural(len(st.Warnings), "warning"))
 	}
 	if *asJSON {
 		enc := json.NewEncoder(env.stdout)
@@ -441,14 +532,21 @@ func cmdStatus(env *cliEnv, args []string) error {
 	}
 	fmt.Fprintf(env.stdout, "app %s, repository %s\n", st.App, repo.Config.RepoDir)
 	if st.TufupReadable {
-		fmt.Fprintf(env.stdout, "patch format %s (notsotuf and tufup clients)\n\n", st.PatchFormat)
+		fmt.Fprintf(env.stdout, "patch format %s (notsotuf and tufup clients)\n", st.PatchFormat)
 	} else {
-		fmt.Fprintf(env.stdout, "patch format %s: notsotuf clients only, tufup clients cannot apply these patches\n\n", st.PatchFormat)
+		fmt.Fprintf(env.stdout, "patch format %s: notsotuf clients only, tufup clients cannot apply these patches\n", st.PatchFormat)
 	}
+	if st.ConsistentSnapshot {
+		fmt.Fprintln(env.stdout, "consistent snapshots: on")
+	}
+	fmt.Fprintln(env.stdout)
 	tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ROLE\tVERSION\tEXPIRES\tIN\tSIGNATURES\t")
+	fmt.Fprintln(tw, "ROLE\tVERSION\tEXPIRES\tIN\tSIGNATURES\tNOTE")
+	inTable := map[string]bool{}
 	for _, r := range st.Roles {
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%d/%d\t%s\n", r.Role, r.Version, r.Expires.Format(time.RFC3339), r.ExpiresIn, r.Signatures, r.Threshold, r.Warning)
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%d (need %d)\t%s\n", r.Role, r.Version, r.Expires.Format(time.RFC3339),
+			timeLeft(r.ExpiresIn), r.Signatures, r.Threshold, r.Warning)
+		inTable[r.Role+": "+r.Warning] = true
 	}
 	tw.Flush()
 	fmt.Fprintln(env.stdout)
@@ -475,9 +573,25 @@ func cmdStatus(env *cliEnv, args []string) error {
 		tw.Flush()
 	}
 	for _, w := range st.Warnings {
-		fmt.Fprintf(env.stderr, "notsotuf: warning: %s\n", w)
+		if !inTable[w] {
+			fmt.Fprintf(env.stdout, "note: %s\n", w)
+		}
 	}
 	return warned()
+}
+
+// timeLeft writes seconds left for people, to the minute: "6d23h",
+// "11h0m", or "31d0h ago" once past.
+func timeLeft(sec int64) string {
+	ago := ""
+	if sec < 0 {
+		sec, ago = -sec, " ago"
+	}
+	m := sec / 60
+	if d := m / (24 * 60); d > 0 {
+		return fmt.Sprintf("%dd%dh%s", d, m/60%24, ago)
+	}
+	return fmt.Sprintf("%dh%dm%s", m/60, m%60, ago)
 }
 
 func cmdVerify(env *cliEnv, args []string) error {
@@ -499,6 +613,10 @@ func cmdVerify(env *cliEnv, args []string) error {
 			cfg.AppName = c.AppName
 		}
 		cfg.RepoDir = *repoDir
+		if fi, err := env.fs.Stat(filepath.Join(*repoDir, "metadata")); err != nil || !fi.IsDir() {
+			return &hinted{fmt.Errorf("--repo-dir %s: no metadata directory there", *repoDir),
+				"give the directory that holds metadata/ and targets/ (the repository, not its metadata/)"}
+		}
 		repo = env.repository(cfg)
 	} else {
 		if repo, err = openRepo(env, *cfgPath); err != nil {
@@ -508,7 +626,10 @@ func cmdVerify(env *cliEnv, args []string) error {
 			repo.Config.AppName = *app
 		}
 	}
+	bar := newPhaseBar(env.stderr)
+	repo.Progress = bar.update
 	rep, err := repo.Verify(env.ctx)
+	bar.finish()
 	if rep != nil {
 		for _, w := range rep.Warnings {
 			fmt.Fprintf(env.stderr, "notsotuf: warning: %s\n", w)

@@ -196,13 +196,14 @@ func TestSelfUpdateCycle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The executable and its install lock (kept: see docs/client.md).
-	if len(entries) != 2 || entries[0].Name() != exeName || entries[1].Name() != exeName+".notsotuf-lock" {
+	// The executable, its install lock and its install manifest (kept:
+	// see docs/client.md).
+	if len(entries) != 3 || entries[0].Name() != exeName || entries[1].Name() != exeName+".notsotuf-lock" || entries[2].Name() != exeName+".notsotuf-manifest" {
 		var names []string
 		for _, e := range entries {
 			names = append(names, e.Name())
 		}
-		t.Errorf("install directory holds %v, want only %s and its lock", names, exeName)
+		t.Errorf("install directory holds %v, want only %s, its lock and its install manifest", names, exeName)
 	}
 	got, err := os.ReadFile(exe)
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/notsotuf/notsotuf/internal/bsdiff/bzip2"
 )
@@ -141,21 +142,42 @@ func TestRoundTripRandom(t *testing.T) {
 
 func TestProgress(t *testing.T) {
 	p := testPairs()[9]
-	var last, calls int64
+	type call struct {
+		phase       string
+		done, total int64
+	}
+	var calls []call
 	var buf bytes.Buffer
-	err := Diff(p.old, p.new, &buf, &DiffOptions{chunkSize: 64 << 10, Progress: func(done, total int64) {
-		if done < last || total != int64(len(p.new)) {
-			t.Errorf("progress went from %d to %d of %d", last, done, total)
-		}
-		last = done
-		calls++
+	err := Diff(p.old, p.new, &buf, &DiffOptions{chunkSize: 64 << 10, Progress: func(phase string, done, total int64) {
+		calls = append(calls, call{phase, done, total})
 	}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if last != int64(len(p.new)) || calls < 2 {
-		t.Fatalf("diff progress ended at %d of %d after %d calls", last, len(p.new), calls)
+	// Each phase in turn, from 0 to its total, never backwards.
+	want := []call{{"index", 0, int64(len(p.old))}, {"match", 0, int64(len(p.new))}, {"compress", 0, int64(len(p.new))}}
+	i := 0
+	for _, w := range want {
+		if i >= len(calls) || calls[i] != w {
+			t.Fatalf("progress calls %v: want phase %q to start with %v", calls, w.phase, w)
+		}
+		last := int64(0)
+		n := 0
+		for ; i < len(calls) && calls[i].phase == w.phase; i++ {
+			if calls[i].done < last || calls[i].done > calls[i].total || calls[i].total != w.total {
+				t.Fatalf("progress calls %v: %v goes backwards or beyond %d", calls, calls[i], w.total)
+			}
+			last = calls[i].done
+			n++
+		}
+		if last != w.total || n < 2 {
+			t.Fatalf("progress calls %v: phase %q ends at %d of %d after %d calls", calls, w.phase, last, w.total, n)
+		}
 	}
+	if i != len(calls) {
+		t.Fatalf("progress calls %v: more after the compress phase", calls)
+	}
+	var last int64
 	last = 0
 	_, err = Apply(bytes.NewReader(p.old), int64(len(p.old)), bytes.NewReader(buf.Bytes()), io.Discard,
 		&ApplyOptions{Progress: func(done, total int64) { last = done }})
@@ -373,4 +395,26 @@ func BenchmarkApply(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkDiffProgress measures what progress reporting costs: Diff with
+// a Progress callback and without, alternately in the same run, reported
+// as the ratio with/without (1.00 means free).
+func BenchmarkDiffProgress(b *testing.B) {
+	old, new := benchPair()
+	opts := &DiffOptions{Progress: func(string, int64, int64) {}}
+	var with, without time.Duration
+	for b.Loop() {
+		t0 := time.Now()
+		if err := Diff(old, new, io.Discard, nil); err != nil {
+			b.Fatal(err)
+		}
+		t1 := time.Now()
+		if err := Diff(old, new, io.Discard, opts); err != nil {
+			b.Fatal(err)
+		}
+		without += t1.Sub(t0)
+		with += time.Since(t1)
+	}
+	b.ReportMetric(float64(with)/float64(without), "with/without")
 }

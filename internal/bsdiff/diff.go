@@ -34,9 +34,13 @@ const MaxOldSize = sais.MaxLen
 type DiffOptions struct {
 	// Workers is the number of goroutines; 0 means runtime.GOMAXPROCS(0).
 	Workers int
-	// Progress, if set, is called with the number of new bytes matched so
-	// far and the size of new. Calls come from one goroutine at a time.
-	Progress func(done, total int64)
+	// Progress, if set, is called as Diff goes through its phases, with
+	// the phase and the bytes of it done so far and in all: "index"
+	// (indexing old: called at its start and its end only), "match"
+	// (matching new against old, every chunk) and "compress" (new bytes
+	// fed to the compressor, every 4 MiB and at the end). Calls come from
+	// one goroutine at a time; each phase ends with done == total.
+	Progress func(phase string, done, total int64)
 
 	// Pairing, when not nil, replaces the tar pre-pass: its spans are
 	// matched directly and the old bytes it claims stay out of the suffix
@@ -77,7 +81,7 @@ func Diff(old, new []byte, w io.Writer, opts *DiffOptions) error {
 		return fmt.Errorf("bsdiff: old file is %d bytes, more than the %d supported", len(old), MaxOldSize)
 	}
 	ops := match(old, new, &o)
-	return writePatch(old, new, ops, w, o.Workers)
+	return writePatch(old, new, ops, w, o.Workers, o.Progress)
 }
 
 // defaultChunk is the unit of parallel matching in new.
@@ -92,9 +96,13 @@ func match(old, new []byte, o *DiffOptions) []op {
 		return nil
 	}
 	if o.Progress != nil {
-		o.Progress(0, int64(len(new)))
+		o.Progress("index", 0, int64(len(old)))
 	}
 	m := newMatcher(old, new, o.Pairing)
+	if o.Progress != nil {
+		o.Progress("index", int64(len(old)), int64(len(old)))
+		o.Progress("match", 0, int64(len(new)))
+	}
 	chunkSize := o.chunkSize
 	if chunkSize <= 0 {
 		chunkSize = defaultChunk
@@ -142,7 +150,7 @@ func match(old, new []byte, o *DiffOptions) []op {
 				if o.Progress != nil {
 					mu.Lock()
 					done += int64(p.end - p.start)
-					o.Progress(done, int64(len(new)))
+					o.Progress("match", done, int64(len(new)))
 					mu.Unlock()
 				}
 			}
@@ -406,19 +414,22 @@ func (m *matcher) diffRange(new []byte, start, end int) []op {
 }
 
 // writePatch encodes ops as a BSDIFF40 patch.
-func writePatch(old, new []byte, ops []op, w io.Writer, workers int) error {
+func writePatch(old, new []byte, ops []op, w io.Writer, workers int, progress func(string, int64, int64)) error {
 	// One block after the other, each on all workers: at most workers
 	// block encoders (about 13 MB each) are alive at a time.
 	var ctrl, diff, extra buffer
+	fed := &feedProgress{fn: progress, total: int64(len(new))}
+	fed.report()
 	if err := writeCtrl(&ctrl, ops, workers); err != nil {
 		return err
 	}
-	if err := writeDiff(&diff, old, new, ops, workers); err != nil {
+	if err := writeDiff(&diff, old, new, ops, workers, fed); err != nil {
 		return err
 	}
-	if err := writeExtra(&extra, new, ops, workers); err != nil {
+	if err := writeExtra(&extra, new, ops, workers, fed); err != nil {
 		return err
 	}
+	fed.end()
 	var hdr [32]byte
 	copy(hdr[:], Magic)
 	putInt(hdr[8:], int64(len(ctrl.b)))
@@ -430,6 +441,33 @@ func writePatch(old, new []byte, ops []op, w io.Writer, workers int) error {
 		}
 	}
 	return nil
+}
+
+// feedProgress reports the "compress" phase: the bytes of the diff and
+// extra blocks (together, the size of new) given to the compressor, every
+// 4 MiB. Its methods do nothing when fn is nil.
+type feedProgress struct {
+	fn                func(phase string, done, total int64)
+	done, last, total int64
+}
+
+func (p *feedProgress) add(n int64) {
+	p.done += n
+	if p.done-p.last >= 4<<20 {
+		p.report()
+	}
+}
+
+func (p *feedProgress) report() {
+	if p.fn != nil {
+		p.last = p.done
+		p.fn("compress", p.done, p.total)
+	}
+}
+
+func (p *feedProgress) end() {
+	p.done = p.total
+	p.report()
 }
 
 // buffer collects a compressed block: the header needs the lengths of the
@@ -467,7 +505,7 @@ func writeCtrl(w io.Writer, ops []op, workers int) error {
 	return zw.Close()
 }
 
-func writeDiff(w io.Writer, old, new []byte, ops []op, workers int) error {
+func writeDiff(w io.Writer, old, new []byte, ops []op, workers int, fed *feedProgress) error {
 	zw := bzip2.NewWriter(w, workers)
 	buf := make([]byte, 64*1024)
 	for _, o := range ops {
@@ -479,6 +517,7 @@ func writeDiff(w io.Writer, old, new []byte, ops []op, workers int) error {
 				if _, err := zw.Write(buf[:k]); err != nil {
 					return err
 				}
+				fed.add(k)
 				n -= k
 			}
 			continue
@@ -494,6 +533,7 @@ func writeDiff(w io.Writer, old, new []byte, ops []op, workers int) error {
 			if _, err := zw.Write(b); err != nil {
 				return err
 			}
+			fed.add(k)
 			np += k
 			op += k
 			n -= k
@@ -502,13 +542,14 @@ func writeDiff(w io.Writer, old, new []byte, ops []op, workers int) error {
 	return zw.Close()
 }
 
-func writeExtra(w io.Writer, new []byte, ops []op, workers int) error {
+func writeExtra(w io.Writer, new []byte, ops []op, workers int, fed *feedProgress) error {
 	zw := bzip2.NewWriter(w, workers)
 	for _, o := range ops {
 		s := o.NewPos + o.AddLen
 		if _, err := zw.Write(new[s : s+o.CopyLen]); err != nil {
 			return err
 		}
+		fed.add(o.CopyLen)
 	}
 	return zw.Close()
 }

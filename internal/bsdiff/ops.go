@@ -82,8 +82,9 @@ func Match(old, new []byte, opts *DiffOptions) ([]Op, error) {
 
 // WriteOps encodes ops, which must cover new from its start in order (as
 // Match returns them, possibly for other bytes of the same lengths), as a
-// BSDIFF40 patch from old to new.
-func WriteOps(old, new []byte, ops []Op, w io.Writer, workers int) error {
+// BSDIFF40 patch from old to new. progress, if set, receives the
+// "compress" phase as DiffOptions.Progress describes it.
+func WriteOps(old, new []byte, ops []Op, w io.Writer, workers int, progress func(phase string, done, total int64)) error {
 	if workers <= 0 {
 		workers = runtime.GOMAXPROCS(0)
 	}
@@ -97,7 +98,7 @@ func WriteOps(old, new []byte, ops []Op, w io.Writer, workers int) error {
 	if at != int64(len(new)) {
 		return fmt.Errorf("bsdiff: ops cover %d of %d new bytes", at, len(new))
 	}
-	return writePatch(old, new, ops, w, workers)
+	return writePatch(old, new, ops, w, workers, progress)
 }
 
 // PairAt is PairMembers for a new tar read through r: new members are

@@ -22,9 +22,9 @@ import (
 type Options struct {
 	// Workers bounds the goroutines; 0 means GOMAXPROCS.
 	Workers int
-	// Progress, if set, is called with the bytes of new* matched so far and
-	// its size.
-	Progress func(done, total int64)
+	// Progress, if set, receives the phases of the BSDIFF40 part between
+	// old* and new*, as bsdiff.DiffOptions.Progress describes them.
+	Progress func(phase string, done, total int64)
 	// Trace, if set, receives a line per executable saying what was
 	// rewritten and what it gained (for tests and benchmarks).
 	Trace func(format string, args ...any)
@@ -239,7 +239,7 @@ func Diff(old io.ReaderAt, oldSize int64, new io.ReaderAt, newSize int64, w io.W
 	if _, err := w.Write(hb); err != nil {
 		return err
 	}
-	return bsdiff.WriteOps(ostar, nstar, ops, w, o.Workers)
+	return bsdiff.WriteOps(ostar, nstar, ops, w, o.Workers, o.Progress)
 }
 
 func readFull(r io.ReaderAt, b []byte, off int64) error {

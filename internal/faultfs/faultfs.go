@@ -11,7 +11,10 @@
 // In crash mode every counted operation from the Nth on fails, as if the
 // process had died there (the code under test may still run, but it cannot
 // change the disk any more). Otherwise only the Nth fails (a transient
-// error) and later operations go through.
+// error) and later operations go through. FailIf adds a persistent fault:
+// every counted operation it matches fails (a directory that cannot be
+// deleted, say). Fault counts an operation that a wrapper of the FS
+// performs itself.
 package faultfs
 
 import (
@@ -36,6 +39,7 @@ type FS struct {
 	n      int
 	failed bool
 	ops    []string
+	match  func(op, name string) bool
 }
 
 // New returns an FS over base failing its failAt-th counted operation
@@ -65,12 +69,26 @@ func (f *FS) Ops() []string {
 	return append([]string(nil), f.ops...)
 }
 
+// FailIf makes every counted operation for which match(op, name) is true
+// fail from now on (op as in Ops: "remove", "removeall", "rename"...;
+// name the path, or "old -> new" for a rename); nil removes the fault.
+func (f *FS) FailIf(match func(op, name string) bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.match = match
+}
+
+// Fault counts an operation op on name that a wrapper of the FS performs
+// itself (one the afero.Fs interface does not have) and returns the error
+// to fail it with, or nil to let it go through.
+func (f *FS) Fault(op, name string) error { return f.op(op, name) }
+
 func (f *FS) op(op, name string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.n++
 	f.ops = append(f.ops, op+" "+name)
-	if f.failAt > 0 && (f.n == f.failAt || f.crash && f.n > f.failAt) {
+	if f.failAt > 0 && (f.n == f.failAt || f.crash && f.n > f.failAt) || f.match != nil && f.match(op, name) {
 		f.failed = true
 		return &os.PathError{Op: op, Path: name, Err: fmt.Errorf("%w (operation %d)", ErrInjected, f.n)}
 	}

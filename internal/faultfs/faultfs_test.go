@@ -71,3 +71,30 @@ func TestSymlinkThroughOsFs(t *testing.T) {
 		t.Fatalf("memmap symlink: %v", err)
 	}
 }
+
+func TestFailIfAndFault(t *testing.T) {
+	f := New(afero.NewMemMapFs(), 0, false)
+	f.FailIf(func(op, name string) bool { return op == "removeall" && name == "/stuck" })
+	if err := f.MkdirAll("/stuck/x", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // persistent
+		if err := f.RemoveAll("/stuck"); !errors.Is(err, ErrInjected) {
+			t.Fatalf("removeall: %v", err)
+		}
+	}
+	if err := f.Fault("exchange", "/a <-> /b"); err != nil {
+		t.Fatal(err)
+	}
+	f.FailIf(nil)
+	if err := f.RemoveAll("/stuck"); err != nil {
+		t.Fatal(err)
+	}
+	if ops := f.Ops(); len(ops) != 5 || ops[3] != "exchange /a <-> /b" {
+		t.Fatalf("ops %q", ops)
+	}
+	crash := New(afero.NewMemMapFs(), 1, true)
+	if err := crash.Fault("exchange", "/a <-> /b"); !errors.Is(err, ErrInjected) {
+		t.Fatalf("fault: %v", err)
+	}
+}
