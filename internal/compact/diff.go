@@ -607,10 +607,9 @@ func restore(arch exe.Arch, b []byte, c *codeSec) {
 	c.saved = nil
 }
 
-// unitSegments derives the address map of a unit from the matches: every
+// unitSegments lists what the matches say of a unit's addresses: every
 // match between the two executables' loaded bytes says where the new
-// addresses were in old. Zero-filled sections of the same name map onto
-// each other.
+// addresses were in old (unitMap keeps this for code).
 func unitSegments(u *unit, ops []bsdiff.Op, regions []region) []segment {
 	var segs []segment
 	// new* offsets of the unit's zlib regions, to skip them.
@@ -670,17 +669,6 @@ func unitSegments(u *unit, ops []bsdiff.Op, regions []region) []segment {
 				n = min(n, max(nrest, 1), max(orest, 1))
 			}
 			lo += n
-		}
-	}
-	// Zero-filled sections by name.
-	for _, ns := range u.nImg.Sections {
-		if ns.Size != 0 || ns.Mem == 0 {
-			continue
-		}
-		for _, os := range u.oImg.Sections {
-			if os.Name == ns.Name && os.Size == 0 && os.Mem > 0 {
-				segs = append(segs, segment{n: ns.VA, o: os.VA, l: min(ns.Mem, os.Mem)})
-			}
 		}
 	}
 	return normalizeSegments(segs)

@@ -94,7 +94,7 @@ type Image struct {
 	// Code are the sections holding instructions, sorted by Off.
 	Code []Range
 	// Sections are the named sections loaded in memory (with Size 0 and
-	// Off 0 for zero-filled ones), for pairing old and new by name.
+	// Off 0 for zero-filled ones, Mem their size in memory).
 	Sections []Range
 	// Zlib are the zlib-compressed debug sections, sorted by Off.
 	Zlib []Zlib
