@@ -284,3 +284,32 @@ func FuzzHeader(f *testing.F) {
 		}
 	})
 }
+
+// Files that are no executables, empty files, and an executable against
+// something else: the patch is BSDIFF40's with a small header, and it
+// round-trips.
+func TestDiffPlainInputs(t *testing.T) {
+	rng := rand.New(rand.NewPCG(8, 9))
+	data := randomCode(rng, 20000, kindAMD64)
+	changed := bytes.Clone(data)
+	for i := 0; i < len(changed); i += 777 {
+		changed[i]++
+	}
+	elfHead := append([]byte("\x7fELF\x02\x01\x01"), data[:500]...)
+	for i, c := range [][2][]byte{
+		{nil, nil}, {nil, data}, {data, nil}, {data, changed}, {elfHead, data}, {data, elfHead},
+	} {
+		patch, trace := diffCompact(t, c[0], c[1])
+		if len(trace) != 0 {
+			t.Errorf("case %d: rewrote something: %v", i, trace)
+		}
+		got, err := applyCompact(t, c[0], patch)
+		if err != nil || !bytes.Equal(got, c[1]) {
+			t.Fatalf("case %d: round trip: %v", i, err)
+		}
+		plain := diffBSDiff(t, c[0], c[1])
+		if len(patch) > len(plain)+64 {
+			t.Errorf("case %d: compact %d bytes, bsdiff %d", i, len(patch), len(plain))
+		}
+	}
+}

@@ -243,6 +243,10 @@ func TestRealExecutablesInTar(t *testing.T) {
 	if err != nil || !bytes.Equal(got, new) {
 		t.Fatalf("round trip: %v", err)
 	}
+	// The same inputs give the same patch.
+	if again, _ := diffCompact(t, old, new); !bytes.Equal(again, patch) {
+		t.Error("two diffs of the same files differ")
+	}
 	plain := diffBSDiff(t, old, new)
 	t.Logf("tar %d bytes: compact %d, bsdiff %d; %s", len(new), len(patch), len(plain), strings.Join(trace, "; "))
 	if n := strings.Count(strings.Join(trace, "\n"), "(use true)"); n != 2 {
