@@ -176,6 +176,7 @@ func TestRealExecutables(t *testing.T) {
 		{"linux", "amd64", exe.ELF, exe.AMD64},
 		{"linux", "arm64", exe.ELF, exe.ARM64},
 		{"windows", "amd64", exe.PE, exe.AMD64},
+		{"windows", "arm64", exe.PE, exe.ARM64},
 		{"darwin", "arm64", exe.MachO, exe.ARM64},
 		{"darwin", "amd64", exe.MachO, exe.AMD64},
 	} {
