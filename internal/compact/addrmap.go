@@ -71,7 +71,7 @@ func (m *ringMap) segments() []seg {
 func newRingMap(segs []segment, bits uint, unit uint64) *ringMap {
 	m := &ringMap{mask: 1<<bits - 1}
 	size := uint64(1) << bits
-	var ss []seg
+	ss := make([]seg, 0, len(segs))
 	for _, s := range segs {
 		if s.l == 0 || (s.o-s.n)%unit != 0 {
 			continue

@@ -74,11 +74,10 @@ func Apply(old io.ReaderAt, oldSize int64, patch io.Reader, w io.Writer, opts *A
 		ostar = &concatAt{a: old, aSize: oldSize, b: sc}
 	}
 
-	inv := &inverter{w: w, h: h, maps: make([]*codeMaps, len(h.Maps)), lastRegion: make([]int, len(h.Maps))}
-	for i, m := range h.Maps {
-		inv.maps[i] = &codeMaps{segs: m}
+	inv := &inverter{w: w, h: h, maps: make([]*codeMaps, len(h.mapData)), lastRegion: make([]int, len(h.mapData))}
+	for i, d := range h.mapData {
+		inv.maps[i] = &codeMaps{data: d, count: h.mapCounts[i]}
 	}
-	h.Maps = nil // the codeMaps hold them now, and drop them after use
 	for i, r := range h.Regions {
 		if r.Kind != kindZlib {
 			inv.lastRegion[r.Map] = i

@@ -87,9 +87,9 @@ func (c *codeMaps) arm(ring int) *ringMap {
 	if c.rarm[ring] == nil {
 		switch ring {
 		case 5: // branches: instructions, mod 2^26
-			c.rarm[ring] = newRingMap(c.segs, 26, 4)
+			c.rarm[ring] = newRingMap(c.segments(), 26, 4)
 		default: // pairs of scale k = ring: units of 2^k, mod 2^(33-k)
-			c.rarm[ring] = newRingMap(c.segs, 33-uint(ring), 1<<ring)
+			c.rarm[ring] = newRingMap(c.segments(), 33-uint(ring), 1<<ring)
 		}
 	}
 	return c.rarm[ring]

@@ -50,20 +50,34 @@ func amd64Inv(m *ringMap, w uint32, fva, e uint64) uint32 {
 // codeMaps holds the ring maps an address map needs, built on first use.
 type codeMaps struct {
 	segs []segment
+	// In the patcher, the map's encoded segments, decoded on first use.
+	data  []byte
+	count int
+
 	r32  *ringMap    // x86-64: bytes, mod 2^32
 	rarm [6]*ringMap // arm64: pairs of scale k (0-4), branches (5)
 }
 
+func (c *codeMaps) segments() []segment {
+	if c.segs == nil && c.data != nil {
+		c.segs = decodeMap(c.data, c.count)
+	}
+	return c.segs
+}
+
 func (c *codeMaps) amd64() *ringMap {
 	if c.r32 == nil {
-		c.r32 = newRingMap(c.segs, 32, 1)
+		c.r32 = newRingMap(c.segments(), 32, 1)
+		if c.data != nil {
+			c.segs = nil // x86-64 needs no other ring (decoded again if asked)
+		}
 	}
 	return c.r32
 }
 
 // lastUse is called by the patcher once no region needs the map any more.
 func (c *codeMaps) lastUse() {
-	c.segs, c.r32, c.rarm = nil, nil, [6]*ringMap{}
+	c.segs, c.data, c.r32, c.rarm = nil, nil, nil, [6]*ringMap{}
 }
 
 // forwardAMD64 rewrites every reference of the x86-64 section b, loaded at

@@ -79,8 +79,13 @@ type header struct {
 	OldSize, NewSize int64
 	InnerSize        int64 // size of new*
 	Exps             []expansion
-	Maps             [][]segment
+	Maps             [][]segment // what encode writes
 	Regions          []region
+
+	// What parseHeader read of the maps: each one's count of segments and
+	// encoded bytes (checked), decoded when first used (decodeMap).
+	mapCounts []int
+	mapData   [][]byte
 }
 
 const headerVersion = 1
@@ -201,6 +206,30 @@ func (r *reader) count(what string, min int) int {
 	return int(x)
 }
 
+// decodeMap decodes the k segments of a map that parseHeader checked.
+func decodeMap(data []byte, k int) []segment {
+	r := &reader{b: data}
+	m := make([]segment, 0, k)
+	var end uint64
+	var delta int64
+	for range k {
+		gap, l, dd := r.u(), r.u(), r.s()
+		sn := end + gap
+		delta += dd
+		m = append(m, segment{n: sn, o: sn + uint64(delta), l: l})
+		end = sn + l
+	}
+	return m
+}
+
+// decodeMaps fills h.Maps from what parseHeader read.
+func (h *header) decodeMaps() {
+	h.Maps = nil
+	for i, d := range h.mapData {
+		h.Maps = append(h.Maps, decodeMap(d, h.mapCounts[i]))
+	}
+}
+
 // readHeader reads the patch up to its BSDIFF40 part: the magic, the
 // header length and the compressed header. It checks everything the header
 // says against itself and against oldSize.
@@ -300,21 +329,20 @@ func parseHeader(body []byte) (*header, error) {
 			r.fail("more than %d segments", maxSegments)
 			break
 		}
-		var m []segment
+		// Check the segments now; decodeMap reads them again when the map
+		// is used, so that only one map at a time is held decoded.
+		start := r.b
 		var end uint64
-		var delta int64
 		for j := 0; j < k && r.err == nil; j++ {
-			gap, l, dd := r.u(), r.u(), r.s()
+			gap, l, _ := r.u(), r.u(), r.s()
 			if gap > math.MaxUint64-end || l > math.MaxUint64-end-gap || l == 0 {
 				r.fail("map %d segment %d out of range", i, j)
 				break
 			}
-			sn := end + gap
-			delta += dd
-			m = append(m, segment{n: sn, o: sn + uint64(delta), l: l})
-			end = sn + l
+			end += gap + l
 		}
-		h.Maps = append(h.Maps, m)
+		h.mapCounts = append(h.mapCounts, k)
+		h.mapData = append(h.mapData, start[:len(start)-len(r.b)])
 	}
 	n = r.count("regions", 3)
 	at = 0
@@ -338,8 +366,8 @@ func parseHeader(body []byte) (*header, error) {
 		case kindAMD64, kindARM64:
 			g.VA = r.u()
 			m := r.u()
-			if m >= uint64(len(h.Maps)) {
-				r.fail("region %d: address map %d of %d", i, m, len(h.Maps))
+			if m >= uint64(len(h.mapData)) {
+				r.fail("region %d: address map %d of %d", i, m, len(h.mapData))
 			}
 			g.Map = int(m)
 		default:
