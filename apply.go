@@ -89,7 +89,7 @@ func applyPatchChainTee(ctx context.Context, fsys afero.Fs, basePath string, ste
 				return nil
 			})
 		}
-		f, err := afero.TempFile(fsys, dir, stepPrefix+"*")
+		f, err := createTemp(fsys, dir, stepPrefix+"*")
 		if err != nil {
 			return fmt.Errorf("applying patch %s: %w", st.Name, err)
 		}
@@ -125,7 +125,7 @@ func applyStep(ctx context.Context, fsys afero.Fs, oldPath string, st patchStep,
 			return fmt.Errorf("applying patch %s: %w", st.Name, err)
 		}
 	}
-	old, err := fsys.Open(oldPath)
+	old, err := openNoFollow(fsys, oldPath, os.O_RDONLY, 0)
 	if err != nil {
 		return fmt.Errorf("applying patch %s: %w", st.Name, err)
 	}
@@ -134,7 +134,7 @@ func applyStep(ctx context.Context, fsys afero.Fs, oldPath string, st patchStep,
 	if err != nil {
 		return fmt.Errorf("applying patch %s: %w", st.Name, err)
 	}
-	p, err := fsys.Open(st.Path)
+	p, err := openNoFollow(fsys, st.Path, os.O_RDONLY, 0)
 	if err != nil {
 		return fmt.Errorf("applying patch %s: %w", st.Name, err)
 	}

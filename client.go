@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"time"
@@ -95,6 +96,17 @@ type ClientConfig struct {
 	// "b" or "a" to also accept release candidates, betas, alphas (tufup's
 	// rule: "a" accepts a, b and rc).
 	Channel string
+	// Versions, when set, is a PEP 440 version specifier that bounds the
+	// releases offered, e.g. "~=1.4" to stay on 1.x from 1.4 on when 2.0
+	// ships (see ParseSpecifier). Pre-releases remain the Channel's
+	// business.
+	Versions string
+	// Platform names the builds this client installs when a repository
+	// has builds for several platforms (<app>-<platform>-<version>.tar.gz,
+	// see ValidPlatform); builds for every platform (<app>-<version>.tar.gz)
+	// are seen too, a platform's own build wins. "" means the running
+	// system's GOOS-GOARCH, e.g. "linux-amd64".
+	Platform string
 	// PatchRatio: patches are used when their total size is at most
 	// PatchRatio times the full archive's; 0 means DefaultPatchRatio.
 	PatchRatio float64
@@ -134,6 +146,8 @@ type Client struct {
 	cacheDir   string
 	targetsURL string
 	channel    string
+	versions   Specifier
+	platform   string
 	ratio      float64
 	forceFull  bool
 	adopt      bool
@@ -144,6 +158,8 @@ type Client struct {
 	remote     *remote
 	tuf        *tufClient
 	formats    patchFormats
+
+	cacheChecked bool // CheckCacheDir was called: Check does not log its result
 }
 
 // NewClient checks cfg and returns a client. It does not touch the network
@@ -201,6 +217,17 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if err := ValidChannel(cfg.Channel); err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
+	versions, err := ParseSpecifier(cfg.Versions)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	platform := cfg.Platform
+	if platform == "" {
+		platform = runtime.GOOS + "-" + runtime.GOARCH
+	}
+	if err := ValidPlatform(platform); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
 	ratio := cfg.PatchRatio
 	if ratio == 0 {
 		ratio = DefaultPatchRatio
@@ -210,7 +237,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	}
 	c := &Client{
 		app: cfg.App, current: current, installDir: installDir, singleExe: cfg.SingleExecutable, cacheDir: cacheDir,
-		targetsURL: targetsURL, channel: cfg.Channel, ratio: ratio, forceFull: cfg.ForceFull, adopt: cfg.Adopt,
+		targetsURL: targetsURL, channel: cfg.Channel, versions: versions, platform: platform, ratio: ratio, forceFull: cfg.ForceFull, adopt: cfg.Adopt,
 		fs: fsys, log: cfg.Logger, progress: cfg.Progress, timeout: timeout, remote: newRemote(cfg.HTTPClient, cfg.Header),
 		formats: knownPatchFormats(cfg.PatchFormats),
 	}
@@ -334,21 +361,27 @@ func (c *Client) limit(ctx context.Context) (_ context.Context, done func(error)
 
 // installedRecord is CacheDir/installed.json: the version the client last
 // installed, so that a process still running the old version does not
-// install the same update twice.
+// install the same update twice. After a rollback (see Update.Rollback),
+// Replaced is the yanked version it replaced.
 type installedRecord struct {
-	App     string `json:"app"`
-	Version string `json:"version"`
+	App      string `json:"app"`
+	Version  string `json:"version"`
+	Replaced string `json:"replaced,omitempty"`
 }
 
 func (c *Client) recordPath() string { return filepath.Join(c.cacheDir, "installed.json") }
 
+// maxRecordLength caps the read of installed.json (a few dozen bytes).
+const maxRecordLength = 64 << 10
+
 // Current returns the installed version: ClientConfig.CurrentVersion, or the
 // version this client's cache records as installed since, if newer (so a
 // process still running the old version does not install the same update
-// twice). Installing an older version by hand should go with removing the
-// cache directory's installed.json.
+// twice), or if it is the rollback that replaced CurrentVersion (yanked).
+// Installing an older version by hand should go with removing the cache
+// directory's installed.json.
 func (c *Client) Current() Version {
-	data, err := afero.ReadFile(c.fs, c.recordPath())
+	data, err := readCacheFile(c.fs, c.recordPath(), maxRecordLength)
 	if err != nil {
 		return c.current
 	}
@@ -357,7 +390,15 @@ func (c *Client) Current() Version {
 		return c.current
 	}
 	v, err := ParseVersion(rec.Version)
-	if err != nil || v.Compare(c.current) <= 0 {
+	if err != nil {
+		return c.current
+	}
+	if rec.Replaced != "" {
+		if r, err := ParseVersion(rec.Replaced); err == nil && r.Compare(c.current) == 0 {
+			return v
+		}
+	}
+	if v.Compare(c.current) <= 0 {
 		return c.current
 	}
 	return v
@@ -366,43 +407,102 @@ func (c *Client) Current() Version {
 // Check refreshes the repository's metadata and returns the release to
 // install with its plan, or nil when the installed version is up to date.
 // The release is the newest one on the channel, unless a required release
-// comes before it: that one is installed first.
+// comes before it: that one is installed first. Releases are offered
+// under the rules the publisher signed (see [Client.Decide]): yanked
+// releases never, a staged rollout to the installs in it; a client
+// running a yanked version is offered a rollback.
 //
 // Check gives up when ClientConfig.Timeout runs out (a *TimeoutError).
-func (c *Client) Check(ctx context.Context) (_ *Update, err error) {
+func (c *Client) Check(ctx context.Context) (*Update, error) {
+	d, err := c.Decide(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return d.Update, nil
+}
+
+// Decision is what [Client.Decide] found: the update to install, if any,
+// and the newer releases the client is not offered, with the reasons.
+type Decision struct {
+	Update   *Update    // nil when the installed version is up to date
+	Withheld []Withheld // releases newer than Update (or than the installed version) not offered, oldest first
+}
+
+// Decide is Check, with the reasons: it refreshes the repository's
+// metadata and chooses the release to install with these rules, all read
+// from signed metadata. Among the releases newer than the installed one,
+// for the client's platform (or for every platform), on its channel and
+// within ClientConfig.Versions, it skips yanked releases and releases in
+// a staged rollout that this install is not part of, and takes the
+// newest, or the first required one. If there is none and the installed
+// version itself is yanked, it takes the newest lower release that passes
+// the same rules, as a rollback (Update.Rollback): the only case where a
+// lower version is installed.
+//
+// The staged rollout bucket of the install is a random number kept in
+// CacheDir/rollout-bucket (drawn on first need).
+//
+// Decide gives up when ClientConfig.Timeout runs out (a *TimeoutError).
+func (c *Client) Decide(ctx context.Context) (_ *Decision, err error) {
 	ctx, done := c.limit(ctx)
 	defer func() { err = done(err) }()
 	if err := c.checkDirs(); err != nil {
 		return nil, err
 	}
+	if !c.cacheChecked {
+		if err := c.CheckCacheDir(); err != nil {
+			c.log.Warn("unsafe cache directory", "err", err)
+		}
+	}
 	if err := c.tuf.refresh(ctx); err != nil {
 		return nil, err
 	}
 	current := c.Current()
-	rels := releases(c.tuf.targets(), c.app, c.log)
-	t := selectTarget(rels, current, c.channel)
-	if t < 0 {
-		return nil, nil
+	set := releaseSetOf(c.tuf.targets(), c.app, c.platform, c.log)
+	if len(set.platforms) > 0 && !slices.Contains(set.platforms, c.platform) {
+		c.log.Warn("the repository has no build for this platform (set it with ClientConfig.Platform or --platform)",
+			"platform", c.platform, "platforms", strings.Join(set.platforms, ","))
 	}
-	r := &rels[t]
+	bucket := -1
+	var bucketErr error
+	sel := selectRelease(set, current, selectOptions{channel: c.channel, versions: c.versions, bucket: func() (int, error) {
+		if bucket < 0 && bucketErr == nil {
+			bucket, bucketErr = rolloutBucket(c.fs, c.cacheDir, c.log)
+		}
+		return bucket, bucketErr
+	}})
+	d := &Decision{Withheld: sel.withheld}
+	for _, w := range sel.withheld {
+		c.log.Info("release withheld", "version", w.Version, "platform", w.Platform, "reason", w.Reason)
+	}
+	r := sel.target
+	if r == nil {
+		return d, nil
+	}
 	u := &Update{
 		Version: r.version, Required: r.meta.Required, UserMeta: compact(r.meta.User),
+		Rollback: sel.rollback, RollbackReason: sel.reason, rollback: sel.rollback,
 		from: current, target: r, archive: plannedFile(r.archive),
 	}
-	if reason := c.planPatches(u, rels, t); reason != "" {
+	if reason := c.planPatches(u, set); reason != "" {
 		u.Plan = Plan{Full: true, Files: []PlannedFile{u.archive}, Bytes: u.archive.Length, Reason: reason}
 	}
-	c.log.Info("update available", "from", current, "to", u.Version, "full", u.Plan.Full, "bytes", u.Plan.Bytes, "reason", u.Plan.Reason)
-	return u, nil
+	c.log.Info("update available", "from", current, "to", u.Version, "rollback", u.Rollback, "full", u.Plan.Full, "bytes", u.Plan.Bytes, "reason", u.Plan.Reason)
+	d.Update = u
+	return d, nil
 }
 
 // planPatches fills u's plan with the patch chain, or returns why the full
 // archive must be downloaded instead.
-func (c *Client) planPatches(u *Update, rels []clientRelease, t int) string {
+func (c *Client) planPatches(u *Update, set *releaseSet) string {
 	if c.forceFull {
 		return "a full download was requested"
 	}
-	chain, why := patchChain(rels, u.from, t)
+	if u.rollback {
+		return fmt.Sprintf("a rollback from %s installs the full archive (patches only lead up)", u.from)
+	}
+	cur := set.at(u.from)
+	chain, why := set.patchChain(cur, u.target, u.from)
 	if why != "" {
 		return why
 	}
@@ -422,12 +522,6 @@ func (c *Client) planPatches(u *Update, rels []clientRelease, t int) string {
 	}
 	if float64(sum) > c.ratio*float64(u.archive.Length) {
 		return fmt.Sprintf("the patches (%d bytes) exceed %g times the archive (%d bytes)", sum, c.ratio, u.archive.Length)
-	}
-	var cur *clientRelease
-	for i := range rels {
-		if rels[i].version.Compare(u.from) == 0 {
-			cur = &rels[i]
-		}
 	}
 	base := c.findBase(cur)
 	if base.kind == baseNone {
@@ -484,15 +578,19 @@ func (c *Client) findBase(cur *clientRelease) baseSource {
 	size, hash := cur.tarHash()
 	if hash != "" {
 		p := c.cachePath(tarName(c.app, cur.version))
-		if n, h, err := hashFile(c.fs, p); err == nil && h == hash && n == size {
+		if n, h, err := hashFileLimit(c.fs, p, size); err == nil && h == hash && n == size {
 			return baseSource{kind: baseCachedTar, path: p, tarSize: size, tarHash: hash}
+		} else if errors.Is(err, errNotRegular) {
+			c.log.Warn("ignoring a cached tar", "err", err)
 		}
 	}
 	if cur.archive != nil {
-		p := c.cachePath(ArchiveName(c.app, cur.version))
+		p := c.cachePath(cur.archive.Path)
 		want := plannedFile(cur.archive)
-		if n, h, err := hashFile(c.fs, p); err == nil && h == want.SHA256 && n == want.Length {
+		if n, h, err := hashFileLimit(c.fs, p, want.Length); err == nil && h == want.SHA256 && n == want.Length {
 			return baseSource{kind: baseCachedArchive, path: p, tarSize: size, tarHash: hash, archiveLen: want.Length}
+		} else if errors.Is(err, errNotRegular) {
+			c.log.Warn("ignoring a cached archive", "err", err)
 		}
 	}
 	if hash != "" && !c.singleExe {
@@ -569,20 +667,43 @@ func (c *Client) recoverWith(in *installer) error {
 	if in.recovered == "" {
 		return nil
 	}
-	v, err := ParseVersion(in.recovered)
+	tag, from, rollback := strings.Cut(in.recovered, rollbackTag)
+	v, err := ParseVersion(tag)
 	if err != nil {
 		return fmt.Errorf("recover: journal names version %q: %w", in.recovered, err)
 	}
+	var replaced Version
+	if rollback {
+		if replaced, err = ParseVersion(from); err != nil {
+			return fmt.Errorf("recover: journal names version %q: %w", in.recovered, err)
+		}
+	}
 	in.recovered = ""
-	if v.Compare(c.Current()) > 0 {
-		return c.record(v)
+	if replaced.IsZero() && v.Compare(c.Current()) > 0 || !replaced.IsZero() && replaced.Compare(c.Current()) == 0 {
+		return c.record(v, replaced)
 	}
 	return nil
 }
 
-// record writes v as the installed version in CacheDir/installed.json.
-func (c *Client) record(v Version) error {
-	rec, err := json.Marshal(installedRecord{App: c.app, Version: v.String()})
+// installTag is what the install journal records of u (see Recover): its
+// version, and for a rollback the yanked version it replaces.
+func installTag(u *Update) string {
+	if u.rollback {
+		return u.Version.String() + rollbackTag + u.from.String()
+	}
+	return u.Version.String()
+}
+
+const rollbackTag = " replacing "
+
+// record writes v as the installed version in CacheDir/installed.json;
+// replaced is the yanked version a rollback replaced (zero otherwise).
+func (c *Client) record(v, replaced Version) error {
+	r := installedRecord{App: c.app, Version: v.String()}
+	if !replaced.IsZero() {
+		r.Replaced = replaced.String()
+	}
+	rec, err := json.Marshal(r)
 	if err != nil {
 		return err
 	}
@@ -653,7 +774,7 @@ func (c *Client) Install(ctx context.Context, u *Update) (err error) {
 	if err := c.recoverWith(in); err != nil {
 		return fmt.Errorf("install %s: finishing an earlier install: %w", u.Version, err)
 	}
-	if u.Version.Compare(c.Current()) <= 0 {
+	if cur := c.Current(); u.rollback && cur.Compare(u.from) != 0 || !u.rollback && u.Version.Compare(cur) <= 0 {
 		return nil // installed meanwhile, or already
 	}
 	if err := c.fs.MkdirAll(c.cacheDir, 0o755); err != nil {
@@ -664,7 +785,7 @@ func (c *Client) Install(ctx context.Context, u *Update) (err error) {
 	if err := c.checkInstallDir(ctx, prog); err != nil {
 		return err
 	}
-	in.tag = u.Version.String() // lets Recover record it if a crash cuts the install short
+	in.tag = installTag(u) // lets Recover record it if a crash cuts the install short
 	var keep string
 	if !u.Plan.Full {
 		tarPath, err, installErr := c.installPatches(ctx, u, prog, in)
@@ -695,13 +816,13 @@ func (c *Client) Install(ctx context.Context, u *Update) (err error) {
 		if err := c.remote.fetchTarget(ctx, c.fs, c.tuf.targetURL(c.targetsURL, u.target.archive), gz, u.archive.Length, u.archive.SHA256, prog); err != nil {
 			return err
 		}
-		limit, tarHash := u.target.tarHash()
+		tarSize, tarHash := u.target.tarHash()
 		keep = gz
 		if tarHash != "" {
 			// A notsotuf archive signs its tar: install from it and keep
 			// that tar, checked, as the next patch base (no gunzip then).
 			tarPath := c.cachePath(tarName(c.app, u.Version))
-			kept, err := c.installArchiveKeepTar(ctx, in, gz, tarPath, limit, tarHash)
+			kept, err := c.installArchiveKeepTar(ctx, in, gz, u.archive, tarPath, tarSize, tarHash)
 			if err != nil {
 				return err
 			}
@@ -710,13 +831,16 @@ func (c *Client) Install(ctx context.Context, u *Update) (err error) {
 			}
 		} else {
 			// tufup archives do not sign their tar size.
-			limit = u.archive.Length * maxDeflateRatio
-			if err := c.installFile(ctx, in, gz, limit); err != nil {
+			if err := c.installFile(ctx, in, gz, u.archive); err != nil {
 				return err
 			}
 		}
 	}
-	if err := c.record(u.Version); err != nil {
+	var replaced Version
+	if u.rollback {
+		replaced = u.from
+	}
+	if err := c.record(u.Version, replaced); err != nil {
 		return err
 	}
 	res.Downloaded = prog.received
@@ -884,12 +1008,12 @@ func (c *Client) baseTar(ctx context.Context, u *Update) (string, error) {
 		defer func() { n = cw.n }()
 		switch b.kind {
 		case baseCachedArchive:
-			f, err := c.fs.Open(b.path)
+			f, err := openNoFollow(c.fs, b.path, os.O_RDONLY, 0)
 			if err != nil {
 				return err
 			}
 			defer f.Close()
-			zr, err := gzip.NewReader(f)
+			zr, err := gzip.NewReader(io.LimitReader(f, b.archiveLen))
 			if err != nil {
 				return fmt.Errorf("%s: %w", b.path, err)
 			}
@@ -964,33 +1088,77 @@ func (c *Client) ownCacheFile(name string) bool {
 		name += ".gz"
 	}
 	tn, err := ParseTargetName(name)
-	return err == nil && tn.App == c.app
+	return err == nil && (tn.App == c.app || tn.App == releaseStem(c.app, c.platform))
 }
 
-// installFile installs the tar or tar.gz at p with the installer.
-func (c *Client) installFile(ctx context.Context, in *installer, p string, limit int64) error {
-	f, err := c.fs.Open(p)
+// signedArchive opens the downloaded archive p for an install: it reads
+// at most its signed length, hashing what it reads, and check (to call
+// from the installer's verify hook, before the commit) reads the rest and
+// compares it with the signed length and sha256. The archive was checked
+// when downloaded; this catches one changed since (another user writing
+// to the cache), whose tar would otherwise go unchecked when the
+// repository signs no tar hash (tufup archives).
+func (c *Client) signedArchive(p string, want PlannedFile) (r io.Reader, check func() error, closeFn func(), err error) {
+	f, err := openNoFollow(c.fs, p, os.O_RDONLY, 0)
 	if err != nil {
-		return fmt.Errorf("install: %w", err)
+		return nil, nil, nil, fmt.Errorf("install: %w", err)
 	}
-	defer f.Close()
+	h, cw := sha256.New(), &countWriter{}
+	r = io.TeeReader(io.LimitReader(f, want.Length), io.MultiWriter(h, cw))
+	check = func() error {
+		if _, err := io.Copy(io.Discard, r); err != nil {
+			return fmt.Errorf("%s: %w", p, err)
+		}
+		if sum := hex.EncodeToString(h.Sum(nil)); cw.n != want.Length || sum != want.SHA256 {
+			return &SecurityError{File: want.Name, Err: &metadata.ErrLengthOrHashMismatch{
+				Msg: fmt.Sprintf("%s changed since it was downloaded: %d bytes with sha256 %s, signed metadata says %d bytes with sha256 %s", p, cw.n, sum, want.Length, want.SHA256)}}
+		}
+		return nil
+	}
+	return r, check, func() { f.Close() }, nil
+}
+
+// installFile installs the downloaded archive p (see signedArchive) with
+// the installer. Its tar size is not signed (a tufup archive): the
+// extraction is bounded by what the archive's signed length of gzip can
+// expand to.
+func (c *Client) installFile(ctx context.Context, in *installer, p string, archive PlannedFile) error {
+	r, check, closeFn, err := c.signedArchive(p, archive)
+	if err != nil {
+		return err
+	}
+	defer closeFn()
+	in.verify = check
+	defer func() { in.verify = nil }()
+	nr := namedReader{r, p}
+	limit := archive.Length * maxDeflateRatio
 	if c.singleExe {
-		return in.installExecutable(ctx, f, limit)
+		return in.installExecutable(ctx, nr, limit)
 	}
-	return in.installTar(ctx, f, limit)
+	return in.installTar(ctx, nr, limit)
 }
 
-// installArchiveKeepTar installs the verified archive gz while writing its
-// uncompressed tar to tarPath in the same pass. It reports whether the tar
-// was kept: only when it has the signed size and sha256 (else the archive
-// stays the base). An error means the install failed.
-func (c *Client) installArchiveKeepTar(ctx context.Context, in *installer, gz, tarPath string, size int64, hash string) (bool, error) {
-	f, err := c.fs.Open(gz)
-	if err != nil {
-		return false, fmt.Errorf("install: %w", err)
+// installArchiveKeepTar installs the downloaded archive gz (see
+// signedArchive) while writing its uncompressed tar to tarPath in the same
+// pass. The uncompressed tar must be the signed one (size and sha256):
+// extraction stops at the signed size, and the installer's commit waits
+// until the whole tar matched its signed hash (in.verify), as on the patch
+// path; a mismatch abandons the install (an error wrapping
+// ErrUnsafeArchive). It reports whether the tar was kept as the next
+// patch base (a failure to write it, a full cache disk, only leaves the
+// archive as the base).
+func (c *Client) installArchiveKeepTar(ctx context.Context, in *installer, gz string, archive PlannedFile, tarPath string, size int64, hash string) (bool, error) {
+	if size <= 0 || size/maxDeflateRatio > archive.Length {
+		// No gzip stream of that length expands to that: the metadata
+		// lies, and extracting up to it could fill the disk.
+		return false, fmt.Errorf("install: %s: the signed tar_size %d is impossible for an archive of %d bytes: %w", gz, size, archive.Length, ErrUnsafeArchive)
 	}
-	defer f.Close()
-	zr, err := gzip.NewReader(f)
+	r, checkArchive, closeFn, err := c.signedArchive(gz, archive)
+	if err != nil {
+		return false, err
+	}
+	defer closeFn()
+	zr, err := gzip.NewReader(r)
 	if err != nil {
 		return false, fmt.Errorf("install: %s: %w", gz, err)
 	}
@@ -1001,6 +1169,22 @@ func (c *Client) installArchiveKeepTar(ctx context.Context, in *installer, gz, t
 		sw := &softWriter{w: w}
 		h, cw := sha256.New(), &countWriter{}
 		tee := namedReader{io.TeeReader(io.LimitReader(zr, size+1), io.MultiWriter(sw, h, cw)), gz}
+		in.verify = func() error {
+			// The tar reader stops at the end-of-archive blocks: read the
+			// rest (padding, gzip checksum) before judging the whole.
+			if _, err := io.Copy(io.Discard, tee); err != nil {
+				return fmt.Errorf("%s: %w", gz, err)
+			}
+			if err := checkArchive(); err != nil {
+				return err
+			}
+			if sum := hex.EncodeToString(h.Sum(nil)); cw.n != size || sum != hash {
+				return fmt.Errorf("%s: the uncompressed tar (%d bytes, sha256 %s) is not the signed one (tar_size %d, tar_hash %s): %w",
+					gz, cw.n, sum, size, hash, ErrUnsafeArchive)
+			}
+			return nil
+		}
+		defer func() { in.verify = nil }()
 		if c.singleExe {
 			installErr = in.installExecutable(ctx, tee, size)
 		} else {
@@ -1009,16 +1193,7 @@ func (c *Client) installArchiveKeepTar(ctx context.Context, in *installer, gz, t
 		if installErr != nil {
 			return installErr
 		}
-		if _, err := io.Copy(io.Discard, tee); err != nil { // the tar's final padding
-			return err
-		}
-		if sw.err != nil {
-			return sw.err
-		}
-		if cw.n != size || hex.EncodeToString(h.Sum(nil)) != hash {
-			return fmt.Errorf("uncompressed tar is not the signed one (%d bytes)", cw.n)
-		}
-		return nil
+		return sw.err
 	})
 	if installErr != nil {
 		return false, installErr

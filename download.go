@@ -433,12 +433,12 @@ func (p *progress) add(n int64) {
 // come from an earlier, broken or hostile connection) is first retried once
 // from the start. A dst that already matches is kept as is.
 func (r *remote) fetchTarget(ctx context.Context, fsys afero.Fs, url, dst string, length int64, sha256hex string, prog *progress) error {
-	if size, sum, err := hashFile(fsys, dst); err == nil && size == length && sum == sha256hex {
+	if size, sum, err := hashFileLimit(fsys, dst, length); err == nil && size == length && sum == sha256hex {
 		prog.add(length)
 		return nil
 	}
 	part := dst + ".part"
-	f, err := fsys.OpenFile(part, os.O_RDWR|os.O_CREATE, 0o644)
+	f, err := openNoFollow(fsys, part, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		return fmt.Errorf("download %s: %w", url, err)
 	}

@@ -13,9 +13,9 @@ import (
 	"path"
 	"path/filepath"
 	"runtime"
-	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/spf13/afero"
 )
@@ -32,12 +32,15 @@ const maxExtractErrors = 10
 // Bounds of the names in an archive and of the work to check a symbolic
 // link: a name or link target is at most maxNameLen bytes (PATH_MAX), an
 // element at most maxElemLen (NAME_MAX); resolving a link follows at most
-// maxLinkHops links and takes at most maxLinkSteps steps.
+// maxLinkHops links and takes at most maxLinkSteps steps, and checking all
+// the links of an archive at most maxTotalLinkSteps (real archives need a
+// few steps per link; 400,000 links of 4096 steps would take minutes).
 const (
-	maxNameLen   = 4096
-	maxElemLen   = 255
-	maxLinkHops  = 255
-	maxLinkSteps = 4096
+	maxNameLen        = 4096
+	maxElemLen        = 255
+	maxLinkHops       = 255
+	maxLinkSteps      = 4096
+	maxTotalLinkSteps = 1 << 22
 )
 
 // entryError reports one archive entry that breaks an extraction rule.
@@ -53,22 +56,22 @@ func (e *entryError) Error() string {
 
 func (e *entryError) Unwrap() error { return ErrUnsafeArchive }
 
-// manifestEntry is one member of an extracted archive, as recorded in its manifest.
-type manifestEntry struct {
-	name     string      // cleaned slash-separated name relative to the tree root; "" is the root
-	kind     byte        // tar.TypeDir, tar.TypeReg or tar.TypeSymlink
-	mode     fs.FileMode // permission bits (0o777) from the header
-	size     int64       // regular files: content length
-	link     string      // symbolic links: target as stored
-	implicit bool        // directory created for a member, absent from the archive
-}
+// windowsRules says how extraction applies the rules on names that only
+// Windows needs (see extractTar).
+type windowsRules int
 
-// tarManifest lists what extractTar wrote, in archive order.
-type tarManifest struct {
-	entries []*manifestEntry
-	byKey   map[string]*manifestEntry // key: strings.ToLower(name)
-	byName  map[string]*manifestEntry
-	size    int64 // bytes of file content written
+const (
+	windowsIgnore windowsRules = iota // not checked
+	windowsRefuse                     // a violation is an error
+	windowsWarn                       // a violation is a warning (checkTar)
+)
+
+// hostWindowsRules is what an extraction on this system applies.
+func hostWindowsRules() windowsRules {
+	if runtime.GOOS == "windows" {
+		return windowsRefuse
+	}
+	return windowsIgnore
 }
 
 // extractTar extracts the tar archive read from r into the directory dst of
@@ -76,9 +79,10 @@ type tarManifest struct {
 // bytes it is decompressed first. archive names the archive in errors.
 //
 // limit bounds both the bytes of the uncompressed tar stream and the bytes of
-// file content written (hard links count once per copy): an archive beyond it
-// is refused as a decompression bomb. Pass the signed tar_size when it is
-// known. limit must be positive.
+// file content written (hard links count once per copy, every entry's size
+// is checked before it is written): an archive beyond it is refused as a
+// decompression bomb. Pass the signed tar_size when it is known. limit must
+// be positive.
 //
 // Every entry must follow these rules; a violation is an error wrapping
 // [ErrUnsafeArchive] that names the archive and the entry, and extraction
@@ -103,8 +107,10 @@ type tarManifest struct {
 //     or implicit) spelled with the same case; nothing is written through a
 //     symbolic link or below a file.
 //   - Allowed types: directory, regular file, symbolic link, hard link. Device
-//     files, FIFOs, contiguous and sparse files are refused. PAX global
-//     headers are skipped.
+//     files, FIFOs, contiguous and sparse files (GNU sparse entries and PAX
+//     entries with GNU.sparse records, of every version: their data would
+//     expand beyond what the tar holds) are refused. PAX global headers are
+//     skipped.
 //   - A symbolic link's target is relative (not empty, no NUL byte or
 //     backslash, no leading "/" or drive), and resolved from the link's
 //     directory, following the archive's other symbolic links (at most 255,
@@ -117,22 +123,46 @@ type tarManifest struct {
 //     the entry.
 //   - A hard link must name an earlier regular file of the archive; it is
 //     extracted as a copy of that file.
+//   - At most 400,000 entries (maxArchiveEntries, implicit directories
+//     included) and 8 MiB of names and link targets (maxManifestNames):
+//     the manifest of the archive, kept until the install commits, stays
+//     within the client's memory budget.
 //
 // Modes: files and directories get the header's permission bits (0o777);
 // setuid, setgid and sticky bits are dropped. Modes are applied once all
 // entries are written (directories deepest first), so read-only directories
 // extract fine. Owners and modification times are not restored. Once all
 // entries are written, every file is synced to disk (several at once).
+//
+// Files are created with O_EXCL and directories with Mkdir, which never
+// follow a symbolic link; the installer's staged tree is a directory only
+// its user can write to.
 func extractTar(ctx context.Context, fsys afero.Fs, dst, archive string, r io.Reader, limit int64) (*tarManifest, error) {
+	m, _, err := extract(ctx, fsys, dst, archive, r, limit, hostWindowsRules(), clientLimits)
+	return m, err
+}
+
+// checkTar applies the rules of extractTar to the archive read from r
+// without writing anything: it reads the archive once, keeping only its
+// manifest (bounded as extractTar's, by lim: clientLimits but in tests).
+// Names that only Windows refuses are returned as warnings, not errors.
+// The repository checks with it what it publishes (add) and what it
+// serves (verify).
+func checkTar(ctx context.Context, archive string, r io.Reader, limit int64, lim archiveLimits) (*tarManifest, []string, error) {
+	return extract(ctx, nil, "", archive, r, limit, windowsWarn, lim)
+}
+
+// extract is extractTar, or checkTar when fsys is nil.
+func extract(ctx context.Context, fsys afero.Fs, dst, archive string, r io.Reader, limit int64, win windowsRules, lim archiveLimits) (*tarManifest, []string, error) {
 	if limit <= 0 {
-		return nil, fmt.Errorf("%s: extraction limit must be positive, got %d", archive, limit)
+		return nil, nil, fmt.Errorf("%s: extraction limit must be positive, got %d", archive, limit)
 	}
 	br := bufio.NewReader(r)
 	var src io.Reader = br
 	if magic, _ := br.Peek(2); len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
 		gz, err := gzip.NewReader(br)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", archive, err)
+			return nil, nil, fmt.Errorf("%s: %w", archive, err)
 		}
 		defer gz.Close()
 		src = gz
@@ -144,28 +174,32 @@ func extractTar(ctx context.Context, fsys afero.Fs, dst, archive string, r io.Re
 		dst:     dst,
 		archive: archive,
 		limit:   limit,
-		m:       &tarManifest{byKey: make(map[string]*manifestEntry), byName: make(map[string]*manifestEntry)},
+		win:     win,
+		m:       newTarManifest(lim),
 	}
 	err := x.run(tar.NewReader(&ctxReader{ctx: ctx, r: capped}))
 	if capped.exceeded {
-		return nil, fmt.Errorf("%s: uncompressed archive exceeds the limit of %d bytes: %w", archive, limit, ErrUnsafeArchive)
+		return nil, nil, fmt.Errorf("%s: uncompressed archive exceeds the limit of %d bytes: %w", archive, limit, ErrUnsafeArchive)
 	}
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return x.m, nil
+	return x.m, x.warnings, nil
 }
 
 type extractor struct {
 	ctx      context.Context
-	fs       afero.Fs
+	fs       afero.Fs // nil: check only, write nothing
 	dst      string
 	archive  string
 	limit    int64
+	win      windowsRules
 	m        *tarManifest
 	rootMode fs.FileMode
 	hasRoot  bool
+	steps    int // link resolution steps taken so far (maxTotalLinkSteps)
 	bad      []error
+	warnings []string
 	buf      []byte // copy buffer, reused for every file
 }
 
@@ -193,16 +227,25 @@ func (x *extractor) run(tr *tar.Reader) error {
 			x.bad = append(x.bad, err)
 		}
 	}
-	for _, e := range x.m.entries {
-		if e.kind != tar.TypeSymlink {
-			continue
-		}
-		if err := x.checkLinkResolved(e); err != nil {
-			x.bad = append(x.bad, err)
+	if x.m.links > 0 {
+		for i := int32(1); i < x.m.n; i++ {
+			if x.m.ent(i).kind() != kindSymlink {
+				continue
+			}
+			if err := x.checkLinkResolved(i); err != nil {
+				var ee *entryError
+				if !errors.As(err, &ee) {
+					return err
+				}
+				x.bad = append(x.bad, err)
+			}
 		}
 	}
 	if len(x.bad) > 0 {
 		return errors.Join(x.bad...)
+	}
+	if x.fs == nil {
+		return nil
 	}
 	if err := x.makeLinks(); err != nil {
 		return err
@@ -213,12 +256,20 @@ func (x *extractor) run(tr *tar.Reader) error {
 	return x.applyModes()
 }
 
+// full returns the path on disk of entry i.
+func (x *extractor) full(i int32) string {
+	return filepath.Join(x.dst, filepath.FromSlash(x.m.path(i)))
+}
+
 // makeLinks creates the symbolic links, last, so that no link exists on
 // disk before all of them are known to stay inside the tree (and, on
 // Windows, a link to a directory is made once the directory exists).
 func (x *extractor) makeLinks() error {
-	for _, e := range x.m.entries {
-		if e.kind != tar.TypeSymlink {
+	if x.m.links == 0 {
+		return nil
+	}
+	for i := int32(1); i < x.m.n; i++ {
+		if x.m.ent(i).kind() != kindSymlink {
 			continue
 		}
 		if err := x.ctx.Err(); err != nil {
@@ -226,10 +277,10 @@ func (x *extractor) makeLinks() error {
 		}
 		linker, ok := x.fs.(afero.Linker)
 		if !ok {
-			return fmt.Errorf("%s: entry %q: symbolic link: %w", x.archive, e.name, afero.ErrNoSymlink)
+			return fmt.Errorf("%s: entry %q: symbolic link: %w", x.archive, x.m.path(i), afero.ErrNoSymlink)
 		}
-		if err := linker.SymlinkIfPossible(e.link, filepath.Join(x.dst, filepath.FromSlash(e.name))); err != nil {
-			return fmt.Errorf("%s: entry %q: %w", x.archive, e.name, err)
+		if err := linker.SymlinkIfPossible(x.m.link(i), x.full(i)); err != nil {
+			return fmt.Errorf("%s: entry %q: %w", x.archive, x.m.path(i), err)
 		}
 	}
 	return nil
@@ -246,13 +297,7 @@ func (x *extractor) syncFiles() error {
 	if syncFilesystem(x.fs, x.dst) {
 		return nil
 	}
-	var names []string
-	for _, e := range x.m.entries {
-		if e.kind == tar.TypeReg {
-			names = append(names, e.name)
-		}
-	}
-	return parallel(x.ctx, syncWorkers, names, func(name string) error {
+	return x.m.each(x.ctx, syncWorkers, kindReg, func(i int32, name string) error {
 		f, err := x.fs.OpenFile(filepath.Join(x.dst, filepath.FromSlash(name)), os.O_WRONLY, 0)
 		if err == nil {
 			err = f.Sync()
@@ -267,40 +312,57 @@ func (x *extractor) syncFiles() error {
 	})
 }
 
-// parallel calls fn for every item from up to n goroutines and returns the
-// first error; after an error or the end of ctx no new call starts.
-func parallel(ctx context.Context, n int, items []string, fn func(string) error) error {
+// syncDirs flushes the directory entries of the tree extracted at dst (the
+// root and every directory of m) to disk, several at once.
+func (m *tarManifest) syncDirs(ctx context.Context, fsys afero.Fs, dst string) {
+	syncDir(fsys, dst)
+	m.each(ctx, syncWorkers, kindDir, func(_ int32, name string) error {
+		syncDir(fsys, filepath.Join(dst, filepath.FromSlash(name)))
+		return nil
+	})
+}
+
+// each calls fn with the index and name of every entry of the given kind
+// (the root excluded) from up to n goroutines, and returns the first
+// error; after an error or the end of ctx no new call starts. The
+// goroutines take the entries by blocks, so walking a manifest of many
+// entries of another kind costs little.
+func (m *tarManifest) each(ctx context.Context, n int, kind int, fn func(i int32, name string) error) error {
+	const block = 256
 	var (
-		mu    sync.Mutex
-		first error
-		next  int
-		wg    sync.WaitGroup
+		next   atomic.Int32
+		failed atomic.Bool
+		mu     sync.Mutex
+		first  error
+		wg     sync.WaitGroup
 	)
-	take := func() (string, bool) {
+	next.Store(1)
+	fail := func(err error) {
 		mu.Lock()
-		defer mu.Unlock()
 		if first == nil {
-			first = ctx.Err()
+			first = err
 		}
-		if first != nil || next == len(items) {
-			return "", false
-		}
-		next++
-		return items[next-1], true
+		mu.Unlock()
+		failed.Store(true)
 	}
-	for range min(n, len(items)) {
+	for range n {
 		wg.Go(func() {
-			for {
-				it, ok := take()
-				if !ok {
+			for !failed.Load() {
+				if err := ctx.Err(); err != nil {
+					fail(err)
 					return
 				}
-				if err := fn(it); err != nil {
-					mu.Lock()
-					if first == nil {
-						first = err
+				start := next.Add(block) - block
+				if start >= m.n {
+					return
+				}
+				for i := start; i < min(start+block, m.n) && !failed.Load(); i++ {
+					if m.ent(i).kind() != kind {
+						continue
 					}
-					mu.Unlock()
+					if err := fn(i, m.path(i)); err != nil {
+						fail(err)
+					}
 				}
 			}
 		})
@@ -313,17 +375,47 @@ func (x *extractor) bad1(entry, format string, args ...any) error {
 	return &entryError{Archive: x.archive, Entry: entry, Reason: fmt.Sprintf(format, args...)}
 }
 
+// isSparse reports whether hdr is a sparse file: the old GNU type 'S', or a
+// PAX entry with GNU.sparse records (formats 0.0, 0.1 and 1.0), which
+// archive/tar reports as a regular file whose data expands to its
+// GNU.sparse size.
+func isSparse(hdr *tar.Header) bool {
+	if hdr.Typeflag == tar.TypeGNUSparse {
+		return true
+	}
+	for k := range hdr.PAXRecords {
+		if strings.HasPrefix(k, "GNU.sparse.") {
+			return true
+		}
+	}
+	return false
+}
+
 func (x *extractor) entry(tr *tar.Reader, hdr *tar.Header) error {
 	switch hdr.Typeflag {
 	case tar.TypeXGlobalHeader:
 		return nil
 	case tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
 		return x.bad1(hdr.Name, "device files and FIFOs are not allowed")
+	case tar.TypeGNUSparse:
+		return x.bad1(hdr.Name, "sparse files are not allowed")
 	case tar.TypeDir, tar.TypeReg, tar.TypeSymlink, tar.TypeLink:
 	default:
 		return x.bad1(hdr.Name, "entry type %q is not allowed", hdr.Typeflag)
 	}
-	name, err := cleanEntryName(hdr.Name)
+	if isSparse(hdr) {
+		return x.bad1(hdr.Name, "sparse files (GNU.sparse PAX records) are not allowed")
+	}
+	name, err := cleanEntryNameRules(hdr.Name, false)
+	if err == nil && x.win != windowsIgnore {
+		if werr := checkWindowsName(name); werr != nil {
+			if x.win == windowsRefuse {
+				err = werr
+			} else if len(x.warnings) < maxExtractErrors {
+				x.warnings = append(x.warnings, fmt.Sprintf("%s: entry %q: clients on Windows refuse it: %v", x.archive, hdr.Name, werr))
+			}
+		}
+	}
 	if err != nil {
 		return x.bad1(hdr.Name, "%v", err)
 	}
@@ -338,26 +430,32 @@ func (x *extractor) entry(tr *tar.Reader, hdr *tar.Header) error {
 		x.hasRoot, x.rootMode = true, mode
 		return nil
 	}
-	key := strings.ToLower(name)
-	if prev, ok := x.m.byKey[key]; ok {
-		if prev.implicit && hdr.Typeflag == tar.TypeDir && prev.name == name {
-			prev.implicit, prev.mode = false, mode
-			return nil
+	parent, elem, err := x.parents(hdr.Name, name)
+	if err != nil {
+		return err
+	}
+	if prev, ok := x.m.lookup(parent, elem); ok {
+		pe := x.m.ent(prev)
+		if x.m.elem(prev) != elem {
+			return x.bad1(hdr.Name, "differs only in case from entry %q", x.m.path(prev))
 		}
-		if prev.name != name {
-			return x.bad1(hdr.Name, "differs only in case from entry %q", prev.name)
+		if pe.implicit() && hdr.Typeflag == tar.TypeDir {
+			pe.bits = pe.bits&^(flagImplicit|0o777) | uint16(mode)
+			return nil
 		}
 		return x.bad1(hdr.Name, "duplicate entry")
 	}
-	if err := x.parents(hdr.Name, name); err != nil {
-		return err
+	var full string
+	if x.fs != nil {
+		full = filepath.Join(x.dst, filepath.FromSlash(name))
 	}
-	full := filepath.Join(x.dst, filepath.FromSlash(name))
-	e := &manifestEntry{name: name, kind: hdr.Typeflag, mode: mode}
+	kind, size, link := kindDir, int64(0), ""
 	switch hdr.Typeflag {
 	case tar.TypeDir:
-		if err := x.fs.Mkdir(full, 0o700); err != nil {
-			return fmt.Errorf("%s: entry %q: %w", x.archive, hdr.Name, err)
+		if x.fs != nil {
+			if err := x.fs.Mkdir(full, 0o700); err != nil {
+				return fmt.Errorf("%s: entry %q: %w", x.archive, hdr.Name, err)
+			}
 		}
 	case tar.TypeReg: // archive/tar reports the old TypeRegA as TypeReg
 		if hdr.Size < 0 || hdr.Size > x.limit-x.m.size {
@@ -366,91 +464,117 @@ func (x *extractor) entry(tr *tar.Reader, hdr *tar.Header) error {
 		if err := x.writeFile(full, hdr.Name, tr, hdr.Size); err != nil {
 			return err
 		}
-		e.size = hdr.Size
+		kind, size = kindReg, hdr.Size
 	case tar.TypeLink:
-		target, err := cleanEntryName(hdr.Linkname)
+		target, err := cleanEntryNameRules(hdr.Linkname, false)
 		if err != nil || target == "" {
 			return x.bad1(hdr.Name, "hard link target %q is not an entry name", hdr.Linkname)
 		}
-		t, ok := x.m.byKey[strings.ToLower(target)]
-		if !ok || t.name != target || t.kind != tar.TypeReg {
+		t, ok := x.m.lookupPath(target)
+		if !ok || x.m.ent(t).kind() != kindReg {
 			return x.bad1(hdr.Name, "hard link target %q is not an earlier regular file of the archive", hdr.Linkname)
 		}
-		if t.size > x.limit-x.m.size {
-			return fmt.Errorf("%s: entry %q: copying %d bytes exceeds the limit of %d bytes: %w", x.archive, hdr.Name, t.size, x.limit, ErrUnsafeArchive)
+		tsize := x.m.fileSize(t)
+		if tsize > x.limit-x.m.size {
+			return fmt.Errorf("%s: entry %q: copying %d bytes exceeds the limit of %d bytes: %w", x.archive, hdr.Name, tsize, x.limit, ErrUnsafeArchive)
 		}
-		src, err := x.fs.Open(filepath.Join(x.dst, filepath.FromSlash(target)))
-		if err != nil {
-			return fmt.Errorf("%s: entry %q: %w", x.archive, hdr.Name, err)
+		var src io.Reader = zeroReader{}
+		if x.fs != nil {
+			f, err := x.fs.Open(filepath.Join(x.dst, filepath.FromSlash(target)))
+			if err != nil {
+				return fmt.Errorf("%s: entry %q: %w", x.archive, hdr.Name, err)
+			}
+			defer f.Close()
+			src = f
 		}
-		err = x.writeFile(full, hdr.Name, src, t.size)
-		src.Close()
-		if err != nil {
+		if err := x.writeFile(full, hdr.Name, src, tsize); err != nil {
 			return err
 		}
-		e.kind, e.size, e.mode = tar.TypeReg, t.size, t.mode
+		kind, size, mode = kindReg, tsize, x.m.ent(t).mode()
 	case tar.TypeSymlink:
 		if err := checkEntryLinkTarget(name, hdr.Linkname); err != nil {
 			return x.bad1(hdr.Name, "%v", err)
 		}
-		if _, ok := x.fs.(afero.Linker); !ok {
-			return fmt.Errorf("%s: entry %q: symbolic link: %w", x.archive, hdr.Name, afero.ErrNoSymlink)
+		if x.fs != nil {
+			if _, ok := x.fs.(afero.Linker); !ok {
+				return fmt.Errorf("%s: entry %q: symbolic link: %w", x.archive, hdr.Name, afero.ErrNoSymlink)
+			}
 		}
-		e.link = hdr.Linkname // created by makeLinks once every link is checked
+		kind, link = kindSymlink, hdr.Linkname // created by makeLinks once every link is checked
 	}
-	x.add(e)
-	return nil
-}
-
-func (x *extractor) add(e *manifestEntry) {
-	x.m.entries = append(x.m.entries, e)
-	x.m.byKey[strings.ToLower(e.name)] = e
-	x.m.byName[e.name] = e
-}
-
-// parents checks the parents of name and creates the missing ones.
-func (x *extractor) parents(raw, name string) error {
-	for i := 0; i < len(name); i++ {
-		if name[i] != '/' {
-			continue
-		}
-		p := name[:i]
-		e, ok := x.m.byName[p]
-		if !ok {
-			e, ok = x.m.byKey[strings.ToLower(p)]
-		}
-		if ok {
-			if e.name != p {
-				return x.bad1(raw, "parent %q differs only in case from entry %q", p, e.name)
-			}
-			if e.kind != tar.TypeDir {
-				return x.bad1(raw, "parent %q is not a directory", p)
-			}
-			continue
-		}
-		if err := x.fs.Mkdir(filepath.Join(x.dst, filepath.FromSlash(p)), 0o700); err != nil {
-			return fmt.Errorf("%s: entry %q: %w", x.archive, raw, err)
-		}
-		x.add(&manifestEntry{name: p, kind: tar.TypeDir, mode: 0o755, implicit: true})
+	if _, err := x.m.add(parent, elem, kind, mode, size, link, false); err != nil {
+		return fmt.Errorf("%s: entry %q: %w", x.archive, hdr.Name, err)
 	}
 	return nil
 }
 
-// writeFile creates full (which must not exist) with exactly size bytes of r.
+// zeroReader stands for a hard link's source when checking only.
+type zeroReader struct{}
+
+func (zeroReader) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
+}
+
+// parents checks the parents of name, creates the missing ones, and
+// returns the index of name's parent and name's last element.
+func (x *extractor) parents(raw, name string) (int32, string, error) {
+	cur := int32(0)
+	for i := 0; ; {
+		j := strings.IndexByte(name[i:], '/')
+		if j < 0 {
+			return cur, name[i:], nil
+		}
+		el := name[i : i+j]
+		p := name[:i+j]
+		i += j + 1
+		if e, ok := x.m.lookup(cur, el); ok {
+			if x.m.elem(e) != el {
+				return 0, "", x.bad1(raw, "parent %q differs only in case from entry %q", p, x.m.path(e))
+			}
+			if x.m.ent(e).kind() != kindDir {
+				return 0, "", x.bad1(raw, "parent %q is not a directory", p)
+			}
+			cur = e
+			continue
+		}
+		if x.fs != nil {
+			if err := x.fs.Mkdir(filepath.Join(x.dst, filepath.FromSlash(p)), 0o700); err != nil {
+				return 0, "", fmt.Errorf("%s: entry %q: %w", x.archive, raw, err)
+			}
+		}
+		e, err := x.m.add(cur, el, kindDir, 0o755, 0, "", true)
+		if err != nil {
+			return 0, "", fmt.Errorf("%s: entry %q: %w", x.archive, raw, err)
+		}
+		cur = e
+	}
+}
+
+// writeFile creates full (which must not exist) with exactly size bytes of
+// r; when checking only, it reads them.
 func (x *extractor) writeFile(full, raw string, r io.Reader, size int64) error {
-	f, err := x.fs.OpenFile(full, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return fmt.Errorf("%s: entry %q: %w", x.archive, raw, err)
-	}
 	if x.buf == nil {
 		x.buf = make([]byte, 64<<10)
 	}
-	n, err := io.CopyBuffer(writerOnly{f}, io.LimitReader(r, size), x.buf)
+	var w io.Writer = io.Discard
+	var f afero.File
+	if x.fs != nil {
+		var err error
+		f, err = x.fs.OpenFile(full, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return fmt.Errorf("%s: entry %q: %w", x.archive, raw, err)
+		}
+		w = writerOnly{f}
+	}
+	n, err := io.CopyBuffer(w, io.LimitReader(r, size), x.buf)
 	if err == nil && n != size {
 		err = io.ErrUnexpectedEOF
 	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
+	if f != nil {
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
 	}
 	x.m.size += n
 	if err != nil {
@@ -459,21 +583,30 @@ func (x *extractor) writeFile(full, raw string, r io.Reader, size int64) error {
 	return nil
 }
 
-// checkLinkResolved follows e's target through the archive's symbolic links
-// and checks that every step stays inside the tree.
-func (x *extractor) checkLinkResolved(e *manifestEntry) error {
-	// dirs[i] is the resolved path at depth i+1.
-	var dirs []string
-	if i := strings.LastIndexByte(e.name, '/'); i >= 0 {
-		for j := 0; j < i; j++ {
-			if e.name[j] == '/' {
-				dirs = append(dirs, e.name[:j])
-			}
+// checkLinkResolved follows the target of the symbolic link i through the
+// archive's symbolic links and checks that every step stays inside the tree.
+func (x *extractor) checkLinkResolved(i int32) error {
+	name, link := x.m.path(i), x.m.link(i)
+	// dirs is the resolved path: an entry index per element (-1 past the
+	// archive's entries: a dangling link) and the path's length so far.
+	type step struct {
+		entry int32
+		plen  int
+	}
+	var dirs []step
+	var chain []int32
+	for p := x.m.ent(i).parent; p > 0; p = x.m.ent(p).parent {
+		chain = append(chain, p)
+	}
+	for k := len(chain) - 1; k >= 0; k-- {
+		plen := len(x.m.elem(chain[k]))
+		if n := len(dirs); n > 0 {
+			plen += dirs[n-1].plen + 1
 		}
-		dirs = append(dirs, e.name[:i])
+		dirs = append(dirs, step{chain[k], plen})
 	}
 	// Components still to resolve: the last slice is consumed first.
-	pending := [][]string{strings.Split(e.link, "/")}
+	pending := [][]string{strings.Split(link, "/")}
 	hops, steps := 0, 0
 	for len(pending) > 0 {
 		top := pending[len(pending)-1]
@@ -484,61 +617,60 @@ func (x *extractor) checkLinkResolved(e *manifestEntry) error {
 		c := top[0]
 		pending[len(pending)-1] = top[1:]
 		if steps++; steps > maxLinkSteps {
-			return x.bad1(e.name, "symbolic link target %q: resolution takes more than %d steps", e.link, maxLinkSteps)
+			return x.bad1(name, "symbolic link target %q: resolution takes more than %d steps", link, maxLinkSteps)
+		}
+		if x.steps++; x.steps > maxTotalLinkSteps {
+			return fmt.Errorf("%s: checking its symbolic links takes more than %d steps: %w", x.archive, maxTotalLinkSteps, ErrUnsafeArchive)
 		}
 		switch c {
 		case "", ".":
 			continue
 		case "..":
 			if len(dirs) == 0 {
-				return x.bad1(e.name, "symbolic link target %q escapes the tree", e.link)
+				return x.bad1(name, "symbolic link target %q escapes the tree", link)
 			}
 			dirs = dirs[:len(dirs)-1]
 			continue
 		}
-		p := c
+		parent, plen := int32(0), len(c)
 		if n := len(dirs); n > 0 {
-			p = dirs[n-1] + "/" + c
+			parent, plen = dirs[n-1].entry, dirs[n-1].plen+1+len(c)
 		}
-		if len(p) > maxNameLen {
-			return x.bad1(e.name, "symbolic link target %q resolves to a path longer than %d bytes", e.link, maxNameLen)
+		if plen > maxNameLen {
+			return x.bad1(name, "symbolic link target %q resolves to a path longer than %d bytes", link, maxNameLen)
 		}
-		l, ok := x.m.byName[p]
-		if !ok {
-			l, ok = x.m.byKey[strings.ToLower(p)]
-		}
-		if ok && l.kind == tar.TypeSymlink {
+		l, ok := x.m.lookup(parent, c)
+		if ok && x.m.ent(l).kind() == kindSymlink {
 			if hops++; hops > maxLinkHops {
-				return x.bad1(e.name, "symbolic link target %q: too many levels of symbolic links", e.link)
+				return x.bad1(name, "symbolic link target %q: too many levels of symbolic links", link)
 			}
-			pending = append(pending, strings.Split(l.link, "/"))
+			pending = append(pending, strings.Split(x.m.link(l), "/"))
 			continue
 		}
-		dirs = append(dirs, p)
+		if !ok {
+			l = -1
+		}
+		dirs = append(dirs, step{l, plen})
 	}
 	return nil
 }
 
 // applyModes sets the recorded permission bits: files first, then
-// directories deepest first, then the root.
+// directories deepest first (an entry's descendants come after it in the
+// manifest, so in reverse order), then the root.
 func (x *extractor) applyModes() error {
-	var dirs []*manifestEntry
-	for _, e := range x.m.entries {
-		switch e.kind {
-		case tar.TypeReg:
-			if err := x.fs.Chmod(filepath.Join(x.dst, filepath.FromSlash(e.name)), e.mode); err != nil {
-				return fmt.Errorf("%s: entry %q: %w", x.archive, e.name, err)
+	for i := int32(1); i < x.m.n; i++ {
+		if e := x.m.ent(i); e.kind() == kindReg {
+			if err := x.fs.Chmod(x.full(i), e.mode()); err != nil {
+				return fmt.Errorf("%s: entry %q: %w", x.archive, x.m.path(i), err)
 			}
-		case tar.TypeDir:
-			dirs = append(dirs, e)
 		}
 	}
-	sort.SliceStable(dirs, func(i, j int) bool {
-		return strings.Count(dirs[i].name, "/") > strings.Count(dirs[j].name, "/")
-	})
-	for _, e := range dirs {
-		if err := x.fs.Chmod(filepath.Join(x.dst, filepath.FromSlash(e.name)), e.mode); err != nil {
-			return fmt.Errorf("%s: entry %q: %w", x.archive, e.name, err)
+	for i := x.m.n - 1; i > 0; i-- {
+		if e := x.m.ent(i); e.kind() == kindDir {
+			if err := x.fs.Chmod(x.full(i), e.mode()); err != nil {
+				return fmt.Errorf("%s: entry %q: %w", x.archive, x.m.path(i), err)
+			}
 		}
 	}
 	if x.hasRoot {
@@ -549,9 +681,16 @@ func (x *extractor) applyModes() error {
 	return nil
 }
 
-// cleanEntryName checks a tar entry name and returns it without its leading
-// "./" and trailing "/"; the top entry ("./" or ".") gives "".
+// cleanEntryName checks a tar entry name with the rules of this system and
+// returns it without its leading "./" and trailing "/"; the top entry ("./"
+// or ".") gives "".
 func cleanEntryName(raw string) (string, error) {
+	return cleanEntryNameRules(raw, runtime.GOOS == "windows")
+}
+
+// cleanEntryNameRules is cleanEntryName, with Windows's rules on names when
+// windows is set.
+func cleanEntryNameRules(raw string, windows bool) (string, error) {
 	if err := checkPathChars(raw); err != nil {
 		return "", err
 	}
@@ -563,7 +702,8 @@ func cleanEntryName(raw string) (string, error) {
 	}
 	s := strings.TrimPrefix(raw, "./")
 	s = strings.TrimSuffix(s, "/")
-	for _, el := range strings.Split(s, "/") {
+	for rest := s; ; {
+		el, after, more := strings.Cut(rest, "/")
 		switch el {
 		case "":
 			return "", errors.New("empty path element")
@@ -573,13 +713,28 @@ func cleanEntryName(raw string) (string, error) {
 		if len(el) > maxElemLen {
 			return "", fmt.Errorf("path element %.40q... longer than %d bytes", el, maxElemLen)
 		}
-		if runtime.GOOS == "windows" {
+		if windows {
 			if err := checkWindowsElement(el); err != nil {
 				return "", err
 			}
 		}
+		if !more {
+			break
+		}
+		rest = after
 	}
 	return s, nil
+}
+
+// checkWindowsName applies checkWindowsElement to every element of a
+// cleaned name.
+func checkWindowsName(s string) error {
+	for _, el := range strings.Split(s, "/") {
+		if err := checkWindowsElement(el); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // checkWindowsElement refuses a path element that Windows would not store
@@ -638,54 +793,92 @@ func checkEntryLinkTarget(name, target string) error {
 }
 
 // verifyTree checks that the tree at dir holds exactly the entries of m, with
-// their types, sizes and link targets.
+// their types, sizes and link targets. It reads the directories in
+// batches, so its memory does not grow with a directory's size.
 func verifyTree(fsys afero.Fs, dir string, m *tarManifest) error {
-	seen := 0
-	err := afero.Walk(fsys, dir, func(p string, fi fs.FileInfo, err error) error {
-		if err != nil {
-			return err
-		}
-		if p == dir {
-			if !fi.IsDir() {
-				return fmt.Errorf("%s: not a directory", dir)
-			}
-			return nil
-		}
-		rel, err := filepath.Rel(dir, p)
-		if err != nil {
-			return err
-		}
-		name := filepath.ToSlash(rel)
-		e, ok := m.byKey[strings.ToLower(name)]
-		if !ok || e.name != name {
-			return fmt.Errorf("%s: unexpected entry %q", dir, name)
-		}
-		seen++
-		switch e.kind {
-		case tar.TypeDir:
-			if !fi.IsDir() {
-				return fmt.Errorf("%s: %q is not a directory", dir, name)
-			}
-		case tar.TypeReg:
-			if !fi.Mode().IsRegular() || fi.Size() != e.size {
-				return fmt.Errorf("%s: %q is not a regular file of %d bytes", dir, name, e.size)
-			}
-		case tar.TypeSymlink:
-			lr, ok := fsys.(afero.LinkReader)
-			if fi.Mode()&fs.ModeSymlink == 0 || !ok {
-				return fmt.Errorf("%s: %q is not a symbolic link", dir, name)
-			}
-			if t, err := lr.ReadlinkIfPossible(p); err != nil || filepath.ToSlash(t) != e.link { // Windows stores \ separators
-				return fmt.Errorf("%s: symbolic link %q does not point to %q", dir, name, e.link)
-			}
-		}
-		return nil
-	})
+	fi, err := lstat(fsys, dir)
 	if err != nil {
 		return fmt.Errorf("verifying extracted tree: %w", err)
 	}
-	if seen != len(m.entries) {
-		return fmt.Errorf("verifying extracted tree: %s: %d entries, want %d", dir, seen, len(m.entries))
+	if !fi.IsDir() {
+		return fmt.Errorf("verifying extracted tree: %s: not a directory", dir)
+	}
+	seen := 0
+	if err := verifyDir(fsys, dir, m, 0, &seen); err != nil {
+		return fmt.Errorf("verifying extracted tree: %w", err)
+	}
+	if seen != m.count() {
+		return fmt.Errorf("verifying extracted tree: %s: %d entries, want %d", dir, seen, m.count())
+	}
+	return nil
+}
+
+// verifyDir checks the directory p, entry idx of m, and below it.
+func verifyDir(fsys afero.Fs, p string, m *tarManifest, idx int32, seen *int) error {
+	f, err := fsys.Open(p)
+	if err != nil {
+		return err
+	}
+	var subdirs []int32 // checked once this directory is closed
+	for {
+		names, rerr := f.Readdirnames(1024)
+		for _, n := range names {
+			if err := verifyEntry(fsys, p, m, idx, n, &subdirs); err != nil {
+				f.Close()
+				return err
+			}
+			*seen++
+		}
+		if rerr == io.EOF || (rerr == nil && len(names) == 0) {
+			break
+		}
+		if rerr != nil {
+			f.Close()
+			return fmt.Errorf("%s: %w", p, rerr)
+		}
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	for _, s := range subdirs {
+		if err := verifyDir(fsys, filepath.Join(p, m.elem(s)), m, s, seen); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// verifyEntry checks the entry n found in the directory p (entry idx).
+func verifyEntry(fsys afero.Fs, p string, m *tarManifest, idx int32, n string, subdirs *[]int32) error {
+	full := filepath.Join(p, n)
+	i, ok := m.lookup(idx, n)
+	if !ok || m.elem(i) != n {
+		return fmt.Errorf("%s: unexpected entry %q", p, n)
+	}
+	fi, err := lstat(fsys, full)
+	if err != nil {
+		return err
+	}
+	e := m.ent(i)
+	switch e.kind() {
+	case kindDir:
+		if !fi.IsDir() {
+			return fmt.Errorf("%q is not a directory", full)
+		}
+		*subdirs = append(*subdirs, i)
+	case kindReg:
+		if size := m.fileSize(i); !fi.Mode().IsRegular() || fi.Size() != size {
+			return fmt.Errorf("%q is not a regular file of %d bytes", full, size)
+		}
+	case kindSymlink:
+		lr, ok := fsys.(afero.LinkReader)
+		if fi.Mode()&fs.ModeSymlink == 0 || !ok {
+			return fmt.Errorf("%q is not a symbolic link", full)
+		}
+		link := m.link(i)
+		if t, err := lr.ReadlinkIfPossible(full); err != nil || filepath.ToSlash(t) != link { // Windows stores \ separators
+			return fmt.Errorf("symbolic link %q does not point to %q", full, link)
+		}
 	}
 	return nil
 }

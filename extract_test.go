@@ -382,12 +382,27 @@ func FuzzExtract(f *testing.F) {
 	f.Add(buildTestTar(f, testEnt{name: "l", typ: tar.TypeSymlink, link: "../x"}))
 	f.Add(gzipForTest(f, buildTestTar(f, testEnt{name: "a/b/c", body: "abc"})))
 	f.Add([]byte{0x1f, 0x8b, 0, 0})
+	for _, format := range sparseFormats {
+		f.Add(sparseTar(f, format, 1<<20))
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		fsys := afero.NewMemMapFs()
 		if err := fsys.MkdirAll("/p/stage", 0o755); err != nil {
 			t.Fatal(err)
 		}
 		m, err := extractTar(context.Background(), fsys, "/p/stage", "fuzz.tar", bytes.NewReader(data), 1<<16)
+		// checkTar (what add and verify run) agrees: it refuses what
+		// extraction refuses for the archive's content, and accepts
+		// what extraction accepts, with the same entries.
+		cm, _, cerr := checkTar(context.Background(), "fuzz.tar", bytes.NewReader(data), 1<<16, clientLimits)
+		switch {
+		case err == nil && (cerr != nil || cm.count() != m.count() || cm.size != m.size):
+			t.Fatalf("extracted %d entries, %d bytes; checkTar: %v", m.count(), m.size, cerr)
+		case errors.Is(cerr, ErrUnsafeArchive) && err == nil:
+			t.Fatalf("checkTar refuses what extraction accepted: %v", cerr)
+		case cerr == nil && errors.Is(err, ErrUnsafeArchive):
+			t.Fatalf("extraction refuses what checkTar accepts: %v", err)
+		}
 		// Whatever happens, nothing is written outside /p/stage.
 		names, _ := afero.ReadDir(fsys, "/p")
 		if len(names) != 1 {

@@ -539,13 +539,7 @@ func (in *installer) installTar(ctx context.Context, r io.Reader, limit int64) e
 	}
 	// extractTar synced the files; sync their directory entries too, before
 	// the journal makes the staged tree the one recover keeps.
-	dirs := []string{staged}
-	for _, e := range m.entries {
-		if e.kind == tar.TypeDir {
-			dirs = append(dirs, filepath.Join(staged, filepath.FromSlash(e.name)))
-		}
-	}
-	parallel(ctx, syncWorkers, dirs, func(d string) error { syncDir(in.fs, d); return nil })
+	m.syncDirs(ctx, in.fs, staged)
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -746,6 +740,8 @@ func (in *installer) extractExe(ctx context.Context, staged, archive string, r i
 			return bad(err.Error())
 		case name == "" && hdr.Typeflag == tar.TypeDir:
 			continue
+		case isSparse(hdr):
+			return bad("sparse files are not allowed")
 		case hdr.Typeflag != tar.TypeReg:
 			return bad("a single-executable archive holds one regular file and nothing else")
 		case strings.Contains(name, "/"):
@@ -775,7 +771,7 @@ func (in *installer) writeExe(staged string, r io.Reader, size int64, perm fs.Fi
 	if err := in.fs.Remove(staged); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
-	f, err := in.fs.OpenFile(staged, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := openNoFollow(in.fs, staged, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return err
 	}
@@ -864,9 +860,12 @@ func (in *installer) recoverExe() error {
 	return nil
 }
 
+// maxJournalLength caps the read of a journal (a few hundred bytes).
+const maxJournalLength = 64 << 10
+
 // readJournal returns the journal at jpath, nil if there is none.
 func (in *installer) readJournal(jpath, op string) (*journal, error) {
-	data, err := afero.ReadFile(in.fs, jpath)
+	data, err := readCacheFile(in.fs, jpath, maxJournalLength)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"os"
 	"path/filepath"
 	"strings"
 
@@ -224,13 +225,7 @@ func (c *Client) currentRelease(v Version) *clientRelease {
 	if c.tuf.trusted == nil || c.tuf.trusted.Targets[metadata.TARGETS] == nil {
 		return nil
 	}
-	rels := releases(c.tuf.targets(), c.app, c.log)
-	for i := range rels {
-		if rels[i].version.Compare(v) == 0 {
-			return &rels[i]
-		}
-	}
-	return nil
+	return releaseSetOf(c.tuf.targets(), c.app, c.platform, c.log).at(v)
 }
 
 // releaseTar returns how to read the uncompressed tar of rel from a
@@ -242,8 +237,8 @@ func (c *Client) releaseTar(ctx context.Context, rel *clientRelease, prog *progr
 	size, hash := rel.tarHash()
 	if hash != "" {
 		p := c.cachePath(tarName(c.app, rel.version))
-		if n, h, err := hashFile(c.fs, p); err == nil && h == hash && n == size {
-			return func() (io.ReadCloser, error) { return c.fs.Open(p) }, p, size, nil
+		if n, h, err := hashFileLimit(c.fs, p, size); err == nil && h == hash && n == size {
+			return func() (io.ReadCloser, error) { return openNoFollow(c.fs, p, os.O_RDONLY, 0) }, p, size, nil
 		}
 	}
 	if rel.archive == nil {
@@ -251,7 +246,7 @@ func (c *Client) releaseTar(ctx context.Context, rel *clientRelease, prog *progr
 	}
 	want := plannedFile(rel.archive)
 	p := c.cachePath(want.Name)
-	if n, h, err := hashFile(c.fs, p); err != nil || h != want.SHA256 || n != want.Length {
+	if n, h, err := hashFileLimit(c.fs, p, want.Length); err != nil || h != want.SHA256 || n != want.Length {
 		c.log.Info("downloading the installed version's archive to compare the install directory with it", "archive", want.Name, "bytes", want.Length)
 		prog.total += want.Length
 		if err := c.remote.fetchTarget(ctx, c.fs, c.tuf.targetURL(c.targetsURL, rel.archive), p, want.Length, want.SHA256, prog); err != nil {
@@ -262,7 +257,7 @@ func (c *Client) releaseTar(ctx context.Context, rel *clientRelease, prog *progr
 	if limit == 0 {
 		limit = want.Length * maxDeflateRatio
 	}
-	return func() (io.ReadCloser, error) { return c.fs.Open(p) }, p, limit, nil
+	return func() (io.ReadCloser, error) { return openNoFollow(c.fs, p, os.O_RDONLY, 0) }, p, limit, nil
 }
 
 // emptyDir reports whether the directory dir has no entries.

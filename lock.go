@@ -48,7 +48,9 @@ func lockInstall(fsys afero.Fs, path string) (unlock func(), err error) {
 	if _, loaded := heldLocks.LoadOrStore(key, struct{}{}); loaded {
 		return nil, fmt.Errorf("locking %s: %w", path, ErrBusy)
 	}
-	f, err := fsys.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	// Never through a symbolic link: a link planted here would make the
+	// updater (often root) create or open the file it points to.
+	f, err := openNoFollow(fsys, path, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		heldLocks.Delete(key)
 		return nil, fmt.Errorf("locking %s: %w", path, err)

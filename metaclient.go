@@ -112,7 +112,7 @@ func (m *MetadataClient) Download(ctx context.Context, name, targetBaseURL, dir 
 	}
 	fsys := m.fs()
 	dst := filepath.Join(dir, url.PathEscape(name))
-	if old, err := afero.ReadFile(fsys, dst); err == nil && tf.VerifyLengthHashes(old) == nil {
+	if old, err := readCacheFile(fsys, dst, tf.Length); err == nil && tf.VerifyLengthHashes(old) == nil {
 		return dst, nil
 	}
 	escaped := *tf

@@ -11,6 +11,8 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 )
 
 // File name extensions of release targets.
@@ -91,15 +93,102 @@ func ArchiveName(app string, v Version) string { return app + "-" + v.String() +
 func PatchName(app string, v Version) string { return app + "-" + v.String() + PatchExt }
 
 // ArchiveMeta is the custom metadata of an archive target. On the wire it is
-// tufup's {"user": ..., "tufup": {"required": ...}}, plus notsotuf's
-// "notsotuf": {"tar_size", "tar_hash", "tar_hash_algorithm"} describing the
-// uncompressed tar, which lets a client check a tar rebuilt from an installed
-// tree. tufup clients ignore the extra key.
+// tufup's {"user": ..., "tufup": {"required": ...}} with notsotuf's own
+// fields in an object "notsotuf" inside "tufup":
+//
+//	{"user": ..., "tufup": {"required": false, "notsotuf": {
+//	    "tar_size": N, "tar_hash": "...", "tar_hash_algorithm": "sha256",
+//	    "platform": "linux-amd64", "rollout": 50, "yanked": {"reason": "..."}}}}
+//
+// It has to be inside "tufup": a tufup 0.10 client reads custom metadata
+// as {"user", "tufup"} only when those are exactly its keys; with any other
+// key beside them it takes the whole object for the publisher's metadata
+// of older tufup versions, and loses "required". Keys inside "tufup" that
+// it does not know it ignores. Every field of "notsotuf" is optional; a
+// field this version does not know makes the archive unusable (a client
+// must not install a release under rules it cannot read). Earlier
+// notsotuf versions wrote the tar fields in a "notsotuf" key beside
+// "tufup" and "user": that is still read.
 type ArchiveMeta struct {
 	User     json.RawMessage // the publisher's metadata (e.g. a changelog); nil when none
 	Required bool            // clients must install this release before any newer one
 	TarSize  int64           // size of the uncompressed tar; 0 when unknown (tufup archives)
 	TarHash  string          // sha256 of the uncompressed tar, hex; "" when unknown
+
+	// Platform is the platform of this build ("linux-amd64"; see
+	// [ValidPlatform]), "" for a release for every platform. A build's
+	// targets are named <app>-<platform>-<version>.tar.gz and .patch.
+	Platform string
+	// Yanked marks a withdrawn release: clients never install it, and
+	// those running it go back to the newest release that is not yanked.
+	Yanked     bool
+	YankReason string // why, in a few words (may be empty)
+	// Rollout, when set, is the percent (0 to 100) of installs that are
+	// offered the release (a staged rollout; 0 halts it). Nil offers it
+	// to every install.
+	Rollout *int
+}
+
+// RolloutPercent returns the share of installs offered the release, in
+// percent: 100 unless a staged rollout is set.
+func (m ArchiveMeta) RolloutPercent() int {
+	if m.Rollout == nil {
+		return 100
+	}
+	return *m.Rollout
+}
+
+// Limits of the release management fields.
+const (
+	maxPlatformLen   = 64
+	maxYankReasonLen = 1000
+)
+
+var platformRE = regexp.MustCompile(`^[a-z][a-z0-9_]*(?:-[a-z0-9_]+)*$`)
+
+// ValidPlatform reports an error unless name can name a platform:
+// lower-case letters, digits and '_' in parts joined by '-', starting with
+// a letter, at most 64 characters ("linux-amd64", "windows-arm64",
+// "linux-x86_64").
+func ValidPlatform(name string) error {
+	if len(name) > maxPlatformLen || !platformRE.MatchString(name) {
+		return fmt.Errorf("platform %.80q: use lower-case letters, digits and '_' in parts joined by '-', starting with a letter, at most %d characters (e.g. linux-amd64)", name, maxPlatformLen)
+	}
+	return nil
+}
+
+// ValidYankReason reports an error unless s can be published as the
+// reason of a yank: at most 1000 bytes of UTF-8 text without control
+// characters (clients print it in terminals).
+func ValidYankReason(s string) error {
+	if len(s) > maxYankReasonLen {
+		return fmt.Errorf("yank reason: longer than %d bytes", maxYankReasonLen)
+	}
+	if !utf8.ValidString(s) {
+		return errors.New("yank reason: not UTF-8 text")
+	}
+	for _, r := range s {
+		if unicode.IsControl(r) {
+			return fmt.Errorf("yank reason %.40q: control characters are not allowed", s)
+		}
+	}
+	return nil
+}
+
+func validRollout(p int) error {
+	if p < 0 || p > 100 {
+		return fmt.Errorf("rollout %d: want a percentage from 0 to 100", p)
+	}
+	return nil
+}
+
+// releaseStem is the part of a release's target names before
+// "-<version>": the app name, and the platform when the build has one.
+func releaseStem(app, platform string) string {
+	if platform == "" {
+		return app
+	}
+	return app + "-" + platform
 }
 
 // PatchMeta is the custom metadata of a patch target (tufup's format):
@@ -120,8 +209,22 @@ type tarInfoJSON struct {
 	TarHashAlgorithm string `json:"tar_hash_algorithm"`
 }
 
+// archiveJSON is the "notsotuf" object of an archive's custom metadata.
+type archiveJSON struct {
+	TarSize          *int64    `json:"tar_size,omitempty"`
+	TarHash          string    `json:"tar_hash,omitempty"`
+	TarHashAlgorithm string    `json:"tar_hash_algorithm,omitempty"`
+	Platform         string    `json:"platform,omitempty"`
+	Rollout          *int      `json:"rollout,omitempty"`
+	Yanked           *yankJSON `json:"yanked,omitempty"`
+}
+
+type yankJSON struct {
+	Reason string `json:"reason"`
+}
+
 // Custom encodes m as a target's custom metadata. It refuses user metadata
-// that canonical JSON cannot sign (floats).
+// that canonical JSON cannot sign (floats) and fields out of range.
 func (m ArchiveMeta) Custom() (json.RawMessage, error) {
 	user := m.User
 	if len(bytes.TrimSpace(user)) == 0 {
@@ -130,17 +233,36 @@ func (m ArchiveMeta) Custom() (json.RawMessage, error) {
 	if err := ValidateUserMeta(user); err != nil {
 		return nil, err
 	}
-	out := map[string]any{
-		"user":  user,
-		"tufup": map[string]any{"required": m.Required},
-	}
+	tufup := map[string]any{"required": m.Required}
+	var own archiveJSON
 	if m.TarHash != "" {
 		if err := checkTarInfo(m.TarSize, m.TarHash); err != nil {
 			return nil, err
 		}
-		out["notsotuf"] = tarInfoJSON{m.TarSize, m.TarHash, "sha256"}
+		own.TarSize, own.TarHash, own.TarHashAlgorithm = &m.TarSize, m.TarHash, "sha256"
 	}
-	return json.Marshal(out)
+	if m.Platform != "" {
+		if err := ValidPlatform(m.Platform); err != nil {
+			return nil, err
+		}
+		own.Platform = m.Platform
+	}
+	if m.Rollout != nil {
+		if err := validRollout(*m.Rollout); err != nil {
+			return nil, err
+		}
+		own.Rollout = m.Rollout
+	}
+	if m.Yanked {
+		if err := ValidYankReason(m.YankReason); err != nil {
+			return nil, err
+		}
+		own.Yanked = &yankJSON{m.YankReason}
+	}
+	if own != (archiveJSON{}) {
+		tufup["notsotuf"] = own
+	}
+	return json.Marshal(map[string]any{"user": user, "tufup": tufup})
 }
 
 // Custom encodes m as a patch target's custom metadata.
@@ -189,7 +311,8 @@ func ParseArchiveMeta(custom *json.RawMessage) (ArchiveMeta, error) {
 		m.User = u
 	}
 	var t struct {
-		Required *bool `json:"required"`
+		Required *bool            `json:"required"`
+		Notsotuf *json.RawMessage `json:"notsotuf"`
 	}
 	if err := strictDecode(tufup, &t); err != nil {
 		return ArchiveMeta{}, fmt.Errorf("archive custom metadata: field tufup: %w", err)
@@ -197,14 +320,83 @@ func ParseArchiveMeta(custom *json.RawMessage) (ArchiveMeta, error) {
 	if t.Required != nil {
 		m.Required = *t.Required
 	}
-	if n, ok := obj["notsotuf"]; ok {
+	n, old := obj["notsotuf"]
+	switch {
+	case old && t.Notsotuf != nil:
+		return ArchiveMeta{}, errors.New("archive custom metadata: both notsotuf and tufup.notsotuf")
+	case old:
+		// Written by earlier notsotuf versions: the tar fields only.
 		size, hash, err := parseTarInfo(n)
 		if err != nil {
 			return ArchiveMeta{}, fmt.Errorf("archive custom metadata: field notsotuf: %w", err)
 		}
 		m.TarSize, m.TarHash = size, hash
+	case t.Notsotuf != nil:
+		if err := parseArchiveJSON(*t.Notsotuf, &m); err != nil {
+			return ArchiveMeta{}, fmt.Errorf("archive custom metadata: field tufup.notsotuf: %w", err)
+		}
 	}
 	return m, nil
+}
+
+// parseArchiveJSON reads the "notsotuf" object of an archive's custom
+// metadata into m, strictly: unknown fields, wrong types, numbers out of
+// range and a tar size without a hash (or the reverse) are errors.
+func parseArchiveJSON(raw json.RawMessage, m *ArchiveMeta) error {
+	var a struct {
+		TarSize          json.RawMessage `json:"tar_size"`
+		TarHash          *string         `json:"tar_hash"`
+		TarHashAlgorithm *string         `json:"tar_hash_algorithm"`
+		Platform         *string         `json:"platform"`
+		Rollout          json.RawMessage `json:"rollout"`
+		Yanked           json.RawMessage `json:"yanked"`
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&a); err != nil {
+		return err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errors.New("trailing data after JSON value")
+	}
+	if a.TarSize != nil || a.TarHash != nil || a.TarHashAlgorithm != nil {
+		size, hash, err := parseTarInfo(raw)
+		if err != nil {
+			return err
+		}
+		m.TarSize, m.TarHash = size, hash
+	}
+	if a.Platform != nil {
+		if err := ValidPlatform(*a.Platform); err != nil {
+			return err
+		}
+		m.Platform = *a.Platform
+	}
+	if a.Rollout != nil {
+		p, err := strconv.Atoi(string(a.Rollout)) // refuses strings, floats, null
+		if err != nil {
+			return fmt.Errorf("rollout %.40s: not an integer", a.Rollout)
+		}
+		if err := validRollout(p); err != nil {
+			return err
+		}
+		m.Rollout = &p
+	}
+	if a.Yanked != nil {
+		var y struct {
+			Reason *string `json:"reason"`
+		}
+		dec := json.NewDecoder(bytes.NewReader(a.Yanked))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&y); err != nil || y.Reason == nil {
+			return fmt.Errorf("yanked %.40s: want {\"reason\": TEXT}", a.Yanked)
+		}
+		if err := ValidYankReason(*y.Reason); err != nil {
+			return err
+		}
+		m.Yanked, m.YankReason = true, *y.Reason
+	}
+	return nil
 }
 
 // ParsePatchMeta decodes a patch target's custom metadata (tufup's

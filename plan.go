@@ -2,9 +2,6 @@ package notsotuf
 
 import (
 	"encoding/json"
-	"fmt"
-	"log/slog"
-	"slices"
 
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 )
@@ -16,17 +13,24 @@ type Update struct {
 	Required bool            // the publisher marked it required: it is installed before any newer one
 	UserMeta json.RawMessage // the publisher's metadata of the release (e.g. a changelog); nil when none
 	Plan     Plan            // what Check planned to download
+	// Rollback is set when Version is lower than the installed version:
+	// the installed version was yanked (withdrawn in the signed metadata)
+	// and this is the newest release the client may go back to.
+	// RollbackReason says why, with the publisher's words.
+	Rollback       bool
+	RollbackReason string
 	// Result is what Install did, set when it installed this update: it
 	// can differ from the plan (patches that failed, then the full
 	// archive). It stays nil before, and when Install found the version
 	// already installed (by another process, meanwhile).
 	Result *InstallResult
 
-	from    Version         // the installed version the plan starts from
-	target  *clientRelease  // the release to install
-	chain   []clientRelease // patches to apply, in order, when !Plan.Full
-	base    baseSource
-	archive PlannedFile
+	rollback bool             // Rollback as Check decided it (Install trusts this, not the exported field)
+	from     Version          // the installed version the plan starts from
+	target   *clientRelease   // the release to install
+	chain    []*clientRelease // patches to apply, in order, when !Plan.Full
+	base     baseSource
+	archive  PlannedFile
 }
 
 // Plan is how an update is fetched: a chain of patches applied to the
@@ -68,11 +72,13 @@ type PlannedFile struct {
 // tufup).
 const DefaultPatchRatio = 0.8
 
-// clientRelease is one version of the application in the repository: its archive
-// and the patch that leads to it from the previous version, either of which
-// may be missing.
+// clientRelease is one version of the application in the repository, for
+// one platform or for every platform: its archive and the patch that leads
+// to it from the previous release of its platform group that is not yanked
+// (see releaseSet.patchBase), either of which may be missing.
 type clientRelease struct {
 	version   Version
+	platform  string // "" for a build for every platform
 	archive   *metadata.TargetFiles
 	meta      ArchiveMeta
 	patch     *metadata.TargetFiles
@@ -94,96 +100,4 @@ func (r *clientRelease) tarHash() (int64, string) {
 
 func plannedFile(tf *metadata.TargetFiles) PlannedFile {
 	return PlannedFile{Name: tf.Path, Length: tf.Length, SHA256: tf.Hashes["sha256"].String()}
-}
-
-// releases gathers app's releases from the signed targets, sorted by
-// version. Targets of other apps or with other names are ignored; a target
-// whose custom metadata does not parse is left out (and logged): an archive
-// without usable metadata is never offered, a patch without it is never
-// applied.
-func releases(targets map[string]*metadata.TargetFiles, app string, log *slog.Logger) []clientRelease {
-	byVersion := map[string]*clientRelease{}
-	var list []*clientRelease
-	for name, tf := range targets {
-		tn, err := ParseTargetName(name)
-		if err != nil || tn.App != app {
-			continue
-		}
-		if _, ok := tf.Hashes["sha256"]; !ok {
-			log.Warn("ignoring target without sha256 hash", "target", name)
-			continue
-		}
-		key := tn.Version.String()
-		r := byVersion[key]
-		if r == nil {
-			r = &clientRelease{version: tn.Version}
-			byVersion[key] = r
-			list = append(list, r)
-		}
-		switch tn.Kind {
-		case KindArchive:
-			m, err := ParseArchiveMeta(tf.Custom)
-			if err != nil {
-				log.Warn("ignoring archive with bad custom metadata", "target", name, "err", err)
-				continue
-			}
-			r.archive, r.meta = tf, m
-		case KindPatch:
-			m, err := ParsePatchMeta(tf.Custom)
-			if err != nil {
-				log.Warn("ignoring patch with bad custom metadata", "target", name, "err", err)
-				continue
-			}
-			r.patch, r.patchMeta = tf, m
-		}
-	}
-	slices.SortFunc(list, func(a, b *clientRelease) int { return a.version.Compare(b.version) })
-	out := make([]clientRelease, 0, len(list))
-	for _, r := range list {
-		if r.archive != nil || r.patch != nil {
-			out = append(out, *r)
-		}
-	}
-	return out
-}
-
-// selectTarget applies tufup's rule: among the archives newer than current
-// on the channel, in version order, the first required one, else the
-// newest. It returns -1 when there is none.
-func selectTarget(rels []clientRelease, current Version, channel string) int {
-	best := -1
-	for i, r := range rels {
-		if r.archive == nil || r.version.Compare(current) <= 0 || !r.version.OnChannel(channel) {
-			continue
-		}
-		best = i
-		if r.meta.Required {
-			break
-		}
-	}
-	return best
-}
-
-// patchChain returns the releases whose patches lead from current to
-// rels[target], checking that the chain is contiguous: current is a release
-// of the repository and every release after it up to the target has a
-// patch (each patch starts from the release before it). Otherwise it
-// returns the reason it cannot be used.
-func patchChain(rels []clientRelease, current Version, target int) ([]clientRelease, string) {
-	start := -1
-	for i, r := range rels[:target] {
-		if r.version.Compare(current) == 0 {
-			start = i
-		}
-	}
-	if start < 0 {
-		return nil, fmt.Sprintf("the installed version %s is not in the repository", current)
-	}
-	chain := rels[start+1 : target+1]
-	for _, r := range chain {
-		if r.patch == nil {
-			return nil, fmt.Sprintf("there is no patch to %s", r.version)
-		}
-	}
-	return chain, ""
 }

@@ -2,6 +2,7 @@ package notsotuf
 
 import (
 	"bytes"
+	"context"
 	"crypto/ed25519"
 	"encoding/hex"
 	"encoding/json"
@@ -183,7 +184,9 @@ func (c *Config) Save(fsys afero.Fs, name string) error {
 // laid out like tufup's: Config.RepoDir/metadata holds N.root.json for every
 // root version, root.json (the newest root), targets.json, snapshot.json and
 // timestamp.json (consistent_snapshot false); Config.RepoDir/targets holds
-// the archives <app>-<version>.tar.gz and patches <app>-<version>.patch.
+// the archives <app>-<version>.tar.gz and patches <app>-<version>.patch
+// (<app>-<platform>-<version>.* for a platform's builds, see
+// AddOptions.Platform).
 // With consistent snapshots (Config.ConsistentSnapshot at Init, or
 // SignOptions.ConsistentSnapshot later), metadata/ also holds
 // N.targets.json and N.snapshot.json for every version, and each target
@@ -229,6 +232,8 @@ type Repository struct {
 	// Each phase starts at 0 and ends with done == total. Calls are coarse
 	// (every few MiB), so that reporting costs nothing measurable.
 	Progress func(phase string, done, total int64)
+
+	limits archiveLimits // the archive limits add and verify check; zero: the clients' (tests lower them)
 }
 
 // patchFormat returns the format named name ("" is bsdiff).
@@ -245,6 +250,33 @@ func (r *Repository) progress(phase string, done, total int64) {
 	if r.Progress != nil {
 		r.Progress(phase, done, total)
 	}
+}
+
+// archiveLimits returns the limits of what clients accept in an archive.
+func (r *Repository) archiveLimits() archiveLimits {
+	if r.limits == (archiveLimits{}) {
+		return clientLimits
+	}
+	return r.limits
+}
+
+// checkClientRules applies the clients' extraction rules (checkTar) to
+// the tar at tarPath, which the archive named archive (of archiveLen bytes)
+// holds, with the limit a client applies: the signed tar size, or what
+// archiveLen bytes of gzip can expand to when none is signed. Names only
+// Windows refuses come back as warnings.
+func (r *Repository) checkClientRules(ctx context.Context, archive string, archiveLen int64, tarPath string, tarSize int64) ([]string, error) {
+	limit := tarSize
+	if limit <= 0 {
+		limit = archiveLen * maxDeflateRatio
+	}
+	f, err := r.Fs.Open(tarPath)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	_, warnings, err := checkTar(ctx, archive, f, limit, r.archiveLimits())
+	return warnings, err
 }
 
 func (r *Repository) now() time.Time {

@@ -21,7 +21,7 @@ import (
 
 // AddOptions describes a release to add.
 type AddOptions struct {
-	Version   string          // PEP 440; must be newer than every release
+	Version   string          // PEP 440; not yet published (for this platform)
 	BundleDir string          // the directory tree to release (read through Repository.Fs)
 	Required  bool            // clients must install this release before newer ones
 	UserMeta  json.RawMessage // published as custom.user (no floats); nil for none
@@ -34,6 +34,14 @@ type AddOptions struct {
 	// the other key holders complete it with `notsotuf sign targets`.
 	// Clients see the release only then.
 	Partial bool
+	// Platform, when set, publishes a build for one platform (see
+	// ValidPlatform) as <app>-<platform>-<version>.tar.gz, with its own
+	// patch chain; clients configured with that platform install it.
+	// "" publishes a build for every platform, named as tufup names them.
+	Platform string
+	// Rollout, when set, starts a staged rollout: the percent (0 to 100)
+	// of installs offered the release (see Repository.SetRollout).
+	Rollout *int
 }
 
 // TargetInfo describes a published target file.
@@ -53,6 +61,9 @@ type AddResult struct {
 	From    string      // version the patch applies to
 	// PatchFormat is the patch's format (see Config.PatchFormat).
 	PatchFormat string
+	// Repatched lists the patches of other releases rebuilt because this
+	// one now stands below them (a hotfix below a newer release).
+	Repatched []Repatch
 	// Signatures and Threshold of the new targets metadata (Signatures is
 	// below Threshold only with AddOptions.Partial).
 	Signatures, Threshold int
@@ -62,9 +73,11 @@ type AddResult struct {
 	Warnings []string
 }
 
-// release is one version in targets metadata.
+// release is one version in targets metadata, for one platform or for
+// every platform.
 type release struct {
 	version     Version
+	platform    string // "" for a build for every platform
 	archive     string
 	archiveFile *metadata.TargetFiles
 	archiveMeta ArchiveMeta
@@ -73,54 +86,83 @@ type release struct {
 	patchMeta   PatchMeta
 }
 
-// releases lists the app's releases in targets metadata, oldest first. Other
-// targets (other apps, unparsable names) are returned as names in others.
+// releases lists the app's releases in targets metadata, sorted by version
+// then platform. Other targets (other apps, unparsable names, patches
+// without their archive) are returned as names in others. An archive
+// named <app>-<version>.tar.gz is a build for every platform; one named
+// <app>-<platform>-<version>.tar.gz is a platform's build when its signed
+// metadata names that platform (else it is another app's: "demo-tools" is
+// not the platform "tools" of "demo"). A patch belongs to the archive of
+// the same name.
 func (r *Repository) releases(t *metadata.TargetsType) (rels []*release, others []string, err error) {
-	byVer := map[string]*release{}
-	get := func(v Version) *release {
-		k := v.String()
-		if byVer[k] == nil {
-			byVer[k] = &release{version: v}
-		}
-		return byVer[k]
-	}
+	app := r.Config.AppName
+	type key struct{ stem, version string }
+	byKey := map[key]*release{}
 	names := make([]string, 0, len(t.Targets))
 	for n := range t.Targets {
 		names = append(names, n)
 	}
 	slices.Sort(names)
-	var patchOnly []string
+	var patches []TargetName
 	for _, n := range names {
 		tf := t.Targets[n]
 		tn, perr := ParseTargetName(n)
-		if perr != nil || tn.App != r.Config.AppName {
+		if perr != nil {
 			others = append(others, n)
 			continue
 		}
-		rel := get(tn.Version)
-		switch tn.Kind {
-		case KindArchive:
-			rel.archive, rel.archiveFile = n, tf
-			if rel.archiveMeta, err = ParseArchiveMeta(tf.Custom); err != nil {
-				return nil, nil, fmt.Errorf("targets.json: target %s: %w", n, err)
-			}
-		case KindPatch:
-			rel.patch, rel.patchFile = n, tf
-			if rel.patchMeta, err = ParsePatchMeta(tf.Custom); err != nil {
-				return nil, nil, fmt.Errorf("targets.json: target %s: %w", n, err)
-			}
-		}
-	}
-	for _, rel := range byVer {
-		if rel.archive == "" {
-			patchOnly = append(patchOnly, rel.patch)
+		if tn.Kind == KindPatch {
+			patches = append(patches, tn)
 			continue
 		}
+		platform, ok := strings.CutPrefix(tn.App, app+"-")
+		if tn.App == app {
+			platform, ok = "", true
+		}
+		if !ok {
+			others = append(others, n)
+			continue
+		}
+		m, err := ParseArchiveMeta(tf.Custom)
+		if err != nil {
+			if platform != "" {
+				others = append(others, n)
+				continue
+			}
+			return nil, nil, fmt.Errorf("targets.json: target %s: %w", n, err)
+		}
+		switch {
+		case m.Platform == platform:
+		case platform != "" && m.Platform == "":
+			others = append(others, n) // another app's
+			continue
+		default:
+			return nil, nil, fmt.Errorf("targets.json: target %s: its metadata signs platform %q", n, m.Platform)
+		}
+		rel := &release{version: tn.Version, platform: platform, archive: n, archiveFile: tf, archiveMeta: m}
+		byKey[key{tn.App, tn.Version.String()}] = rel
 		rels = append(rels, rel)
 	}
-	slices.SortFunc(rels, func(a, b *release) int { return a.version.Compare(b.version) })
-	slices.Sort(patchOnly)
-	return rels, append(others, patchOnly...), nil
+	for _, tn := range patches {
+		rel := byKey[key{tn.App, tn.Version.String()}]
+		if rel == nil {
+			others = append(others, tn.Name)
+			continue
+		}
+		tf := t.Targets[tn.Name]
+		rel.patch, rel.patchFile = tn.Name, tf
+		if rel.patchMeta, err = ParsePatchMeta(tf.Custom); err != nil {
+			return nil, nil, fmt.Errorf("targets.json: target %s: %w", tn.Name, err)
+		}
+	}
+	slices.SortFunc(rels, func(a, b *release) int {
+		if c := a.version.Compare(b.version); c != 0 {
+			return c
+		}
+		return strings.Compare(a.platform, b.platform)
+	})
+	slices.Sort(others)
+	return rels, others, nil
 }
 
 func (r *Repository) workDir() (string, func(), error) {
@@ -147,11 +189,16 @@ func (r *Repository) checkSigners(st *state, kr *keyring, roles ...string) error
 }
 
 // Add publishes a release: the deterministic archive of the bundle
-// (<app>-<version>.tar.gz), a patch from the newest release's tar (verified by
-// applying it), and new targets, snapshot and timestamp metadata. The target
-// files are written under temporary names and renamed into place before the
-// metadata, timestamp last; on any error everything it wrote is removed and
-// the repository is as it was.
+// (<app>-<version>.tar.gz, or <app>-<platform>-<version>.tar.gz for a
+// platform's build), a patch from the tar of the newest lower release of
+// its platform group that is not yanked (verified by applying it), and new
+// targets, snapshot and timestamp metadata. Any version not yet published
+// is accepted, not only a newer one: a hotfix 1.4.1 after 2.0 patches from
+// 1.4, and the release above it (2.0) gets a new patch from the hotfix, so
+// that each chain steps through every release (see repo_release.go). The
+// target files are written under temporary names and renamed into place
+// before the metadata, timestamp last; on any error everything it wrote is
+// removed and the repository is as it was.
 func (r *Repository) Add(ctx context.Context, opts AddOptions) (res *AddResult, err error) {
 	v, err := ParseVersion(opts.Version)
 	if err != nil {
@@ -177,16 +224,31 @@ func (r *Repository) Add(ctx context.Context, opts AddOptions) (res *AddResult, 
 	if err != nil {
 		return nil, err
 	}
-	var prev *release
-	if len(rels) > 0 {
-		prev = rels[len(rels)-1]
-		if v.Compare(prev.version) <= 0 {
-			return nil, withHint(fmt.Errorf("version %s is not newer than the latest release %s", v, prev.version),
-				"releases must be added in increasing PEP 440 order (1.0.dev1 < 1.0a1 < 1.0rc1 < 1.0 < 1.0.post1)")
+	if opts.Platform != "" {
+		if err := ValidPlatform(opts.Platform); err != nil {
+			return nil, withHint(fmt.Errorf("--platform: %w", err), "name platforms as GOOS-GOARCH does: linux-amd64, darwin-arm64, windows-amd64")
 		}
 	}
-	archiveName := ArchiveName(r.Config.AppName, v)
-	patchName := PatchName(r.Config.AppName, v)
+	rollout := opts.Rollout
+	if rollout != nil {
+		if err := validRollout(*rollout); err != nil {
+			return nil, err
+		}
+		if *rollout == 100 {
+			rollout = nil
+		}
+	}
+	group := groupOf(rels, opts.Platform)
+	for _, rel := range group {
+		if rel.version.Compare(v) == 0 {
+			return nil, withHint(fmt.Errorf("release %s is already published (%s)", rel.label(), rel.archive),
+				"a published release is never replaced: publish a new version (and `notsotuf yank %s` if this one is bad)", rel.version)
+		}
+	}
+	prev, next := prevLive(group, v), nextLive(group, v)
+	stem := releaseStem(r.Config.AppName, opts.Platform)
+	archiveName := ArchiveName(stem, v)
+	patchName := PatchName(stem, v)
 	for _, n := range []string{archiveName, patchName} {
 		p := filepath.Join(r.targetsDir(), n)
 		if ok, err := exists(r.Fs, p); err != nil {
@@ -250,7 +312,19 @@ func (r *Repository) Add(ctx context.Context, opts AddOptions) (res *AddResult, 
 	if err != nil {
 		return nil, err
 	}
+	// Publish nothing a client would refuse to install.
+	warnings, err := r.checkClientRules(ctx, archiveName, res.Archive.Length, newTar, tarSize)
+	if err != nil {
+		return nil, withHint(fmt.Errorf("bundle %s: clients would refuse to install this release (nothing was published): %w", opts.BundleDir, err),
+			"rename or remove the entries named (the rules: docs/publishing.md, \"What clients accept in an archive\")")
+	}
+	for _, w := range warnings {
+		r.log().Warn("bundle entry", "warning", w)
+	}
 	res.Archive.TarSize, res.Archive.TarHash = tarSize, tarHash
+	p := r.newPatcher(st, t, work)
+	added := &release{version: v, platform: opts.Platform, archive: archiveName}
+	p.tars[added] = newTar
 
 	var patchTmp string
 	if prev != nil && !opts.SkipPatch {
@@ -283,8 +357,17 @@ func (r *Repository) Add(ctx context.Context, opts AddOptions) (res *AddResult, 
 		res.Patch, res.From, res.PatchFormat = &pi, prev.version.String(), pformat.Name
 	}
 
+	// The release above now patches from this one.
+	if next != nil && next.patch != "" {
+		if err := p.rebuild(ctx, next, added); err != nil {
+			return nil, err
+		}
+		res.Repatched = p.done
+	}
+
 	// Metadata entries.
-	am := ArchiveMeta{User: opts.UserMeta, Required: opts.Required, TarSize: tarSize, TarHash: tarHash}
+	am := ArchiveMeta{User: opts.UserMeta, Required: opts.Required, TarSize: tarSize, TarHash: tarHash,
+		Platform: opts.Platform, Rollout: rollout}
 	custom, err := am.Custom()
 	if err != nil {
 		return nil, fmt.Errorf("--meta: %w", err)
@@ -524,124 +607,4 @@ func (r *Repository) checkPatch(f PatchFormat, oldTar, patchPath string, wantSiz
 		return fmt.Errorf("applying it gives %d bytes sha256 %s, want %d bytes sha256 %s", n, sum, wantSize, wantHash)
 	}
 	return nil
-}
-
-// Remove withdraws the release version (any release, not only the newest):
-// its archive and patch leave targets metadata and the targets directory.
-// When a newer release has a patch from it, that patch is replaced by a new
-// one from the previous release (or dropped when the removed release was the
-// oldest), so the patch chain stays unbroken.
-func (r *Repository) Remove(ctx context.Context, version string) (err error) {
-	v, err := ParseVersion(version)
-	if err != nil {
-		return err
-	}
-	st, err := r.load()
-	if err != nil {
-		return err
-	}
-	rels, _, err := r.releases(&st.targets.Signed)
-	if err != nil {
-		return err
-	}
-	idx := slices.IndexFunc(rels, func(rel *release) bool { return rel.version.Compare(v) == 0 })
-	if idx < 0 {
-		var have []string
-		for _, rel := range rels {
-			have = append(have, rel.version.String())
-		}
-		return withHint(fmt.Errorf("version %s: no such release in targets.json", v), "releases: %s", strings.Join(have, ", "))
-	}
-	kr := r.newKeyring()
-	if err := r.checkSigners(st, kr, RoleTargets, RoleSnapshot, RoleTimestamp); err != nil {
-		return err
-	}
-	t := r.newTxn()
-	defer t.finish("remove", &err)
-	consistent := st.root.Signed.ConsistentSnapshot
-	gone := rels[idx]
-	for _, n := range []string{gone.archive, gone.patch} {
-		if n == "" {
-			continue
-		}
-		p, err := r.storedTarget(n, st.targets.Signed.Targets[n], consistent)
-		if err != nil {
-			return err
-		}
-		delete(st.targets.Signed.Targets, n)
-		t.deleteOnCommit(p)
-	}
-	if idx+1 < len(rels) && rels[idx+1].patch != "" {
-		next := rels[idx+1]
-		// The next release's patch changes (or goes): with consistent
-		// snapshots its file has another name, removed after the
-		// metadata; without, it is replaced in place.
-		oldPatch, err := r.storedTarget(next.patch, next.patchFile, consistent)
-		if err != nil {
-			return err
-		}
-		if idx == 0 {
-			// Nothing older to patch from.
-			delete(st.targets.Signed.Targets, next.patch)
-			t.deleteOnCommit(oldPatch)
-		} else {
-			prev := rels[idx-1]
-			work, cleanup, err := r.workDir()
-			if err != nil {
-				return err
-			}
-			defer cleanup()
-			prevTar, nextTar := filepath.Join(work, "prev.tar"), filepath.Join(work, "next.tar")
-			if _, _, err := r.extractRelease(prev, prevTar, true, consistent); err != nil {
-				return err
-			}
-			n, sum, err := r.extractRelease(next, nextTar, true, consistent)
-			if err != nil {
-				return err
-			}
-			if n != next.patchMeta.TarSize || sum != next.patchMeta.TarHash {
-				return fmt.Errorf("release %s: its archive's tar (%d bytes, sha256 %s) differs from what its patch gives (%d bytes, sha256 %s)",
-					next.version, n, sum, next.patchMeta.TarSize, next.patchMeta.TarHash)
-			}
-			pformat, err := r.patchFormat(next.patchMeta.Format)
-			if err != nil {
-				return fmt.Errorf("patch %s: %w", next.patch, err)
-			}
-			r.log().Info("computing patch across the gap", "name", next.patch, "from", prev.version.String(), "format", pformat.Name)
-			pf, err := afero.TempFile(r.Fs, r.targetsDir(), "."+next.patch+".tmp-*")
-			if err != nil {
-				return err
-			}
-			t.temps = append(t.temps, pf.Name())
-			err = diffTarFiles(ctx, r.Fs, pformat, prevTar, nextTar, pf, r.Progress)
-			if err = errors.Join(err, closeSync(pf)); err != nil {
-				return fmt.Errorf("patch %s: %w", next.patch, err)
-			}
-			if err := r.checkPatch(pformat, prevTar, pf.Name(), n, sum); err != nil {
-				return fmt.Errorf("patch %s failed its check (nothing was changed): %w", next.patch, err)
-			}
-			pi, err := targetInfo(r.Fs, pf.Name(), next.patch)
-			if err != nil {
-				return err
-			}
-			st.targets.Signed.Targets[next.patch] = newTargetFile(next.patch, pi, *next.patchFile.Custom)
-			p, err := r.storedTarget(next.patch, st.targets.Signed.Targets[next.patch], consistent)
-			if err != nil {
-				return err
-			}
-			if err := t.install(pf.Name(), p); err != nil {
-				return err
-			}
-			if p != oldPatch {
-				t.deleteOnCommit(oldPatch)
-			}
-		}
-	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if _, err := r.publish(st, kr, publishOptions{bump: []string{RoleTargets}}, t); err != nil {
-		return err
-	}
-	return t.commit()
 }

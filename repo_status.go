@@ -72,6 +72,10 @@ type ReleaseStatus struct {
 	TarSize     int64           `json:"tar_size,omitempty"`
 	TarHash     string          `json:"tar_hash,omitempty"`
 	User        json.RawMessage `json:"user,omitempty"`
+	Platform    string          `json:"platform,omitempty"`    // "" for a build for every platform
+	Rollout     int             `json:"rollout"`               // percent of installs offered it (100 unless a staged rollout)
+	Yanked      bool            `json:"yanked,omitempty"`      // withdrawn: never installed
+	YankReason  string          `json:"yank_reason,omitempty"` // why, as published
 }
 
 // warnWithin is how long before expiry Status warns about a role: half its
@@ -155,7 +159,8 @@ func (r *Repository) Status() (*Status, error) {
 	}
 	for _, rel := range rels {
 		rs := ReleaseStatus{Version: rel.version.String(), Archive: rel.archive, ArchiveSize: rel.archiveFile.Length,
-			Required: rel.archiveMeta.Required, TarSize: rel.archiveMeta.TarSize, TarHash: rel.archiveMeta.TarHash, User: rel.archiveMeta.User}
+			Required: rel.archiveMeta.Required, TarSize: rel.archiveMeta.TarSize, TarHash: rel.archiveMeta.TarHash, User: rel.archiveMeta.User,
+			Platform: rel.platform, Rollout: rel.archiveMeta.RolloutPercent(), Yanked: rel.archiveMeta.Yanked, YankReason: rel.archiveMeta.YankReason}
 		if rel.patch != "" {
 			rs.Patch, rs.PatchSize = rel.patch, rel.patchFile.Length
 			rs.PatchFormat = rel.patchMeta.Format
@@ -214,9 +219,12 @@ type VerifyReport struct {
 // previous and by itself), then timestamp, snapshot and targets with go-tuf's
 // trustedmetadata at the current time (Repository.Now); then every target
 // file's length and sha256, every archive's uncompressed tar against its
-// recorded tar hash, and every patch of the chain: applying it to the
-// previous release's tar must give the signed tar_size and tar_hash. A
-// failure is a *VerifyError listing every problem found.
+// recorded tar hash and against the rules clients extract archives with
+// (no ".." or absolute names, no links leaving the tree, no devices or
+// sparse files, no case collisions, the entry limits...; names only
+// Windows refuses are warnings), and every patch of the chain: applying it
+// to the previous release's tar must give the signed tar_size and
+// tar_hash. A failure is a *VerifyError listing every problem found.
 func (r *Repository) Verify(ctx context.Context) (*VerifyReport, error) {
 	rep := &VerifyReport{}
 	if ok, err := exists(r.Fs, filepath.Join(r.Config.RepoDir, journalName)); err != nil {
@@ -365,46 +373,76 @@ func (r *Repository) Verify(ctx context.Context) (*VerifyReport, error) {
 		return rep, err
 	}
 	defer cleanup()
-	prevTar := ""
-	for i, rel := range rels {
-		if err := ctx.Err(); err != nil {
-			return rep, err
+	// Each platform group is a chain: a patch starts from the newest
+	// lower release of its group that is not yanked (see repo_release.go).
+	var platforms []string
+	for _, rel := range rels {
+		if !slices.Contains(platforms, rel.platform) {
+			platforms = append(platforms, rel.platform)
 		}
-		curTar := filepath.Join(work, fmt.Sprintf("%d.tar", i))
-		n, sum, err := r.extractRelease(rel, curTar, false, consistent)
-		if err != nil {
-			problems = append(problems, err.Error())
-			prevTar = ""
-			continue
-		}
-		if rel.patch != "" {
-			pm := rel.patchMeta
-			switch {
-			case i == 0:
-				rep.Warnings = append(rep.Warnings, fmt.Sprintf("patch %s: no older release to apply it to", rel.patch))
-			case prevTar == "":
-				problems = append(problems, fmt.Sprintf("patch %s: not checked, the previous release's archive is broken", rel.patch))
-			default:
-				pp, _ := r.storedTarget(rel.patch, rel.patchFile, consistent)
-				if f, err := r.patchFormat(pm.Format); err != nil {
-					problems = append(problems, fmt.Sprintf("patch %s: %v", rel.patch, err))
-				} else if err := r.checkPatch(f, prevTar, pp, pm.TarSize, pm.TarHash); err != nil {
-					problems = append(problems, fmt.Sprintf("patch %s from %s: %v", rel.patch, rels[i-1].archive, err))
-				} else {
-					rep.Patches++
+	}
+	slices.Sort(platforms)
+	n := 0
+	for _, platform := range platforms {
+		prevTar := ""
+		var prev *release // the newest release so far that is not yanked
+		for _, rel := range groupOf(rels, platform) {
+			if err := ctx.Err(); err != nil {
+				return rep, err
+			}
+			curTar := filepath.Join(work, fmt.Sprintf("%d.tar", n))
+			n++
+			size, sum, err := r.extractRelease(rel, curTar, false, consistent)
+			if err != nil {
+				problems = append(problems, err.Error())
+				if !rel.archiveMeta.Yanked {
+					prevTar, prev = "", rel
 				}
+				continue
 			}
-			if n != pm.TarSize || sum != pm.TarHash {
-				problems = append(problems, fmt.Sprintf("archive %s: its tar (%d bytes, sha256 %s) differs from what patch %s gives (%d bytes, sha256 %s)",
-					rel.archive, n, sum, rel.patch, pm.TarSize, pm.TarHash))
+			// What a client does with the archive: extract it under the
+			// same rules (checked without writing anything).
+			ap, _ := r.targetPath(rel.archive)
+			warnings, err := r.checkClientRules(ctx, ap, rel.archiveFile.Length, curTar, rel.archiveMeta.TarSize)
+			if err != nil {
+				problems = append(problems, fmt.Sprintf("archive %s: clients refuse to install it: %v", rel.archive, err))
 			}
-		} else if i > 0 {
-			rep.Warnings = append(rep.Warnings, fmt.Sprintf("release %s has no patch: clients download the full archive", rel.version))
+			rep.Warnings = append(rep.Warnings, warnings...)
+			if rel.patch != "" {
+				pm := rel.patchMeta
+				switch {
+				case rel.archiveMeta.Yanked:
+					rep.Warnings = append(rep.Warnings, fmt.Sprintf("patch %s: release %s is yanked, clients never use it", rel.patch, rel.label()))
+				case prev == nil:
+					rep.Warnings = append(rep.Warnings, fmt.Sprintf("patch %s: no older release to apply it to", rel.patch))
+				case prevTar == "":
+					problems = append(problems, fmt.Sprintf("patch %s: not checked, the previous release's archive is broken", rel.patch))
+				default:
+					pp, _ := r.storedTarget(rel.patch, rel.patchFile, consistent)
+					if f, err := r.patchFormat(pm.Format); err != nil {
+						problems = append(problems, fmt.Sprintf("patch %s: %v", rel.patch, err))
+					} else if err := r.checkPatch(f, prevTar, pp, pm.TarSize, pm.TarHash); err != nil {
+						problems = append(problems, fmt.Sprintf("patch %s from %s: %v", rel.patch, prev.archive, err))
+					} else {
+						rep.Patches++
+					}
+				}
+				if size != pm.TarSize || sum != pm.TarHash {
+					problems = append(problems, fmt.Sprintf("archive %s: its tar (%d bytes, sha256 %s) differs from what patch %s gives (%d bytes, sha256 %s)",
+						rel.archive, size, sum, rel.patch, pm.TarSize, pm.TarHash))
+				}
+			} else if prev != nil && !rel.archiveMeta.Yanked {
+				rep.Warnings = append(rep.Warnings, fmt.Sprintf("release %s has no patch: clients download the full archive", rel.label()))
+			}
+			if rel.archiveMeta.Yanked {
+				r.Fs.Remove(curTar)
+				continue
+			}
+			if prevTar != "" {
+				r.Fs.Remove(prevTar)
+			}
+			prevTar, prev = curTar, rel
 		}
-		if prevTar != "" {
-			r.Fs.Remove(prevTar)
-		}
-		prevTar = curTar
 	}
 	if len(problems) > 0 {
 		return rep, &VerifyError{Problems: problems}

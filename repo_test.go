@@ -242,6 +242,16 @@ func TestAddFailsCleanly(t *testing.T) {
 			return err
 		},
 		"remove": func(r *Repository, _ string) error { return r.Remove(ctx, "1.0") },
+		// A hotfix below 1.1: 1.1's patch is rebuilt from it.
+		"hotfix": func(r *Repository, base string) error {
+			_, err := r.Add(ctx, AddOptions{Version: "1.0.5", BundleDir: filepath.Join(base, "b", "1.2")})
+			return err
+		},
+		// Yanking 1.0 drops 1.1's patch (nothing below to patch from).
+		"yank": func(r *Repository, _ string) error {
+			_, err := r.Yank(ctx, "1.0", "", "bad")
+			return err
+		},
 		"remove-middle": func(r *Repository, _ string) error {
 			return r.Remove(ctx, "1.1")
 		},
@@ -253,7 +263,7 @@ func TestAddFailsCleanly(t *testing.T) {
 	}
 	for _, kind := range []string{"mem", "os"} {
 		for name, do := range ops {
-			if kind == "os" && name != "add" && name != "remove-middle" {
+			if kind == "os" && name != "add" && name != "remove-middle" && name != "hotfix" {
 				continue // the real disk run covers the two operations with target files
 			}
 			t.Run(kind+"/"+name, func(t *testing.T) {

@@ -100,8 +100,19 @@ func (c *tufClient) metaPath(role string) string {
 	return filepath.Join(c.dir, url.PathEscape(role)+".json")
 }
 
+// readLocal reads the persisted metadata of role: a regular file (never
+// through a symbolic link) within the role's size cap.
 func (c *tufClient) readLocal(role string) ([]byte, error) {
-	return afero.ReadFile(c.fs, c.metaPath(role))
+	max := int64(maxTargetsLength)
+	switch role {
+	case metadata.ROOT:
+		max = maxRootLength
+	case metadata.TIMESTAMP:
+		max = maxTimestampLength
+	case metadata.SNAPSHOT:
+		max = maxSnapshotLength
+	}
+	return readCacheFile(c.fs, c.metaPath(role), max)
 }
 
 func (c *tufClient) persist(role string, data []byte) error {

@@ -114,7 +114,7 @@ func do(args []string, metaDir, metaURL string, names []string, targetURL, targe
 		if len(args) != 2 {
 			return errors.New("usage: init TRUSTED_ROOT")
 		}
-		root, err := os.ReadFile(args[1])
+		root, err := notsotuf.ReadTrustedRoot(nil, args[1])
 		if err != nil {
 			return err
 		}

@@ -22,8 +22,9 @@ package main
 //	                          run `notsotuf check|update` (the CLI) on the script's app:
 //	                          install dir $WORK/install, cache $WORK/cache, trusted root
 //	                          $WORK/trusted-root.json, clock $NOTSOTUF_NOW, then the
-//	                          CLI flags given; flags: -full, -v, -timeout D (the same
-//	                          through the library, in-process, with a context deadline)
+//	                          CLI flags given; flags: -full, -v, -platform NAME,
+//	                          -timeout D (the same through the library, in-process,
+//	                          with a context deadline)
 //	save-state NAME           record the install dir and the trusted metadata
 //	unchanged NAME [PART]     fail unless both (or PART: install or metadata) are as
 //	                          recorded by save-state NAME
@@ -194,9 +195,10 @@ func cmdClient(ts *testscript.TestScript, neg bool, args []string) {
 	timeout := fl.Duration("timeout", 0, "context deadline (runs the library in-process)")
 	full := fl.Bool("full", false, "force the full archive")
 	verbose := fl.Bool("v", false, "log to stderr")
+	platform := fl.String("platform", "", "the client's platform (--platform)")
 	if err := fl.Parse(args); err != nil || fl.NArg() < 1 || (fl.Arg(0) != "check" && fl.Arg(0) != "update") ||
 		(fl.NArg() > 1 && *timeout != 0) {
-		ts.Fatalf("usage: client [-timeout D] [-full] [-v] check|update [CLI flags]")
+		ts.Fatalf("usage: client [-timeout D] [-full] [-v] [-platform NAME] check|update [CLI flags]")
 	}
 	work := ts.Getenv("WORK")
 	cmd := fl.Arg(0)
@@ -206,6 +208,9 @@ func cmdClient(ts *testscript.TestScript, neg bool, args []string) {
 			"--metadata-url", ts.Getenv("REPO_URL") + "/metadata", "--root", filepath.Join(work, "trusted-root.json")}
 		if *full {
 			cli = append(cli, "--full")
+		}
+		if *platform != "" {
+			cli = append(cli, "--platform", *platform)
 		}
 		if *verbose {
 			cli = append([]string{"-v"}, cli...)
@@ -231,6 +236,7 @@ func cmdClient(ts *testscript.TestScript, neg bool, args []string) {
 		TargetsURL:  ts.Getenv("REPO_URL") + "/targets",
 		TrustedRoot: root,
 		ForceFull:   *full,
+		Platform:    *platform,
 	}
 	if s := ts.Getenv("NOTSOTUF_NOW"); s != "" {
 		now, err := time.Parse(time.RFC3339, s)

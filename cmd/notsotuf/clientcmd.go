@@ -11,11 +11,11 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"time"
 
 	"github.com/notsotuf/notsotuf"
-	"github.com/spf13/afero"
 	"github.com/theupdateframework/go-tuf/v2/metadata/trustedmetadata"
 )
 
@@ -29,7 +29,7 @@ func init() {
 type clientFlags struct {
 	app, current, installDir, cacheDir string
 	metadataURL, targetsURL, root      string
-	pre                                string
+	pre, versions, platform            string
 	full, singleExe, json, adopt       bool
 	timeout, rateWindow                time.Duration
 	minRate                            int64
@@ -72,6 +72,8 @@ func newClientFlags(env *cliEnv, name string) (*flag.FlagSet, *clientFlags) {
 	fs.StringVar(&f.targetsURL, "targets-url", "", "base `URL` of the repository's targets (default: the metadata URL with /metadata replaced by /targets)")
 	fs.StringVar(&f.root, "root", "", "trusted root.json `file` to start from (default: the one in the cache dir)")
 	fs.StringVar(&f.pre, "pre", "", "pre-release `channel`: a, b or rc (default: final releases only)")
+	fs.StringVar(&f.versions, "versions", "", "PEP 440 version `specifier` bounding the releases installed, e.g. '~=1.4' to stay on 1.x")
+	fs.StringVar(&f.platform, "platform", "", "install the builds of this `platform` when the repository has several (default: this system's, "+runtime.GOOS+"-"+runtime.GOARCH+")")
 	fs.BoolVar(&f.full, "full", false, "always download the full archive, never patches")
 	fs.DurationVar(&f.timeout, "timeout", notsotuf.DefaultTimeout, "give up after this `duration` in all (a download resumes at the next run)")
 	fs.Int64Var(&f.minRate, "min-rate", notsotuf.DefaultMinRate, "a download slower than this many `bytes` per second over --rate-window is dropped and resumed; 4 such windows in a row fail it")
@@ -131,7 +133,9 @@ func (f *clientFlags) config(env *cliEnv) (notsotuf.ClientConfig, error) {
 	if env.getenv("NOTSOTUF_NOW") != "" && !clientClockFromEnv {
 		fmt.Fprintln(env.stderr, "notsotuf: warning: NOTSOTUF_NOW is ignored by check and update: a client keeps the real clock, or expired metadata would pass")
 	}
-	root, err := afero.ReadFile(env.fs, rootFile)
+	// A regular file of at most 512 KiB: --root /dev/zero or a FIFO is
+	// refused at once, not read forever.
+	root, err := notsotuf.ReadTrustedRoot(env.fs, rootFile)
 	if err != nil {
 		if f.root == "" && errors.Is(err, os.ErrNotExist) {
 			return cfg, usagef("--root is required: no trusted root in %s yet", filepath.Dir(rootFile))
@@ -151,7 +155,24 @@ func (f *clientFlags) config(env *cliEnv) (notsotuf.ClientConfig, error) {
 		MetadataURL: f.metadataURL, TargetsURL: targetsURL, TrustedRoot: root,
 		Fs: env.fs, Now: env.clientNow, Logger: env.logger, Channel: f.pre, ForceFull: f.full, SingleExecutable: f.singleExe, Adopt: f.adopt,
 		Header: f.header.h, Timeout: f.timeout, MinRate: f.minRate, RateWindow: f.rateWindow,
+		Versions: f.versions, Platform: f.platform,
 	}, nil
+}
+
+// newClient makes the client of check and update, and warns when its cache
+// directory is writable by other users (it does not stop: see
+// notsotuf.Client.CheckCacheDir).
+func newClient(env *cliEnv, cfg notsotuf.ClientConfig) (*notsotuf.Client, error) {
+	c, err := notsotuf.NewClient(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.CheckCacheDir(); err != nil {
+		for _, line := range strings.Split(err.Error(), "\n") {
+			fmt.Fprintf(env.stderr, "notsotuf: warning: %s\n", line)
+		}
+	}
+	return c, nil
 }
 
 // checkValues checks the flag values that NewClient would otherwise refuse
@@ -165,6 +186,14 @@ func (f *clientFlags) checkValues() error {
 	}
 	if notsotuf.ValidChannel(f.pre) != nil {
 		return usagef("--pre %q: want a, b or rc (leave --pre out for final releases only)", f.pre)
+	}
+	if _, err := notsotuf.ParseSpecifier(f.versions); err != nil {
+		return &hinted{usagef("--versions: %v", err), "write a PEP 440 specifier, e.g. '~=1.4' (1.4 and later 1.x) or '>=1.4, <2'"}
+	}
+	if f.platform != "" {
+		if err := notsotuf.ValidPlatform(f.platform); err != nil {
+			return usagef("--platform: %v", err)
+		}
 	}
 	for _, u := range []struct{ flag, val string }{{"--metadata-url", f.metadataURL}, {"--targets-url", f.targetsURL}} {
 		if u.val == "" {
@@ -203,23 +232,31 @@ func cmdCheck(env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	c, err := notsotuf.NewClient(cfg)
+	c, err := newClient(env, cfg)
 	if err != nil {
 		return err
 	}
 	// The client bounds the call by --timeout (ClientConfig.Timeout).
-	u, err := c.Check(env.ctx)
+	d, err := c.Decide(env.ctx)
 	if err != nil {
 		return err
 	}
+	u := d.Update
 	if f.json {
-		return printResult(env.stdout, resultJSON{App: f.app, Installed: c.Current().String(), Update: updateOf(u)})
+		r := resultJSON{App: f.app, Installed: c.Current().String(), Update: updateOf(u)}
+		for _, w := range d.Withheld {
+			r.Withheld = append(r.Withheld, withheldJSON{Version: w.Version.String(), Platform: w.Platform, Reason: w.Reason})
+		}
+		return printResult(env.stdout, r)
 	}
 	if u == nil {
 		fmt.Fprintf(env.stdout, "%s %s is up to date\n", f.app, c.Current())
-		return nil
+	} else {
+		describeUpdate(env.stdout, f.app, c.Current(), u)
 	}
-	describeUpdate(env.stdout, f.app, c.Current(), u)
+	for _, w := range d.Withheld {
+		fmt.Fprintf(env.stdout, "withheld: %s %s (%s)\n", f.app, w.Version, w.Reason)
+	}
 	return nil
 }
 
@@ -229,6 +266,15 @@ type resultJSON struct {
 	Installed string      `json:"installed"`          // the installed version, after the command
 	Previous  string      `json:"previous,omitempty"` // update: the version before it
 	Update    *updateJSON `json:"update"`             // null: up to date
+	// Withheld (check): newer releases not offered, and why (yanked,
+	// staged rollout, outside --versions, a required release first).
+	Withheld []withheldJSON `json:"withheld,omitempty"`
+}
+
+type withheldJSON struct {
+	Version  string `json:"version"`
+	Platform string `json:"platform,omitempty"`
+	Reason   string `json:"reason"`
 }
 
 // updateJSON describes the release available (check: the plan) or
@@ -245,6 +291,10 @@ type updateJSON struct {
 	// installed instead (reason says why; bad_patch names the patch).
 	Fallback bool   `json:"fallback,omitempty"`
 	BadPatch string `json:"bad_patch,omitempty"`
+	// Rollback: the installed version was yanked and this lower one
+	// replaces it (a downgrade the publisher signed); RollbackReason why.
+	Rollback       bool   `json:"rollback,omitempty"`
+	RollbackReason string `json:"rollback_reason,omitempty"`
 }
 
 func updateOf(u *notsotuf.Update) *updateJSON {
@@ -254,6 +304,7 @@ func updateOf(u *notsotuf.Update) *updateJSON {
 	j := &updateJSON{
 		Version: u.Version.String(), Required: u.Required, Full: u.Plan.Full,
 		Reason: u.Plan.Reason, Bytes: u.Plan.Bytes, Files: []string{},
+		Rollback: u.Rollback, RollbackReason: u.RollbackReason,
 	}
 	if len(u.UserMeta) > 0 {
 		j.User = json.RawMessage(compactJSON(u.UserMeta))
@@ -318,7 +369,11 @@ func describeUpdate(w io.Writer, app string, from notsotuf.Version, u *notsotuf.
 	if u.Required {
 		req = " (required)"
 	}
-	fmt.Fprintf(w, "%s %s is available%s (installed: %s)\n", app, u.Version, req, from)
+	if u.Rollback {
+		fmt.Fprintf(w, "%s %s is available as a rollback (installed: %s): %s\n", app, u.Version, from, u.RollbackReason)
+	} else {
+		fmt.Fprintf(w, "%s %s is available%s (installed: %s)\n", app, u.Version, req, from)
+	}
 	if u.Plan.Full {
 		fmt.Fprintf(w, "download: full archive, %s (%s)\n", size(u.Plan.Bytes), u.Plan.Reason)
 	} else {
@@ -336,7 +391,7 @@ func cmdUpdate(env *cliEnv, args []string) error {
 	}
 	bar := newProgressBar(env.stderr, "update", false)
 	cfg.Progress = bar.update
-	c, err := notsotuf.NewClient(cfg)
+	c, err := newClient(env, cfg)
 	if err != nil {
 		return err
 	}
@@ -358,6 +413,10 @@ func cmdUpdate(env *cliEnv, args []string) error {
 	}
 	if u == nil {
 		fmt.Fprintf(env.stdout, "%s %s is up to date\n", f.app, from)
+		return nil
+	}
+	if u.Rollback {
+		fmt.Fprintf(env.stdout, "rolled back %s %s -> %s (%s): %s\n", f.app, from, u.Version, howInstalled(u.Result), u.RollbackReason)
 		return nil
 	}
 	fmt.Fprintf(env.stdout, "updated %s %s -> %s (%s)\n", f.app, from, u.Version, howInstalled(u.Result))

@@ -93,6 +93,10 @@ func TestScripts(t *testing.T) {
 			"goexe": cmdGoexe,
 			// s3_test.go
 			"s3server": cmdS3Server,
+			// mkfifo_*_test.go
+			"mkfifo": cmdMkfifo,
+			// releasecmd_test.go
+			"clients": cmdClients,
 		},
 	})
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -22,8 +23,8 @@ import (
 
 func init() {
 	register(command{"init", "--app NAME [flags]", "create keys and an empty signed repository", cmdInit})
-	register(command{"add", "VERSION BUNDLE_DIR [--required] [--meta JSON] [--skip-patch] [--partial] [--patch-format NAME]", "publish a release (archive + patch)", cmdAdd})
-	register(command{"remove", "VERSION", "withdraw a release, repairing the patch chain", cmdRemove})
+	register(command{"add", "VERSION BUNDLE_DIR [--required] [--meta JSON] [--skip-patch] [--partial] [--rollout PERCENT] [--platform NAME] [--patch-format NAME]", "publish a release (archive + patch)", cmdAdd})
+	register(command{"remove", "VERSION [--platform NAME]", "delete a release, repairing the patch chain (see also yank)", cmdRemove})
 	register(command{"keys", "create|list|add|revoke|replace ...", "manage signing keys (root changes are signed by old and new keys)", cmdKeys})
 	register(command{"sign", "ROLE [--expires DAYS] [--partial] [--consistent-snapshot]", "add signatures to a role, or re-sign it with a new expiry", cmdSign})
 	register(command{"refresh", "[--within DURATION]", "re-sign metadata that expires soon (for cron)", cmdRefresh})
@@ -210,12 +211,14 @@ func cmdInit(env *cliEnv, args []string) error {
 }
 
 func cmdAdd(env *cliEnv, args []string) error {
-	fs := newFlags(env, "add", "VERSION BUNDLE_DIR [--required] [--meta JSON] [--skip-patch] [--partial] [--patch-format NAME]")
+	fs := newFlags(env, "add", "VERSION BUNDLE_DIR [--required] [--meta JSON] [--skip-patch] [--partial] [--rollout PERCENT] [--platform NAME] [--patch-format NAME]")
 	cfgPath := configFlag(fs)
 	required := fs.Bool("required", false, "clients must install this release before any newer one")
 	meta := fs.String("meta", "", "custom `JSON` published with the release (e.g. a changelog; integers and strings, no floats)")
 	skipPatch := fs.Bool("skip-patch", false, "publish the archive only (clients download it in full)")
 	partial := fs.Bool("partial", false, "sign targets with the keys here even if fewer than its threshold; others complete it with 'notsotuf sign targets'")
+	rollout := fs.String("rollout", "", "offer the release to `PERCENT` of installs first (a staged rollout; widen it with 'notsotuf rollout')")
+	platform := platformFlag(fs, "publish the build of platform `NAME` (e.g. linux-amd64, windows-amd64, darwin-arm64), with its own patch chain")
 	patchFormat := fs.String("patch-format", "", "make the patch in this `format` and save it in the config for later adds: bsdiff (default; tufup clients apply it too) or compact (smaller for executables; notsotuf clients only)")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
@@ -233,7 +236,14 @@ func cmdAdd(env *cliEnv, args []string) error {
 			return usagef("--patch-format: %v", err)
 		}
 	}
-	opts := notsotuf.AddOptions{Version: pos[0], BundleDir: pos[1], Required: *required, SkipPatch: *skipPatch, Partial: *partial, PatchFormat: *patchFormat}
+	opts := notsotuf.AddOptions{Version: pos[0], BundleDir: pos[1], Required: *required, SkipPatch: *skipPatch, Partial: *partial, Platform: *platform, PatchFormat: *patchFormat}
+	if *rollout != "" {
+		p, err := parsePercent("--rollout", *rollout)
+		if err != nil {
+			return err
+		}
+		opts.Rollout = &p
+	}
 	if *meta != "" {
 		opts.UserMeta = json.RawMessage(*meta)
 	}
@@ -262,6 +272,10 @@ func cmdAdd(env *cliEnv, args []string) error {
 	if f, err := notsotuf.LookupPatchFormat(res.PatchFormat); res.Patch != nil && err == nil && !f.Tufup {
 		fmt.Fprintf(env.stdout, "the %s patch is for notsotuf clients: tufup clients cannot apply it\n", res.PatchFormat)
 	}
+	printRepatched(env.stdout, res.Repatched)
+	if opts.Rollout != nil && *opts.Rollout < 100 {
+		fmt.Fprintf(env.stdout, "  staged rollout to %d%% of installs: widen it with `notsotuf rollout %s PERCENT`\n", *opts.Rollout, res.Version)
+	}
 	if res.Signatures < res.Threshold {
 		fmt.Fprintf(env.stdout, "targets has %d of %d signatures: clients will not see this release until `notsotuf sign targets` is run where the other keys are\n", res.Signatures, res.Threshold)
 	}
@@ -270,8 +284,9 @@ func cmdAdd(env *cliEnv, args []string) error {
 }
 
 func cmdRemove(env *cliEnv, args []string) error {
-	fs := newFlags(env, "remove", "VERSION")
+	fs := newFlags(env, "remove", "VERSION [--platform NAME]")
 	cfgPath := configFlag(fs)
+	platform := platformFlag(fs, "remove the build of platform `NAME` only (default: every build of VERSION)")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -285,12 +300,17 @@ func cmdRemove(env *cliEnv, args []string) error {
 	}
 	bar := newPhaseBar(env.stderr)
 	repo.Progress = bar.update
-	err = repo.Remove(env.ctx, pos[0])
+	res, err := repo.RemoveBuild(env.ctx, pos[0], *platform)
 	bar.finish()
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(env.stdout, "removed %s %s\n", repo.Config.AppName, pos[0])
+	if *platform != "" {
+		fmt.Fprintf(env.stdout, "removed %s %s (%s)\n", repo.Config.AppName, pos[0], *platform)
+	} else {
+		fmt.Fprintf(env.stdout, "removed %s %s\n", repo.Config.AppName, pos[0])
+	}
+	printRepatched(env.stdout, res.Repatched)
 	return nil
 }
 
@@ -554,21 +574,44 @@ func cmdStatus(env *cliEnv, args []string) error {
 		fmt.Fprintln(env.stdout, "no releases yet: `notsotuf add VERSION BUNDLE_DIR`")
 	} else {
 		tw = tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
-		// The FORMAT column appears once a format other than bsdiff is in use.
-		formatCol := ""
-		if !st.TufupReadable {
-			formatCol = "\tFORMAT"
-		}
-		fmt.Fprintln(tw, "VERSION\tARCHIVE\tSIZE\tPATCH\tPATCH SIZE"+formatCol+"\tREQUIRED")
+		// The PLATFORM, FORMAT and STATE columns appear once a release
+		// uses them (FORMAT: a patch format other than bsdiff).
+		platforms, states, formats := false, false, !st.TufupReadable
 		for _, r := range st.Releases {
-			patch, psize, pformat := "-", "-", "\t-"
+			platforms = platforms || r.Platform != ""
+			states = states || r.Yanked || r.Rollout < 100
+		}
+		head := "VERSION"
+		if platforms {
+			head += "\tPLATFORM"
+		}
+		head += "\tARCHIVE\tSIZE\tPATCH\tPATCH SIZE"
+		if formats {
+			head += "\tFORMAT"
+		}
+		head += "\tREQUIRED"
+		if states {
+			head += "\tSTATE"
+		}
+		fmt.Fprintln(tw, head)
+		for _, r := range st.Releases {
+			patch, psize, pformat := "-", "-", "-"
 			if r.Patch != "" {
-				patch, psize, pformat = r.Patch, strconv.FormatInt(r.PatchSize, 10), "\t"+r.PatchFormat
+				patch, psize, pformat = r.Patch, strconv.FormatInt(r.PatchSize, 10), r.PatchFormat
 			}
-			if formatCol == "" {
-				pformat = ""
+			row := r.Version
+			if platforms {
+				row += "\t" + cmp.Or(r.Platform, "all")
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s%s\t%v\n", r.Version, r.Archive, r.ArchiveSize, patch, psize, pformat, r.Required)
+			row += fmt.Sprintf("\t%s\t%d\t%s\t%s", r.Archive, r.ArchiveSize, patch, psize)
+			if formats {
+				row += "\t" + pformat
+			}
+			row += fmt.Sprintf("\t%v", r.Required)
+			if states {
+				row += "\t" + releaseState(r)
+			}
+			fmt.Fprintln(tw, row)
 		}
 		tw.Flush()
 	}
@@ -578,6 +621,21 @@ func cmdStatus(env *cliEnv, args []string) error {
 		}
 	}
 	return warned()
+}
+
+// releaseState describes a release's yank and rollout for status.
+func releaseState(r notsotuf.ReleaseStatus) string {
+	switch {
+	case r.Yanked && r.YankReason != "":
+		return "yanked: " + r.YankReason
+	case r.Yanked:
+		return "yanked"
+	case r.Rollout == 0:
+		return "rollout halted (0%)"
+	case r.Rollout < 100:
+		return fmt.Sprintf("rollout %d%%", r.Rollout)
+	}
+	return "live"
 }
 
 // timeLeft writes seconds left for people, to the minute: "6d23h",
