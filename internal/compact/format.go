@@ -44,7 +44,10 @@ const (
 	// 100 bytes of memory when its map is used (a rebuilt 40 MB Go
 	// executable needs about 10,000).
 	maxSegments = 1 << 20
-	maxSize     = 1 << 50 // any file size or offset
+	// At most this many expansions and regions (a bundle of a thousand
+	// executables needs a few thousand).
+	maxRegions = 1 << 16
+	maxSize    = 1 << 50 // any file size or offset
 	// deflate cannot inflate more than 1032 times (258-byte matches in
 	// 2 bits); a margin covers the block headers of tiny streams.
 	maxInflateRatio = 1032
@@ -302,6 +305,9 @@ func parseHeader(body []byte) (*header, error) {
 	h.NewSize = r.size("new size")
 	h.InnerSize = r.size("rewritten new size")
 	n := r.count("expansions", 3)
+	if n > maxRegions {
+		r.fail("%d expansions, more than %d", n, maxRegions)
+	}
 	var at, total int64
 	for i := 0; i < n && r.err == nil; i++ {
 		e := expansion{Off: at + r.size("expansion offset"), CLen: r.size("compressed length"), ULen: r.size("decompressed length")}
@@ -322,6 +328,9 @@ func parseHeader(body []byte) (*header, error) {
 		h.Exps = append(h.Exps, e)
 	}
 	n = r.count("address maps", 1)
+	if n > maxRegions {
+		r.fail("%d address maps, more than %d", n, maxRegions)
+	}
 	segments := 0
 	for i := 0; i < n && r.err == nil; i++ {
 		k := r.count("segments", 3)
@@ -345,6 +354,9 @@ func parseHeader(body []byte) (*header, error) {
 		h.mapData = append(h.mapData, start[:len(start)-len(r.b)])
 	}
 	n = r.count("regions", 3)
+	if n > maxRegions {
+		r.fail("%d regions, more than %d", n, maxRegions)
+	}
 	at = 0
 	var grow int64
 	for i := 0; i < n && r.err == nil; i++ {

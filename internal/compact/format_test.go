@@ -178,6 +178,12 @@ func TestHostileHeaders(t *testing.T) {
 	if _, err := parseHeader(many); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "segments") {
 		t.Errorf("parseHeader with %d segments = %v", maxSegments+1, err)
 	}
+	// More regions than a patcher should hold.
+	regs := binary.AppendUvarint([]byte{1, 0, 0, 0, 0, 0}, maxRegions+1)
+	regs = append(regs, bytes.Repeat([]byte{9, 0, 1}, maxRegions+1)...)
+	if _, err := parseHeader(regs); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "regions, more than") {
+		t.Errorf("parseHeader with %d regions = %v", maxRegions+1, err)
+	}
 	// A header length beyond the limit, a wrong magic, a truncated header.
 	for _, p := range [][]byte{
 		[]byte(Magic + "\xff\xff\xff\x7f"),
