@@ -81,8 +81,12 @@ func Diff(old, new []byte, w io.Writer, opts *DiffOptions) error {
 		return fmt.Errorf("bsdiff: old file is %d bytes, more than the %d supported", len(old), MaxOldSize)
 	}
 	ops := match(old, new, &o)
-	return writePatch(old, new, ops, w, o.Workers, o.Progress)
+	return writePatch(old, new, ops, w, o.Workers, o.Progress, levels9)
 }
+
+// levels9 is bzip2 level 9 for the control, diff and extra blocks, as
+// bsdiff and bsdiff4 write them.
+var levels9 = [3]int{9, 9, 9}
 
 // defaultChunk is the unit of parallel matching in new.
 const defaultChunk = 4 << 20
@@ -414,19 +418,19 @@ func (m *matcher) diffRange(new []byte, start, end int) []op {
 }
 
 // writePatch encodes ops as a BSDIFF40 patch.
-func writePatch(old, new []byte, ops []op, w io.Writer, workers int, progress func(string, int64, int64)) error {
+func writePatch(old, new []byte, ops []op, w io.Writer, workers int, progress func(string, int64, int64), levels [3]int) error {
 	// One block after the other, each on all workers: at most workers
 	// block encoders (about 13 MB each) are alive at a time.
 	var ctrl, diff, extra buffer
 	fed := &feedProgress{fn: progress, total: int64(len(new))}
 	fed.report()
-	if err := writeCtrl(&ctrl, ops, workers); err != nil {
+	if err := writeCtrl(&ctrl, ops, workers, levels[0]); err != nil {
 		return err
 	}
-	if err := writeDiff(&diff, old, new, ops, workers, fed); err != nil {
+	if err := writeDiff(&diff, old, new, ops, workers, fed, levels[1]); err != nil {
 		return err
 	}
-	if err := writeExtra(&extra, new, ops, workers, fed); err != nil {
+	if err := writeExtra(&extra, new, ops, workers, fed, levels[2]); err != nil {
 		return err
 	}
 	fed.end()
@@ -479,8 +483,8 @@ func (c *buffer) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func writeCtrl(w io.Writer, ops []op, workers int) error {
-	zw := bzip2.NewWriter(w, workers)
+func writeCtrl(w io.Writer, ops []op, workers, level int) error {
+	zw := bzip2.NewWriterLevel(w, workers, level)
 	buf := make([]byte, 0, 24*1024)
 	for i, o := range ops {
 		seek := int64(0)
@@ -505,8 +509,8 @@ func writeCtrl(w io.Writer, ops []op, workers int) error {
 	return zw.Close()
 }
 
-func writeDiff(w io.Writer, old, new []byte, ops []op, workers int, fed *feedProgress) error {
-	zw := bzip2.NewWriter(w, workers)
+func writeDiff(w io.Writer, old, new []byte, ops []op, workers int, fed *feedProgress, level int) error {
+	zw := bzip2.NewWriterLevel(w, workers, level)
 	buf := make([]byte, 64*1024)
 	for _, o := range ops {
 		np, op, n := o.NewPos, o.OldPos, o.AddLen
@@ -542,8 +546,8 @@ func writeDiff(w io.Writer, old, new []byte, ops []op, workers int, fed *feedPro
 	return zw.Close()
 }
 
-func writeExtra(w io.Writer, new []byte, ops []op, workers int, fed *feedProgress) error {
-	zw := bzip2.NewWriter(w, workers)
+func writeExtra(w io.Writer, new []byte, ops []op, workers int, fed *feedProgress, level int) error {
+	zw := bzip2.NewWriterLevel(w, workers, level)
 	for _, o := range ops {
 		s := o.NewPos + o.AddLen
 		if _, err := zw.Write(new[s : s+o.CopyLen]); err != nil {

@@ -57,7 +57,7 @@ func DiffAt(old io.ReaderAt, oldSize int64, new io.ReaderAt, newSize int64, w io
 		return err
 	}
 	ops := match(ob, nb, &o)
-	return writePatch(ob, nb, ops, w, o.Workers, o.Progress)
+	return writePatch(ob, nb, ops, w, o.Workers, o.Progress, levels9)
 }
 
 // loadNew reads new into memory but for the spans (sorted by newPos),

@@ -80,25 +80,45 @@ func Match(old, new []byte, opts *DiffOptions) ([]Op, error) {
 	return match(old, new, &o), nil
 }
 
+// WriteOptions tunes WriteOps. The zero value is ready to use.
+type WriteOptions struct {
+	Workers int // 0 means GOMAXPROCS
+	// Progress, if set, receives the "compress" phase as
+	// DiffOptions.Progress describes it.
+	Progress func(phase string, done, total int64)
+	// Levels are the bzip2 levels (1-9; 0 means 9) of the control, diff
+	// and extra blocks. A patcher's decoder needs about 4 bytes per byte
+	// of block (level*100,000 bytes) for each.
+	Levels [3]int
+}
+
 // WriteOps encodes ops, which must cover new from its start in order (as
 // Match returns them, possibly for other bytes of the same lengths), as a
-// BSDIFF40 patch from old to new. progress, if set, receives the
-// "compress" phase as DiffOptions.Progress describes it.
-func WriteOps(old, new []byte, ops []Op, w io.Writer, workers int, progress func(phase string, done, total int64)) error {
-	if workers <= 0 {
-		workers = runtime.GOMAXPROCS(0)
+// BSDIFF40 patch from old to new.
+func WriteOps(old, new []byte, ops []Op, w io.Writer, opts *WriteOptions) error {
+	var o WriteOptions
+	if opts != nil {
+		o = *opts
+	}
+	if o.Workers <= 0 {
+		o.Workers = runtime.GOMAXPROCS(0)
+	}
+	for i, l := range o.Levels {
+		if l == 0 {
+			o.Levels[i] = 9
+		}
 	}
 	var at int64
-	for i, o := range ops {
-		if o.NewPos != at || o.AddLen < 0 || o.CopyLen < 0 || o.OldPos < 0 || o.OldPos+o.AddLen > int64(len(old)) {
-			return fmt.Errorf("bsdiff: op %d (%+v) does not fit", i, o)
+	for i, op := range ops {
+		if op.NewPos != at || op.AddLen < 0 || op.CopyLen < 0 || op.OldPos < 0 || op.OldPos+op.AddLen > int64(len(old)) {
+			return fmt.Errorf("bsdiff: op %d (%+v) does not fit", i, op)
 		}
-		at += o.AddLen + o.CopyLen
+		at += op.AddLen + op.CopyLen
 	}
 	if at != int64(len(new)) {
 		return fmt.Errorf("bsdiff: ops cover %d of %d new bytes", at, len(new))
 	}
-	return writePatch(old, new, ops, w, workers, progress)
+	return writePatch(old, new, ops, w, o.Workers, o.Progress, o.Levels)
 }
 
 // PairAt is PairMembers for a new tar read through r: new members are

@@ -92,6 +92,7 @@ func Apply(old io.ReaderAt, oldSize int64, patch io.Reader, w io.Writer, opts *A
 		}
 	}
 	m, err := bsdiff.Apply(ostar, oldSize+ext, patch, inv, &bo)
+	inv.abort()
 	if err != nil {
 		if inv.err != nil {
 			err = inv.err // the inverter's error is the cause
@@ -204,7 +205,7 @@ type inverter struct {
 	out int64 // bytes of new written
 	ri  int   // current region
 
-	z    *flate.ZlibWriter
+	z    *compressor
 	zc   *limitWriter
 	code *codeInverter
 	err  error
@@ -271,11 +272,9 @@ func (v *inverter) region(r *region, p []byte) error {
 	case kindZlib:
 		if v.z == nil {
 			v.zc = &limitWriter{w: v, max: r.CLen}
-			v.z = flate.NewZlibWriter(v.zc)
+			v.z = newCompressor(v.zc)
 		}
-		if _, err := v.z.Write(p); err != nil {
-			return v.zc.cause(err)
-		}
+		v.z.write(p)
 	default:
 		if v.code == nil {
 			v.code = &codeInverter{kind: r.Kind, va: r.VA, length: r.Len, maps: v.maps[r.Map]}
@@ -291,7 +290,8 @@ func (v *inverter) region(r *region, p []byte) error {
 func (v *inverter) endRegion(r *region) error {
 	switch r.Kind {
 	case kindZlib:
-		err := v.z.Close()
+		err := v.z.close()
+		v.z = nil
 		if err != nil {
 			return v.zc.cause(err)
 		}
@@ -309,6 +309,64 @@ func (v *inverter) endRegion(r *region) error {
 		}
 	}
 	return nil
+}
+
+// abort stops a compressor left running by an error.
+func (v *inverter) abort() {
+	if v.z != nil {
+		v.z.close()
+		v.z = nil
+	}
+}
+
+// compressor recompresses a zlib region on its own goroutine, so that the
+// deflate encoder runs beside the BSDIFF40 part that produces its input.
+// Only it writes to the output while the region lasts: the inverter waits
+// for close before it writes anything else.
+type compressor struct {
+	ch   chan []byte // region bytes, in order
+	free chan []byte // buffers to reuse
+	done chan error
+}
+
+const compressorBuffers = 4
+
+func newCompressor(w io.Writer) *compressor {
+	c := &compressor{ch: make(chan []byte, compressorBuffers), free: make(chan []byte, compressorBuffers+1), done: make(chan error, 1)}
+	go func() {
+		zw := flate.NewZlibWriter(w)
+		var err error
+		for b := range c.ch {
+			if err == nil {
+				_, err = zw.Write(b)
+			}
+			select {
+			case c.free <- b[:0]:
+			default: // enough buffers to reuse
+			}
+		}
+		if err == nil {
+			err = zw.Close()
+		}
+		c.done <- err
+	}()
+	return c
+}
+
+// write hands a copy of p to the compressor.
+func (c *compressor) write(p []byte) {
+	var b []byte
+	select {
+	case b = <-c.free:
+	default:
+	}
+	c.ch <- append(b, p...)
+}
+
+// close waits for the compressor to finish and returns its error.
+func (c *compressor) close() error {
+	close(c.ch)
+	return <-c.done
 }
 
 // limitWriter passes at most max bytes to the inverter's output.

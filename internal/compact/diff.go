@@ -239,8 +239,17 @@ func Diff(old io.ReaderAt, oldSize int64, new io.ReaderAt, newSize int64, w io.W
 	if _, err := w.Write(hb); err != nil {
 		return err
 	}
-	return bsdiff.WriteOps(ostar, nstar, ops, w, o.Workers, o.Progress)
+	// bzip2 levels: the diff block, mostly zeros, compresses best in small
+	// blocks (level 1: gopls 1.92 against 1.97 MB at level 9); the control
+	// block as well at level 3 as at 9; the extra block, new bytes, best at
+	// 9. Smaller blocks also spare the patcher's memory (its decoders
+	// hold about 4 bytes per byte of block: 5.2 MiB instead of 10.8).
+	return bsdiff.WriteOps(ostar, nstar, ops, w, &bsdiff.WriteOptions{Workers: o.Workers, Progress: o.Progress, Levels: innerLevels})
 }
+
+// innerLevels are the bzip2 levels of the control, diff and extra blocks
+// of the BSDIFF40 part.
+var innerLevels = [3]int{3, 1, 9}
 
 func readFull(r io.ReaderAt, b []byte, off int64) error {
 	n, err := r.ReadAt(b, off)

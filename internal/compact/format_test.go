@@ -7,8 +7,10 @@ import (
 	"io"
 	"math/rand/v2"
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/notsotuf/notsotuf/internal/bsdiff"
 	"github.com/notsotuf/notsotuf/internal/flate"
@@ -96,6 +98,26 @@ func TestHandmadePatch(t *testing.T) {
 	})
 	if err != nil || !bytes.Equal(out.Bytes(), new) || !removed {
 		t.Fatalf("apply with scratch: %v, equal %v, removed %v", err, bytes.Equal(out.Bytes(), new), removed)
+	}
+	// Stopped in the middle of a zlib region (Apply's error path), the
+	// inverter stops the region's compressor: no goroutine is left behind.
+	before := runtime.NumGoroutine()
+	for range 3 {
+		h := &header{InnerSize: 1000, NewSize: 900, Regions: []region{{Kind: kindZlib, Start: 10, Len: 500, CLen: 400}}}
+		inv := &inverter{w: io.Discard, h: h}
+		if _, err := inv.Write(make([]byte, 200)); err != nil {
+			t.Fatal(err)
+		}
+		if inv.z == nil {
+			t.Fatal("no compressor running in the region")
+		}
+		inv.abort()
+	}
+	for i := 0; runtime.NumGoroutine() > before && i < 100; i++ {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > before {
+		t.Errorf("%d goroutines left after stopped applies (%d before)", n, before)
 	}
 	// A plain reader and a ReaderAt patch give the same.
 	got2, err := Apply(bytes.NewReader(old), int64(len(old)), struct{ io.Reader }{bytes.NewReader(patch)}, io.Discard, nil)
