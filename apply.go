@@ -21,7 +21,10 @@ import (
 type patchStep struct {
 	Name string    // target name of the patch, for errors
 	Path string    // the patch file, already verified against signed metadata
-	Meta PatchMeta // signed size and sha256 of the tar the patch produces
+	Meta PatchMeta // signed size and sha256 of the tar the patch produces, and its format
+	// Format applies the patch; the zero value means the built-in format
+	// Meta.Format names.
+	Format PatchFormat
 }
 
 // applyPatchChain turns the uncompressed tar at basePath into the tar of the
@@ -115,6 +118,13 @@ func applyStep(ctx context.Context, fsys afero.Fs, oldPath string, st patchStep,
 	if st.Meta.TarSize < 0 {
 		return fmt.Errorf("applying patch %s: negative tar_size %d", st.Name, st.Meta.TarSize)
 	}
+	format := st.Format
+	if format.Patcher == nil {
+		var err error
+		if format, err = LookupPatchFormat(st.Meta.Format); err != nil {
+			return fmt.Errorf("applying patch %s: %w", st.Name, err)
+		}
+	}
 	old, err := openNoFollow(fsys, oldPath, os.O_RDONLY, 0)
 	if err != nil {
 		return fmt.Errorf("applying patch %s: %w", st.Name, err)
@@ -134,7 +144,10 @@ func applyStep(ctx context.Context, fsys afero.Fs, oldPath string, st patchStep,
 	// copied 33 GB to patch an 80 MB tar, so they go straight to ReadAt.)
 	bw := bufio.NewWriterSize(w, 1<<20)
 	cw := &checkedWriter{ctx: ctx, w: bw, h: sha256.New(), max: st.Meta.TarSize, progress: progress}
-	_, err = Apply(old, fi.Size(), &lockedFile{f: p}, cw, nil)
+	// Scratch files (the compact format's) go beside the old tar, under a
+	// name the next run's removeStale finds if this one is interrupted.
+	popts := &PatchOptions{Fs: fsys, TempDir: filepath.Dir(oldPath), TempPrefix: "." + filepath.Base(oldPath) + ".tmp-"}
+	_, err = format.Apply(old, fi.Size(), &lockedFile{f: p}, cw, popts)
 	if err == nil {
 		err = bw.Flush()
 	}

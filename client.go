@@ -146,6 +146,11 @@ type ClientConfig struct {
 	// program. Without an installed tree to rebuild, patches start from
 	// the verified tar that the previous install left in CacheDir.
 	SingleExecutable bool
+	// PatchFormats are patch formats of the program's own, besides the
+	// built-in ones (bsdiff, compact), as the repository's publisher set
+	// them in Repository.PatchFormats. A patch in a format the client does
+	// not know makes it download the full archive.
+	PatchFormats []PatchFormat
 	// Adopt lets Install replace an install directory (or executable)
 	// that it cannot tell holds the application: for a first install over
 	// a tree copied by hand, changed since, or of a version the
@@ -185,6 +190,7 @@ type Client struct {
 	timeout    time.Duration
 	remote     *remote
 	tuf        *tufClient
+	formats    patchFormats
 
 	cacheChecked bool // CheckCacheDir was called: Check does not log its result
 
@@ -275,6 +281,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		app: cfg.App, current: current, installDir: installDir, singleExe: cfg.SingleExecutable, cacheDir: cacheDir,
 		channel: cfg.Channel, versions: versions, platform: platform, ratio: ratio, forceFull: cfg.ForceFull, adopt: cfg.Adopt, purge: cfg.Purge,
 		fs: fsys, log: cfg.Logger, progress: cfg.Progress, onProgress: cfg.OnProgress, timeout: timeout, remote: newRemote(cfg.HTTPClient, cfg.Header),
+		formats: knownPatchFormats(cfg.PatchFormats),
 	}
 	c.remote.minRate, c.remote.window = minRate, window
 	c.remote.addCredentials(metaURL, metaUser)
@@ -611,6 +618,9 @@ func (c *Client) planPatches(u *Update, set *releaseSet) string {
 		return why
 	}
 	for _, r := range chain {
+		if _, err := c.formats.lookup(r.patchMeta.Format); err != nil {
+			return fmt.Sprintf("the patch to %s is in the %s format, which this client does not know", r.version, r.patchMeta.Format)
+		}
 		if ok, _ := exists(c.fs, c.failedMarker(r.version)); ok {
 			return fmt.Sprintf("the patch %s failed before", r.patch.Path)
 		}
@@ -1082,7 +1092,11 @@ func (c *Client) installPatches(ctx context.Context, u *Update, prog *progress, 
 		if err := c.remote.fetchTargetFile(ctx, c.fs, c.tuf.targetPath(r.patch), p, f.Length, f.SHA256, prog); err != nil {
 			return "", &patchError{name: f.Name, err: err}, nil
 		}
-		steps[i] = patchStep{Name: f.Name, Path: p, Meta: r.patchMeta}
+		format, err := c.formats.lookup(r.patchMeta.Format)
+		if err != nil {
+			return "", err, nil // not reached: planPatches checked it
+		}
+		steps[i] = patchStep{Name: f.Name, Path: p, Meta: r.patchMeta, Format: format}
 	}
 	c.prog.enter(PhasePatch)
 	base, err := c.baseTar(ctx, u)

@@ -192,10 +192,15 @@ func releaseStem(app, platform string) string {
 }
 
 // PatchMeta is the custom metadata of a patch target (tufup's format):
-// the size and sha256 of the uncompressed tar that applying the patch yields.
+// the size and sha256 of the uncompressed tar that applying the patch
+// yields, and, for a format other than bsdiff, notsotuf's
+// "notsotuf": {"patch_format": NAME}. bsdiff patches carry no "notsotuf"
+// key: tufup clients read a custom object with keys other than "user" and
+// "tufup" as legacy metadata and would no longer find tar_hash.
 type PatchMeta struct {
 	TarSize int64
 	TarHash string
+	Format  string // patch format name; "" means bsdiff (BSDIFF40)
 }
 
 type tarInfoJSON struct {
@@ -265,10 +270,21 @@ func (m PatchMeta) Custom() (json.RawMessage, error) {
 	if err := checkTarInfo(m.TarSize, m.TarHash); err != nil {
 		return nil, err
 	}
-	return json.Marshal(map[string]any{
+	out := map[string]any{
 		"user":  nil,
 		"tufup": tarInfoJSON{m.TarSize, m.TarHash, "sha256"},
-	})
+	}
+	if m.Format != "" && m.Format != PatchFormatBSDiff {
+		if err := validPatchFormatName(m.Format); err != nil {
+			return nil, err
+		}
+		out["notsotuf"] = patchInfoJSON{m.Format}
+	}
+	return json.Marshal(out)
+}
+
+type patchInfoJSON struct {
+	PatchFormat string `json:"patch_format"`
 }
 
 // ParseArchiveMeta decodes an archive target's custom metadata. It accepts
@@ -385,7 +401,9 @@ func parseArchiveJSON(raw json.RawMessage, m *ArchiveMeta) error {
 
 // ParsePatchMeta decodes a patch target's custom metadata (tufup's
 // {"tufup": {"tar_size", "tar_hash", "tar_hash_algorithm"}}, or the same
-// fields directly in custom as older tufup wrote them).
+// fields directly in custom as older tufup wrote them), with notsotuf's
+// {"notsotuf": {"patch_format": NAME}} when present. It checks the name's
+// syntax, not that the format is known.
 func ParsePatchMeta(custom *json.RawMessage) (PatchMeta, error) {
 	if custom == nil {
 		return PatchMeta{}, errors.New("patch custom metadata: missing (want tar_size and tar_hash)")
@@ -402,7 +420,24 @@ func ParsePatchMeta(custom *json.RawMessage) (PatchMeta, error) {
 	if err != nil {
 		return PatchMeta{}, fmt.Errorf("patch custom metadata: %w", err)
 	}
-	return PatchMeta{TarSize: size, TarHash: hash}, nil
+	m := PatchMeta{TarSize: size, TarHash: hash}
+	if n, ok := obj["notsotuf"]; ok {
+		var p struct {
+			PatchFormat *string `json:"patch_format"`
+		}
+		if err := strictDecode(n, &p); err != nil {
+			return PatchMeta{}, fmt.Errorf("patch custom metadata: field notsotuf: %w", err)
+		}
+		if p.PatchFormat != nil {
+			if err := validPatchFormatName(*p.PatchFormat); err != nil {
+				return PatchMeta{}, fmt.Errorf("patch custom metadata: field notsotuf: %w", err)
+			}
+			if *p.PatchFormat != PatchFormatBSDiff {
+				m.Format = *p.PatchFormat
+			}
+		}
+	}
+	return m, nil
 }
 
 func parseTarInfo(raw json.RawMessage) (int64, string, error) {

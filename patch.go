@@ -3,6 +3,8 @@ package notsotuf
 import (
 	"io"
 
+	"github.com/spf13/afero"
+
 	"github.com/notsotuf/notsotuf/internal/bsdiff"
 )
 
@@ -21,6 +23,21 @@ type PatchOptions struct {
 	// new file processed so far and its total size (for Apply, the size the
 	// patch announces). It is never called concurrently.
 	Progress func(done, total int64)
+	// Phases, if set, replaces Progress for a differ, which reports each
+	// of its phases with the bytes of it done so far and in all: "index"
+	// (indexing old: at its start and its end), "match" (matching new
+	// against old, every chunk) and "compress" (new bytes fed to the
+	// compressor, every 4 MiB and at the end). Each phase ends with
+	// done == total.
+	Phases func(phase string, done, total int64)
+	// Fs, TempDir and TempPrefix say where a patch format that needs
+	// scratch space while applying (compact: the decompressed debug
+	// sections of the old file) writes its temporary file: TempDir/
+	// TempPrefix followed by random characters ("" means ".notsotuf-tmp-"),
+	// removed before Apply returns. A nil Fs keeps that data in memory.
+	Fs         afero.Fs
+	TempDir    string
+	TempPrefix string
 }
 
 // Diff writes to w a BSDIFF40 patch that turns old into new: the format of
@@ -28,19 +45,34 @@ type PatchOptions struct {
 // applies it. old must be smaller than 2 GiB. Diff holds old, new, a suffix
 // array of old (4 bytes per byte of old) and the compressed patch in memory.
 func Diff(old, new []byte, w io.Writer, opts *PatchOptions) error {
-	var o bsdiff.DiffOptions
-	if opts != nil {
-		o.Workers = opts.Workers
-		if p := opts.Progress; p != nil {
-			// The bytes of new matched against old: the longest phase.
-			o.Progress = func(phase string, done, total int64) {
-				if phase == "match" {
-					p(done, total)
-				}
+	o := bsdiff.DiffOptions{Workers: opts.workers(), Progress: opts.phases()}
+	return bsdiff.Diff(old, new, w, &o)
+}
+
+func (o *PatchOptions) workers() int {
+	if o == nil {
+		return 0
+	}
+	return o.Workers
+}
+
+// phases returns the phase callback a differ reports to: Phases, or
+// Progress for the "match" phase, the longest; nil when neither is set.
+func (o *PatchOptions) phases() func(phase string, done, total int64) {
+	switch {
+	case o == nil:
+		return nil
+	case o.Phases != nil:
+		return o.Phases
+	case o.Progress != nil:
+		p := o.Progress
+		return func(phase string, done, total int64) {
+			if phase == "match" {
+				p(done, total)
 			}
 		}
 	}
-	return bsdiff.Diff(old, new, w, &o)
+	return nil
 }
 
 // Apply reads a BSDIFF40 patch from patch and writes the file it produces

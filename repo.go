@@ -49,6 +49,10 @@ type Config struct {
 	Thresholds     map[string]int      `json:"thresholds"`      // role -> signatures needed
 	ExpirationDays map[string]int      `json:"expiration_days"` // role -> days a new version stays valid
 	EncryptedKeys  []string            `json:"encrypted_keys"`  // key names whose private file is encrypted
+	// PatchFormat is the format of the patches add makes: "bsdiff"
+	// (BSDIFF40, the default, which tufup clients apply too) or "compact"
+	// (smaller for executables; notsotuf clients only). "" means bsdiff.
+	PatchFormat string `json:"patch_format,omitempty"`
 	// ConsistentSnapshot makes Init create the repository with TUF
 	// consistent snapshots (see Repository). Root metadata is what counts
 	// afterwards: Sign with SignOptions.ConsistentSnapshot turns them on
@@ -113,6 +117,11 @@ func (c *Config) Validate() error {
 	for k := range c.KeyMap {
 		if !slices.Contains(Roles, k) {
 			return fmt.Errorf("config key_map.%s: not a top-level role (root, targets, snapshot, timestamp)", k)
+		}
+	}
+	if c.PatchFormat != "" {
+		if err := validPatchFormatName(c.PatchFormat); err != nil {
+			return fmt.Errorf("config patch_format: %w", err)
 		}
 	}
 	return nil
@@ -208,6 +217,9 @@ type Repository struct {
 	Passphrase func(keyName string) ([]byte, error)
 	// Rand is the randomness for new keys; nil means crypto/rand.
 	Rand io.Reader
+	// PatchFormats are patch formats of the program's own, besides the
+	// built-in ones (BuiltinPatchFormats); Config.PatchFormat may name one.
+	PatchFormats []PatchFormat
 	// Progress, if set, is called as Add, Remove and Verify work through
 	// the release files, from one goroutine at a time, with the phase and
 	// its bytes done so far and in all (a command line tool draws a bar):
@@ -222,6 +234,15 @@ type Repository struct {
 	Progress func(phase string, done, total int64)
 
 	limits archiveLimits // the archive limits add and verify check; zero: the clients' (tests lower them)
+}
+
+// patchFormat returns the format named name ("" is bsdiff).
+func (r *Repository) patchFormat(name string) (PatchFormat, error) {
+	f, err := knownPatchFormats(r.PatchFormats).lookup(name)
+	if err != nil {
+		return f, withHint(err, "set patch_format in %s to one of: %s", ConfigFile, knownPatchFormats(r.PatchFormats).names())
+	}
+	return f, nil
 }
 
 // progress calls r.Progress when it is set.

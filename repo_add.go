@@ -26,6 +26,9 @@ type AddOptions struct {
 	Required  bool            // clients must install this release before newer ones
 	UserMeta  json.RawMessage // published as custom.user (no floats); nil for none
 	SkipPatch bool            // publish the archive only
+	// PatchFormat is the format of the patch ("bsdiff", "compact", or one
+	// of Repository.PatchFormats); "" means Config.PatchFormat.
+	PatchFormat string
 	// Partial publishes targets metadata with the signatures of the keys
 	// available here even when they are fewer than the targets threshold;
 	// the other key holders complete it with `notsotuf sign targets`.
@@ -56,6 +59,8 @@ type AddResult struct {
 	Archive TargetInfo
 	Patch   *TargetInfo // nil for the first release or with SkipPatch
 	From    string      // version the patch applies to
+	// PatchFormat is the patch's format (see Config.PatchFormat).
+	PatchFormat string
 	// Repatched lists the patches of other releases rebuilt because this
 	// one now stands below them (a hotfix below a newer release).
 	Repatched []Repatch
@@ -252,6 +257,13 @@ func (r *Repository) Add(ctx context.Context, opts AddOptions) (res *AddResult, 
 			return nil, withHint(fmt.Errorf("target file %s already exists but is not in targets.json", p), "remove the stray file")
 		}
 	}
+	if opts.PatchFormat == "" {
+		opts.PatchFormat = r.Config.PatchFormat
+	}
+	pformat, err := r.patchFormat(opts.PatchFormat)
+	if err != nil {
+		return nil, err
+	}
 	consistent := st.root.Signed.ConsistentSnapshot
 	kr := r.newKeyring()
 	roles := []string{RoleTargets, RoleSnapshot, RoleTimestamp}
@@ -323,18 +335,18 @@ func (r *Repository) Add(ctx context.Context, opts AddOptions) (res *AddResult, 
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		r.log().Info("computing patch", "name", patchName, "from", prev.version.String())
+		r.log().Info("computing patch", "name", patchName, "from", prev.version.String(), "format", pformat.Name)
 		pf, err := afero.TempFile(r.Fs, r.targetsDir(), "."+patchName+".tmp-*")
 		if err != nil {
 			return nil, fmt.Errorf("create patch in %s: %w", r.targetsDir(), err)
 		}
 		patchTmp = pf.Name()
 		t.temps = append(t.temps, patchTmp)
-		err = diffTarFiles(ctx, r.Fs, prevTar, newTar, pf, r.Progress)
+		err = diffTarFiles(ctx, r.Fs, pformat, prevTar, newTar, pf, r.Progress)
 		if err = errors.Join(err, closeSync(pf)); err != nil {
 			return nil, fmt.Errorf("patch %s: %w", patchName, err)
 		}
-		if err := r.checkPatch(prevTar, patchTmp, tarSize, tarHash); err != nil {
+		if err := r.checkPatch(pformat, prevTar, patchTmp, tarSize, tarHash); err != nil {
 			return nil, fmt.Errorf("patch %s failed its check (nothing was published): %w", patchName, err)
 		}
 		pi, err := targetInfo(r.Fs, patchTmp, patchName)
@@ -342,7 +354,7 @@ func (r *Repository) Add(ctx context.Context, opts AddOptions) (res *AddResult, 
 			return nil, err
 		}
 		pi.TarSize, pi.TarHash = tarSize, tarHash
-		res.Patch, res.From = &pi, prev.version.String()
+		res.Patch, res.From, res.PatchFormat = &pi, prev.version.String(), pformat.Name
 	}
 
 	// The release above now patches from this one.
@@ -362,7 +374,7 @@ func (r *Repository) Add(ctx context.Context, opts AddOptions) (res *AddResult, 
 	}
 	st.targets.Signed.Targets[archiveName] = newTargetFile(archiveName, res.Archive, custom)
 	if res.Patch != nil {
-		pc, err := PatchMeta{TarSize: tarSize, TarHash: tarHash}.Custom()
+		pc, err := PatchMeta{TarSize: tarSize, TarHash: tarHash, Format: res.PatchFormat}.Custom()
 		if err != nil {
 			return nil, err
 		}
@@ -568,9 +580,9 @@ func (r *Repository) extractRelease(rel *release, dst string, check, consistent 
 	return n, sum, nil
 }
 
-// checkPatch applies the patch file to the tar oldTar and compares the result
-// with the expected size and sha256.
-func (r *Repository) checkPatch(oldTar, patchPath string, wantSize int64, wantHash string) error {
+// checkPatch applies the patch file, in format f, to the tar oldTar and
+// compares the result with the expected size and sha256.
+func (r *Repository) checkPatch(f PatchFormat, oldTar, patchPath string, wantSize int64, wantHash string) error {
 	old, err := r.Fs.Open(oldTar)
 	if err != nil {
 		return err
@@ -587,7 +599,7 @@ func (r *Repository) checkPatch(oldTar, patchPath string, wantSize int64, wantHa
 	defer pf.Close()
 	h := sha256.New()
 	r.progress("check", 0, wantSize)
-	n, err := applyPatchStream(old, ofi.Size(), pf, h, func(done, total int64) { r.progress("check", done, total) })
+	n, err := applyPatchStream(r.Fs, filepath.Dir(oldTar), f, old, ofi.Size(), pf, h, func(done, total int64) { r.progress("check", done, total) })
 	if err != nil {
 		return err
 	}

@@ -213,25 +213,38 @@ func (p *patcher) rebuild(ctx context.Context, rel, base *release) error {
 	if err != nil {
 		return err
 	}
+	// The patch keeps its format; a release without one gets the
+	// configured format.
+	formatName := rel.patchMeta.Format
+	if rel.patch == "" {
+		formatName = p.r.Config.PatchFormat
+	}
+	pformat, err := p.r.patchFormat(formatName)
+	if err != nil {
+		return err
+	}
 	name := PatchName(rel.stem(p.r.Config.AppName), rel.version)
-	p.r.log().Info("computing patch", "name", name, "from", base.version.String())
+	p.r.log().Info("computing patch", "name", name, "from", base.version.String(), "format", pformat.Name)
 	pf, err := afero.TempFile(p.r.Fs, p.r.targetsDir(), "."+name+".tmp-*")
 	if err != nil {
 		return fmt.Errorf("create patch in %s: %w", p.r.targetsDir(), err)
 	}
 	p.t.temps = append(p.t.temps, pf.Name())
-	err = diffTarFiles(ctx, p.r.Fs, baseTar, relTar, pf, p.r.Progress)
+	err = diffTarFiles(ctx, p.r.Fs, pformat, baseTar, relTar, pf, p.r.Progress)
 	if err = errors.Join(err, closeSync(pf)); err != nil {
 		return fmt.Errorf("patch %s: %w", name, err)
 	}
-	if err := p.r.checkPatch(baseTar, pf.Name(), n, sum); err != nil {
+	if err := p.r.checkPatch(pformat, baseTar, pf.Name(), n, sum); err != nil {
 		return fmt.Errorf("patch %s failed its check (nothing was changed): %w", name, err)
 	}
 	pi, err := targetInfo(p.r.Fs, pf.Name(), name)
 	if err != nil {
 		return err
 	}
-	pm := PatchMeta{TarSize: n, TarHash: sum}
+	pm := PatchMeta{TarSize: n, TarHash: sum, Format: pformat.Name}
+	if pm.Format == PatchFormatBSDiff {
+		pm.Format = ""
+	}
 	custom, err := pm.Custom()
 	if err != nil {
 		return err

@@ -25,6 +25,12 @@ type Status struct {
 	Roles    []RoleStatus    `json:"roles"`
 	Releases []ReleaseStatus `json:"releases"`
 	Warnings []string        `json:"warnings,omitempty"`
+	// PatchFormat is the format add makes patches in (Config.PatchFormat),
+	// and TufupReadable says whether tufup clients can apply every patch of
+	// the repository (false once one is in a format other than bsdiff, or
+	// when add would make one).
+	PatchFormat   string `json:"patch_format"`
+	TufupReadable bool   `json:"tufup_readable"`
 
 	// ConsistentSnapshot says whether root metadata turns on TUF
 	// consistent snapshots (versioned metadata, hash-prefixed targets).
@@ -62,6 +68,7 @@ type ReleaseStatus struct {
 	Required    bool            `json:"required"`
 	Patch       string          `json:"patch,omitempty"`
 	PatchSize   int64           `json:"patch_size,omitempty"`
+	PatchFormat string          `json:"patch_format,omitempty"`
 	TarSize     int64           `json:"tar_size,omitempty"`
 	TarHash     string          `json:"tar_hash,omitempty"`
 	User        json.RawMessage `json:"user,omitempty"`
@@ -89,7 +96,15 @@ func (r *Repository) Status() (*Status, error) {
 		return nil, err
 	}
 	now := r.now()
-	s := &Status{App: r.Config.AppName, Now: now, Releases: []ReleaseStatus{}, ConsistentSnapshot: st.root.Signed.ConsistentSnapshot}
+	s := &Status{App: r.Config.AppName, Now: now, Releases: []ReleaseStatus{}, ConsistentSnapshot: st.root.Signed.ConsistentSnapshot, PatchFormat: r.Config.PatchFormat}
+	if s.PatchFormat == "" {
+		s.PatchFormat = PatchFormatBSDiff
+	}
+	tufupFormat := func(name string) bool {
+		f, err := r.patchFormat(name)
+		return err == nil && f.Tufup
+	}
+	s.TufupReadable = tufupFormat(s.PatchFormat)
 	kr := r.newKeyring()
 	add := func(role string, version int64, expires time.Time, sigs, threshold int) {
 		rs := RoleStatus{Role: role, Version: version, Expires: expires.UTC(), Threshold: threshold, Signatures: sigs}
@@ -148,6 +163,13 @@ func (r *Repository) Status() (*Status, error) {
 			Platform: rel.platform, Rollout: rel.archiveMeta.RolloutPercent(), Yanked: rel.archiveMeta.Yanked, YankReason: rel.archiveMeta.YankReason}
 		if rel.patch != "" {
 			rs.Patch, rs.PatchSize = rel.patch, rel.patchFile.Length
+			rs.PatchFormat = rel.patchMeta.Format
+			if rs.PatchFormat == "" {
+				rs.PatchFormat = PatchFormatBSDiff
+			}
+			if !tufupFormat(rel.patchMeta.Format) {
+				s.TufupReadable = false
+			}
 			rs.TarSize, rs.TarHash = rel.patchMeta.TarSize, rel.patchMeta.TarHash
 		}
 		s.Releases = append(s.Releases, rs)
@@ -397,7 +419,9 @@ func (r *Repository) Verify(ctx context.Context) (*VerifyReport, error) {
 					problems = append(problems, fmt.Sprintf("patch %s: not checked, the previous release's archive is broken", rel.patch))
 				default:
 					pp, _ := r.storedTarget(rel.patch, rel.patchFile, consistent)
-					if err := r.checkPatch(prevTar, pp, pm.TarSize, pm.TarHash); err != nil {
+					if f, err := r.patchFormat(pm.Format); err != nil {
+						problems = append(problems, fmt.Sprintf("patch %s: %v", rel.patch, err))
+					} else if err := r.checkPatch(f, prevTar, pp, pm.TarSize, pm.TarHash); err != nil {
 						problems = append(problems, fmt.Sprintf("patch %s from %s: %v", rel.patch, prev.archive, err))
 					} else {
 						rep.Patches++

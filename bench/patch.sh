@@ -8,9 +8,11 @@
 #
 # For each row it runs, in the same session: C bsdiff, notsotuf diff, C bspatch
 # on C's patch, notsotuf patch on ours, then the cross checks (C bspatch applies
-# our patch, notsotuf applies C's patch; outputs compared with cmp). Wall time,
-# CPU time (user+sys) and peak RSS come from /usr/bin/time -v. It prints one
-# markdown table; ratios are notsotuf / C.
+# our patch, notsotuf applies C's patch; outputs compared with cmp); then
+# notsotuf diff -format compact and notsotuf patch on that patch (output
+# compared with cmp). Wall time, CPU time (user+sys) and peak RSS come from
+# /usr/bin/time -v. It prints one markdown table; ratios are notsotuf / C
+# (bsdiff format, then compact format).
 set -euo pipefail
 export LC_ALL=C
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -61,12 +63,17 @@ for r in "${rows[@]}"; do
   cmp "$w/c.out" "$new"; cmp "$w/ours.out" "$new"
   bspatch "$old" "$w/x1.out" "$w/ours.patch" && cmp "$w/x1.out" "$new"
   "$bin" patch -q "$old" "$w/c.patch" "$w/x2.out" && cmp "$w/x2.out" "$new"
+  measure kdiff "$bin" diff -q -format compact "$old" "$new" "$w/compact.patch"
+  measure kapply "$bin" patch -q "$old" "$w/compact.patch" "$w/compact.out"
+  cmp "$w/compact.out" "$new"
   rm -f "$w"/*.out
-  cs=$(stat -c %s "$w/c.patch"); os=$(stat -c %s "$w/ours.patch")
+  cs=$(stat -c %s "$w/c.patch"); os=$(stat -c %s "$w/ours.patch"); ks=$(stat -c %s "$w/compact.patch")
   sizes="$(echo "scale=1; $(stat -c %s "$old") / 1048576" | bc) / $(echo "scale=1; $(stat -c %s "$new") / 1048576" | bc)"
   echo "| $r | $sizes | C bsdiff 4.3 | $wall_cdiff | $cpu_cdiff | $rss_cdiff | $cs | $wall_capply | $cpu_capply | $rss_capply | C bspatch applies ours: ok |"
   echo "| $r | | notsotuf | $wall_odiff | $cpu_odiff | $rss_odiff | $os | $wall_oapply | $cpu_oapply | $rss_oapply | notsotuf applies C's: ok |"
   echo "| $r | | **ratio** | **$(ratio "$wall_odiff" "$wall_cdiff")** | $(ratio "$cpu_odiff" "$cpu_cdiff") | **$(ratio "$rss_odiff" "$rss_cdiff")** | **$(ratio "$os" "$cs")** | **$(ratio "$wall_oapply" "$wall_capply")** | $(ratio "$cpu_oapply" "$cpu_capply") | $(ratio "$rss_oapply" "$rss_capply") | |"
+  echo "| $r | | notsotuf compact | $wall_kdiff | $cpu_kdiff | $rss_kdiff | $ks | $wall_kapply | $cpu_kapply | $rss_kapply | notsotuf only; output ok |"
+  echo "| $r | | **compact ratio** | **$(ratio "$wall_kdiff" "$wall_cdiff")** | $(ratio "$cpu_kdiff" "$cpu_cdiff") | $(ratio "$rss_kdiff" "$rss_cdiff") | **$(ratio "$ks" "$cs")** | **$(ratio "$wall_kapply" "$wall_capply")** | $(ratio "$cpu_kapply" "$cpu_capply") | $(ratio "$rss_kapply" "$rss_capply") | |"
 done
 echo
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -5,6 +5,10 @@
 # Env:   CORPUS  corpus directory to reuse (default: /work/corpus if it holds the
 #                tars, else ./corpus built with ../shared/bench/make-corpus.sh)
 #        WORK    scratch directory (default: a mktemp dir, removed at the end)
+#        FORMATS patch formats to measure (default: "bsdiff"; "bsdiff compact"
+#                for both). With compact, the baseline's BSDIFF40 patch is made
+#                by notsotuf diff from the same tars (C bspatch cannot apply a
+#                compact patch).
 #
 # For each row: the corpus's old.tar and new.tar are unpacked into two bundle
 # directories and published as releases 1.0.0 and 1.1.0 of app "bench" with
@@ -54,9 +58,10 @@ port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); 
 
 echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(free -g | awk '/Mem:/ {print $2}') GiB RAM, load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
-echo "| row | bundle MiB | patch MiB | notsotuf update wall s | peak RSS MiB | bspatch + tar -x wall s | peak RSS MiB | wall ratio | same tree |"
-echo "|---|---|---|---|---|---|---|---|---|"
+echo "| row | format | bundle MiB | patch MiB | notsotuf update wall s | peak RSS MiB | bspatch + tar -x wall s | peak RSS MiB | wall ratio | same tree |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
 for r in "${rows[@]}"; do
+for format in ${FORMATS:-bsdiff}; do
   w=$WORK/$r; rm -rf "$w"; mkdir -p "$w/b1" "$w/b2"
   tar -xf "$CORPUS/$r/old.tar" -C "$w/b1"
   tar -xf "$CORPUS/$r/new.tar" -C "$w/b2"
@@ -66,16 +71,24 @@ for r in "${rows[@]}"; do
   for _ in $(seq 50); do curl -sf "http://127.0.0.1:$p/metadata/root.json" >/dev/null && break; sleep 0.1; done
   common=(--app bench --install-dir "$w/app" --cache-dir "$w/cache" --metadata-url "http://127.0.0.1:$p/metadata" --root "$w/repository/metadata/1.root.json")
   "$bin" update "${common[@]}" --current 0 >/dev/null
-  (cd "$w" && "$bin" add 1.1.0 b2 >/dev/null)
+  (cd "$w" && "$bin" add 1.1.0 b2 --patch-format "$format" >/dev/null)
   measure upd "$bin" update "${common[@]}" --current 1.0.0
   kill "$srv"; wait "$srv" 2>/dev/null || true; srv=
   # Baseline: the same patch on the same base tar, then tar -x.
   gzip -dc "$w/repository/targets/bench-1.0.0.tar.gz" > "$w/base.tar"
   mkdir -p "$w/ref"
-  measure ref sh -c "bspatch '$w/base.tar' '$w/new.tar' '$w/repository/targets/bench-1.1.0.patch' && tar -xf '$w/new.tar' -C '$w/ref'"
+  refpatch=$w/repository/targets/bench-1.1.0.patch
+  if [ "$format" != bsdiff ]; then
+    gzip -dc "$w/repository/targets/bench-1.1.0.tar.gz" > "$w/want.tar"
+    refpatch=$w/ref.patch
+    "$bin" diff -q "$w/base.tar" "$w/want.tar" "$refpatch"
+    rm -f "$w/want.tar"
+  fi
+  measure ref sh -c "bspatch '$w/base.tar' '$w/new.tar' '$refpatch' && tar -xf '$w/new.tar' -C '$w/ref'"
   same=yes; diff -r --no-dereference "$w/app" "$w/ref" >/dev/null || same=NO
   mib=$(du -sm "$w/b2" | cut -f1)
   pm=$(echo "scale=2; $(stat -c %s "$w/repository/targets/bench-1.1.0.patch") / 1048576" | bc | sed 's/^\./0./')
-  echo "| $r | $mib | $pm | $wall_upd | $rss_upd | $wall_ref | $rss_ref | $(ratio "$wall_upd" "$wall_ref") | $same |"
+  echo "| $r | $format | $mib | $pm | $wall_upd | $rss_upd | $wall_ref | $rss_ref | $(ratio "$wall_upd" "$wall_ref") | $same |"
   rm -rf "$w"
+done
 done

@@ -78,8 +78,8 @@ func usagef(format string, args ...any) error { return &usageError{msg: fmt.Spri
 
 func init() {
 	// The patch tool commands (patchcmd.go) take their streams directly.
-	register(command{"diff", "OLD NEW PATCH", "write a BSDIFF40 patch from OLD to NEW (like bsdiff)", streams(runDiff)})
-	register(command{"patch", "OLD PATCH NEW", "apply a BSDIFF40 patch (like bspatch)", streams(runPatch)})
+	register(command{"diff", "[-format bsdiff|compact] OLD NEW PATCH", "write a patch from OLD to NEW (BSDIFF40 by default, like bsdiff)", streams(runDiff)})
+	register(command{"patch", "OLD PATCH NEW", "apply a patch of any format (like bspatch)", streams(runPatch)})
 }
 
 func streams(f func(args []string, stdout, stderr io.Writer) error) func(env *cliEnv, args []string) error {

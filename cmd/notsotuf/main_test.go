@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"sort"
@@ -52,6 +53,9 @@ func TestScripts(t *testing.T) {
 			switch cond {
 			case "symlinks":
 				return runtime.GOOS != "windows", nil
+			case "go":
+				_, err := exec.LookPath("go")
+				return err == nil, nil
 			case "tufup":
 				_, err := os.Stat(filepath.Join(tufupFixture(), "metadata", "root.json"))
 				return err == nil, nil
@@ -85,6 +89,8 @@ func TestScripts(t *testing.T) {
 			"append":      cmdAppend,
 			"replace":     cmdReplace,
 			"mkapp":       cmdMkapp,
+			// goexe_test.go
+			"goexe": cmdGoexe,
 			// s3_test.go
 			"s3server": cmdS3Server,
 			// mirror_test.go

@@ -12,21 +12,25 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spf13/afero"
 	"golang.org/x/term"
 
 	"github.com/notsotuf/notsotuf"
 )
 
-const diffUsage = `usage: notsotuf diff [-q] [-workers N] OLD NEW PATCH
+const diffUsage = `usage: notsotuf diff [-q] [-workers N] [-format NAME] OLD NEW PATCH
 
-Writes PATCH, a BSDIFF40 patch (bsdiff 4.x format) that turns OLD into NEW.
-Debian's bspatch and Python's bsdiff4 apply it. PATCH is written atomically.
+Writes PATCH, a patch that turns OLD into NEW, atomically. The default
+format, bsdiff, is BSDIFF40 (bsdiff 4.x): Debian's bspatch and Python's
+bsdiff4 apply it. The compact format is smaller for executables (ELF, PE,
+Mach-O on x86-64 and arm64, alone or in a tar); only notsotuf applies it.
 `
 
 const patchUsage = `usage: notsotuf patch [-q] OLD PATCH NEW
 
-Applies PATCH, a BSDIFF40 patch (from notsotuf diff, bsdiff or bsdiff4), to
-OLD and writes NEW atomically, with the permissions of OLD.
+Applies PATCH to OLD and writes NEW atomically, with the permissions of
+OLD. The format is recognised by its first bytes: BSDIFF40 (from notsotuf
+diff, bsdiff or bsdiff4) or compact (from notsotuf diff -format compact).
 `
 
 // patchFlags returns a FlagSet whose -h help (text, then the flags) goes to
@@ -48,6 +52,7 @@ func runDiff(args []string, stdout, stderr io.Writer) error {
 	fs := patchFlags("diff", diffUsage, stdout)
 	quiet := fs.Bool("q", false, "no progress bar")
 	workers := fs.Int("workers", 0, "goroutines to use (0: all CPUs)")
+	format := fs.String("format", notsotuf.PatchFormatBSDiff, "patch `format`: bsdiff or compact")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -55,22 +60,28 @@ func runDiff(args []string, stdout, stderr io.Writer) error {
 	if len(pos) != 3 {
 		return usagef("diff takes 3 arguments (OLD NEW PATCH), got %d", len(pos))
 	}
+	f, err := notsotuf.LookupPatchFormat(*format)
+	if err != nil {
+		return usagef("-format: %v", err)
+	}
 	oldPath, newPath, patchPath := pos[0], pos[1], pos[2]
 	// The live heap is old, new and a suffix array, all without pointers:
 	// collecting often is cheap and keeps the peak near the live size.
-	defer debug.SetGCPercent(debug.SetGCPercent(20))
-	old, err := os.ReadFile(oldPath)
+	defer debug.SetGCPercent(debug.SetGCPercent(10))
+	old, oldSize, err := openRegular(oldPath)
 	if err != nil {
 		return err
 	}
-	new, err := os.ReadFile(newPath)
+	defer old.Close()
+	new, newSize, err := openRegular(newPath)
 	if err != nil {
 		return err
 	}
+	defer new.Close()
 	bar := newProgressBar(stderr, "diff", *quiet)
 	opts := &notsotuf.PatchOptions{Workers: *workers, Progress: bar.update}
 	err = writeFileAtomic(patchPath, 0o644, func(w io.Writer) error {
-		return notsotuf.Diff(old, new, w, opts)
+		return f.Diff(old, oldSize, new, newSize, w, opts)
 	})
 	bar.finish()
 	if err != nil {
@@ -91,6 +102,13 @@ func runPatch(args []string, stdout, stderr io.Writer) error {
 		return usagef("patch takes 3 arguments (OLD PATCH NEW), got %d", len(pos))
 	}
 	oldPath, patchPath, newPath := pos[0], pos[1], pos[2]
+	// Applying streams through small buffers that are recycled quickly:
+	// collecting at 50% keeps the peak near what is live, and a soft limit
+	// makes the runtime give freed memory back to the system soon (the live
+	// heap is about 15 MiB: three bzip2 decoders and a compact patch's
+	// address maps).
+	defer debug.SetGCPercent(debug.SetGCPercent(50))
+	defer debug.SetMemoryLimit(debug.SetMemoryLimit(24 << 20))
 	old, err := os.Open(oldPath)
 	if err != nil {
 		return err
@@ -109,8 +127,9 @@ func runPatch(args []string, stdout, stderr io.Writer) error {
 	}
 	defer patch.Close()
 	bar := newProgressBar(stderr, "patch", *quiet)
+	opts := &notsotuf.PatchOptions{Progress: bar.update, Fs: afero.NewOsFs(), TempDir: filepath.Dir(newPath)}
 	err = writeFileAtomic(newPath, st.Mode().Perm(), func(w io.Writer) error {
-		_, err := notsotuf.Apply(old, st.Size(), patch, w, &notsotuf.PatchOptions{Progress: bar.update})
+		_, _, err := notsotuf.ApplyPatch(old, st.Size(), patch, w, opts)
 		return err
 	})
 	bar.finish()
@@ -121,6 +140,23 @@ func runPatch(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("writing %s: %w", newPath, err)
 	}
 	return nil
+}
+
+// openRegular opens a regular file for reading and returns its size.
+func openRegular(name string) (*os.File, int64, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, 0, err
+	}
+	st, err := f.Stat()
+	if err == nil && !st.Mode().IsRegular() {
+		err = fmt.Errorf("%s is not a regular file", name)
+	}
+	if err != nil {
+		f.Close()
+		return nil, 0, err
+	}
+	return f, st.Size(), nil
 }
 
 // writeFileAtomic writes name through a temporary file in the same

@@ -76,3 +76,34 @@ func TestDiffPatchCommands(t *testing.T) {
 		t.Error("failed diff left an output file")
 	}
 }
+
+func TestDiffPatchFormats(t *testing.T) {
+	dir := t.TempDir()
+	p := func(name string) string { return filepath.Join(dir, name) }
+	old := bytes.Repeat([]byte("version 1 of a file\n"), 300)
+	new := bytes.Repeat([]byte("version 2 of a file\n"), 300)
+	for name, b := range map[string][]byte{"old": old, "new": new, "garbage": []byte("GARBAGE!GARBAGE!")} {
+		if err := os.WriteFile(p(name), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var stdout, stderr bytes.Buffer
+	// An unknown format is a usage error naming the known ones.
+	if code := run([]string{"diff", "-format", "nope", p("old"), p("new"), p("patch")}, &stdout, &stderr); code != 2 || !strings.Contains(stderr.String(), "known: bsdiff") {
+		t.Errorf("diff -format nope: exit %d, stderr %q", code, stderr.String())
+	}
+	if code := run([]string{"diff", "-format", "bsdiff", p("old"), p("new"), p("patch")}, &stdout, &stderr); code != 0 {
+		t.Fatalf("diff -format bsdiff: exit %d: %s", code, stderr.String())
+	}
+	if b, _ := os.ReadFile(p("patch")); !bytes.HasPrefix(b, []byte("BSDIFF40")) {
+		t.Errorf("patch starts %.8q", b)
+	}
+	// A file in no known format: a clear error, no output.
+	stderr.Reset()
+	if code := run([]string{"patch", p("old"), p("garbage"), p("out")}, &stdout, &stderr); code != 1 || !strings.Contains(stderr.String(), "unknown patch format") || !strings.Contains(stderr.String(), "garbage") {
+		t.Errorf("patch of garbage: exit %d, stderr %q", code, stderr.String())
+	}
+	if _, err := os.Stat(p("out")); !os.IsNotExist(err) {
+		t.Error("failed patch left an output file")
+	}
+}

@@ -23,7 +23,7 @@ import (
 
 func init() {
 	register(command{"init", "--app NAME [flags]", "create keys and an empty signed repository", cmdInit})
-	register(command{"add", "VERSION BUNDLE_DIR [--required] [--meta JSON] [--skip-patch] [--partial] [--rollout PERCENT] [--platform NAME]", "publish a release (archive + patch)", cmdAdd})
+	register(command{"add", "VERSION BUNDLE_DIR [--required] [--meta JSON] [--skip-patch] [--partial] [--rollout PERCENT] [--platform NAME] [--patch-format NAME]", "publish a release (archive + patch)", cmdAdd})
 	register(command{"remove", "VERSION [--platform NAME]", "delete a release, repairing the patch chain (see also yank)", cmdRemove})
 	register(command{"keys", "create|list|add|revoke|replace ...", "manage signing keys (root changes are signed by old and new keys)", cmdKeys})
 	register(command{"sign", "ROLE [--expires DAYS] [--partial] [--consistent-snapshot]", "add signatures to a role, or re-sign it with a new expiry", cmdSign})
@@ -132,6 +132,7 @@ func cmdInit(env *cliEnv, args []string) error {
 	thresholds := fs.String("threshold", "", "signatures needed per role, e.g. `root=2` (default 1 each)")
 	nkeys := fs.String("keys", "", "number of keys per role, e.g. `root=3` (default: the threshold); extra keys are named ROLE-2, ROLE-3, ...")
 	expires := fs.String("expires", "", "days a new version stays valid, e.g. `timestamp=2,targets=90` (default root=365,targets=30,snapshot=7,timestamp=1)")
+	patchFormat := fs.String("patch-format", "", "`format` of the patches add makes: bsdiff (default; tufup clients apply it too) or compact (smaller for executables; notsotuf clients only)")
 	consistent := fs.Bool("consistent-snapshot", false, "TUF consistent snapshots: versioned metadata and hash-prefixed target files, so only timestamp.json may be cached briefly (for buckets and CDNs: docs/hosting.md)")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
@@ -151,6 +152,12 @@ func cmdInit(env *cliEnv, args []string) error {
 	}
 	cfg := notsotuf.DefaultConfig(*app)
 	cfg.RepoDir, cfg.KeysDir = *repoDir, *keysDir
+	if *patchFormat != "" {
+		if _, err := notsotuf.LookupPatchFormat(*patchFormat); err != nil {
+			return usagef("--patch-format: %v", err)
+		}
+		cfg.PatchFormat = *patchFormat
+	}
 	cfg.ConsistentSnapshot = *consistent
 	if err := roleInts("threshold", *thresholds, cfg.Thresholds); err != nil {
 		return err
@@ -204,7 +211,7 @@ func cmdInit(env *cliEnv, args []string) error {
 }
 
 func cmdAdd(env *cliEnv, args []string) error {
-	fs := newFlags(env, "add", "VERSION BUNDLE_DIR [--required] [--meta JSON] [--skip-patch] [--partial] [--rollout PERCENT] [--platform NAME]")
+	fs := newFlags(env, "add", "VERSION BUNDLE_DIR [--required] [--meta JSON] [--skip-patch] [--partial] [--rollout PERCENT] [--platform NAME] [--patch-format NAME]")
 	cfgPath := configFlag(fs)
 	required := fs.Bool("required", false, "clients must install this release before any newer one")
 	meta := fs.String("meta", "", "custom `JSON` published with the release (e.g. a changelog; integers and strings, no floats)")
@@ -212,6 +219,7 @@ func cmdAdd(env *cliEnv, args []string) error {
 	partial := fs.Bool("partial", false, "sign targets with the keys here even if fewer than its threshold; others complete it with 'notsotuf sign targets'")
 	rollout := fs.String("rollout", "", "offer the release to `PERCENT` of installs first (a staged rollout; widen it with 'notsotuf rollout')")
 	platform := platformFlag(fs, "publish the build of platform `NAME` (e.g. linux-amd64, windows-amd64, darwin-arm64), with its own patch chain")
+	patchFormat := fs.String("patch-format", "", "make the patch in this `format` and save it in the config for later adds: bsdiff (default; tufup clients apply it too) or compact (smaller for executables; notsotuf clients only)")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -223,7 +231,12 @@ func cmdAdd(env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	opts := notsotuf.AddOptions{Version: pos[0], BundleDir: pos[1], Required: *required, SkipPatch: *skipPatch, Partial: *partial, Platform: *platform}
+	if *patchFormat != "" {
+		if _, err := notsotuf.LookupPatchFormat(*patchFormat); err != nil {
+			return usagef("--patch-format: %v", err)
+		}
+	}
+	opts := notsotuf.AddOptions{Version: pos[0], BundleDir: pos[1], Required: *required, SkipPatch: *skipPatch, Partial: *partial, Platform: *platform, PatchFormat: *patchFormat}
 	if *rollout != "" {
 		p, err := parsePercent("--rollout", *rollout)
 		if err != nil {
@@ -243,7 +256,21 @@ func cmdAdd(env *cliEnv, args []string) error {
 	}
 	fmt.Fprintf(env.stdout, "added %s %s\n  archive %s (%d bytes, tar %d bytes)\n", repo.Config.AppName, res.Version, res.Archive.Name, res.Archive.Length, res.Archive.TarSize)
 	if res.Patch != nil {
-		fmt.Fprintf(env.stdout, "  patch   %s (%d bytes, from %s)\n", res.Patch.Name, res.Patch.Length, res.From)
+		format := ""
+		if res.PatchFormat != notsotuf.PatchFormatBSDiff {
+			format = ", format " + res.PatchFormat
+		}
+		fmt.Fprintf(env.stdout, "  patch   %s (%d bytes, from %s%s)\n", res.Patch.Name, res.Patch.Length, res.From, format)
+	}
+	if *patchFormat != "" && *patchFormat != repo.Config.PatchFormat {
+		repo.Config.PatchFormat = *patchFormat
+		if err := repo.Config.Save(env.fs, *cfgPath); err != nil {
+			return fmt.Errorf("the release was added, but saving --patch-format in %s failed: %w", *cfgPath, err)
+		}
+		fmt.Fprintf(env.stdout, "patch format %s saved in %s: later adds use it\n", *patchFormat, *cfgPath)
+	}
+	if f, err := notsotuf.LookupPatchFormat(res.PatchFormat); res.Patch != nil && err == nil && !f.Tufup {
+		fmt.Fprintf(env.stdout, "the %s patch is for notsotuf clients: tufup clients cannot apply it\n", res.PatchFormat)
 	}
 	printRepatched(env.stdout, res.Repatched)
 	if opts.Rollout != nil && *opts.Rollout < 100 {
@@ -524,6 +551,11 @@ func cmdStatus(env *cliEnv, args []string) error {
 		return warned()
 	}
 	fmt.Fprintf(env.stdout, "app %s, repository %s\n", st.App, repo.Config.RepoDir)
+	if st.TufupReadable {
+		fmt.Fprintf(env.stdout, "patch format %s (notsotuf and tufup clients)\n", st.PatchFormat)
+	} else {
+		fmt.Fprintf(env.stdout, "patch format %s: notsotuf clients only, tufup clients cannot apply these patches\n", st.PatchFormat)
+	}
 	if st.ConsistentSnapshot {
 		fmt.Fprintln(env.stdout, "consistent snapshots: on")
 	}
@@ -542,30 +574,40 @@ func cmdStatus(env *cliEnv, args []string) error {
 		fmt.Fprintln(env.stdout, "no releases yet: `notsotuf add VERSION BUNDLE_DIR`")
 	} else {
 		tw = tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
-		// The PLATFORM and STATE columns appear once a release uses them.
-		platforms, states := false, false
+		// The PLATFORM, FORMAT and STATE columns appear once a release
+		// uses them (FORMAT: a patch format other than bsdiff).
+		platforms, states, formats := false, false, !st.TufupReadable
 		for _, r := range st.Releases {
 			platforms = platforms || r.Platform != ""
 			states = states || r.Yanked || r.Rollout < 100
 		}
-		head := "VERSION\tARCHIVE\tSIZE\tPATCH\tPATCH SIZE\tREQUIRED"
+		head := "VERSION"
 		if platforms {
-			head = "VERSION\tPLATFORM\tARCHIVE\tSIZE\tPATCH\tPATCH SIZE\tREQUIRED"
+			head += "\tPLATFORM"
 		}
+		head += "\tARCHIVE\tSIZE\tPATCH\tPATCH SIZE"
+		if formats {
+			head += "\tFORMAT"
+		}
+		head += "\tREQUIRED"
 		if states {
 			head += "\tSTATE"
 		}
 		fmt.Fprintln(tw, head)
 		for _, r := range st.Releases {
-			patch, psize := "-", "-"
+			patch, psize, pformat := "-", "-", "-"
 			if r.Patch != "" {
-				patch, psize = r.Patch, strconv.FormatInt(r.PatchSize, 10)
+				patch, psize, pformat = r.Patch, strconv.FormatInt(r.PatchSize, 10), r.PatchFormat
 			}
 			row := r.Version
 			if platforms {
 				row += "\t" + cmp.Or(r.Platform, "all")
 			}
-			row += fmt.Sprintf("\t%s\t%d\t%s\t%s\t%v", r.Archive, r.ArchiveSize, patch, psize, r.Required)
+			row += fmt.Sprintf("\t%s\t%d\t%s\t%s", r.Archive, r.ArchiveSize, patch, psize)
+			if formats {
+				row += "\t" + pformat
+			}
+			row += fmt.Sprintf("\t%v", r.Required)
 			if states {
 				row += "\t" + releaseState(r)
 			}

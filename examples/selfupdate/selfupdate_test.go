@@ -22,7 +22,8 @@ import (
 // loopback and runs them: version 1.0 installs 2.0 (full archive) over its
 // own executable and re-executes into it; then 3.0 is published with a
 // patch, and 2.0 installs it by patch, from the archive the first update
-// left in the cache.
+// left in the cache; then 4.0, whose code changed, is published with a
+// compact patch, and 3.0 installs it by that patch.
 func TestSelfUpdateCycle(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the example three times")
@@ -58,30 +59,54 @@ func TestSelfUpdateCycle(t *testing.T) {
 	if err := os.WriteFile(overlayPath, overlay, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// A source file that release 4.0 adds (through a second overlay): new
+	// code, which moves the code and data after it, as a real change does.
+	extra := filepath.Join(tmp, "extra.go")
+	if err := os.WriteFile(extra, []byte("package main\n\nimport \"os\"\n\nfunc init() {\n\tif os.Getenv(\"SELFUPDATE_DEBUG\") != \"\" {\n\t\tos.Stderr.WriteString(\"debug on\\n\")\n\t}\n}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	here4, err := filepath.Abs("extra_4_0.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	overlay4, err := json.Marshal(map[string]any{"Replace": map[string]string{here: filepath.Join(cfg.RepoDir, "metadata", "root.json"), here4: extra}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	overlay4Path := filepath.Join(tmp, "overlay4.json")
+	if err := os.WriteFile(overlay4Path, overlay4, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	// publish builds version v into bundle-v (which holds only the
-	// executable) and adds it to the repository.
-	publish := func(v string, patch bool) {
+	// executable) and adds it to the repository, with a patch in format
+	// (none when "").
+	publish := func(v, format string) *notsotuf.AddResult {
 		t.Helper()
 		bundle := filepath.Join(tmp, "bundle-"+v)
-		cmd := exec.Command(goBin, "build", "-overlay", overlayPath, "-ldflags", "-s -w -X main.version="+v, "-o", filepath.Join(bundle, exeName), ".")
+		ov := overlayPath
+		if v == "4.0" {
+			ov = overlay4Path
+		}
+		cmd := exec.Command(goBin, "build", "-overlay", ov, "-ldflags", "-s -w -X main.version="+v, "-o", filepath.Join(bundle, exeName), ".")
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("go build %s: %v\n%s", v, err, out)
 		}
 		start := time.Now()
-		res, err := repo.Add(ctx, notsotuf.AddOptions{Version: v, BundleDir: bundle, SkipPatch: !patch})
+		res, err := repo.Add(ctx, notsotuf.AddOptions{Version: v, BundleDir: bundle, SkipPatch: format == "", PatchFormat: format})
 		if err != nil {
 			t.Fatal(err)
 		}
 		took := time.Since(start).Round(time.Millisecond)
-		if patch && res.Patch != nil {
-			t.Logf("published %s in %v: archive %d bytes, patch from %s %d bytes", v, took, res.Archive.Length, res.From, res.Patch.Length)
+		if res.Patch != nil {
+			t.Logf("published %s in %v: archive %d bytes, %s patch from %s %d bytes", v, took, res.Archive.Length, res.PatchFormat, res.From, res.Patch.Length)
 		} else {
 			t.Logf("published %s in %v: archive %d bytes", v, took, res.Archive.Length)
 		}
+		return res
 	}
-	publish("1.0", false)
-	publish("2.0", false)
+	publish("1.0", "")
+	publish("2.0", "")
 	srv := httptest.NewServer(http.FileServer(http.Dir(cfg.RepoDir)))
 	defer srv.Close()
 
@@ -136,9 +161,34 @@ func TestSelfUpdateCycle(t *testing.T) {
 
 	// 3.0 comes with a patch from 2.0, applied to the verified archive of
 	// 2.0 that the first update left in the cache.
-	publish("3.0", true)
+	publish("3.0", notsotuf.PatchFormatBSDiff)
 	updated(runApp(), "2.0", "3.0", "1 patch(es)")
 	upToDate("3.0")
+
+	// 4.0 changes code, and comes with a patch in the compact format
+	// (notsotuf's, for executables), which the client applies as well.
+	res := publish("4.0", notsotuf.PatchFormatCompact)
+	if res.PatchFormat != notsotuf.PatchFormatCompact {
+		t.Fatalf("4.0 patch format %q", res.PatchFormat)
+	}
+	old3, err := os.ReadFile(filepath.Join(tmp, "bundle-3.0", exeName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	new4, err := os.ReadFile(filepath.Join(tmp, "bundle-4.0", exeName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var plain strings.Builder
+	if err := notsotuf.Diff(old3, new4, &plain, nil); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("3.0 -> 4.0 executable: compact patch of the tar %d bytes, bsdiff of the executable %d bytes", res.Patch.Length, plain.Len())
+	if res.Patch.Length >= int64(plain.Len()) {
+		t.Errorf("compact patch %d bytes, not smaller than bsdiff's %d", res.Patch.Length, plain.Len())
+	}
+	updated(runApp(), "3.0", "4.0", "1 patch(es)")
+	upToDate("4.0")
 
 	// Nothing is left beside the executable (on Windows the executables
 	// renamed aside are removed by the starts that follow).
@@ -159,11 +209,11 @@ func TestSelfUpdateCycle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want, err := os.ReadFile(filepath.Join(tmp, "bundle-3.0", exeName))
+	want, err := os.ReadFile(filepath.Join(tmp, "bundle-4.0", exeName))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if string(got) != string(want) {
-		t.Error("the installed executable is not the 3.0 build")
+		t.Error("the installed executable is not the 4.0 build")
 	}
 }

@@ -42,15 +42,25 @@ type DiffOptions struct {
 	// one goroutine at a time; each phase ends with done == total.
 	Progress func(phase string, done, total int64)
 
+	// Pairing, when not nil, replaces the tar pre-pass: its spans are
+	// matched directly and the old bytes it claims stay out of the suffix
+	// array (see PairMembers).
+	Pairing *Pairing
+
 	chunkSize int // unit of parallel matching; 0 means defaultChunk
 }
 
-// op is one control triple in absolute positions: add addLen bytes of the
-// diff block to old[oldPos:], at new[newPos:], then copy copyLen bytes.
-type op struct {
-	newPos, oldPos  int64
-	addLen, copyLen int64
+// Op is one control triple in absolute positions: add AddLen bytes of the
+// diff block to old[OldPos:], at new[NewPos:], then copy CopyLen bytes.
+type Op struct {
+	NewPos, OldPos  int64
+	AddLen, CopyLen int64
+	// Same says that new equals old over the add: its diff bytes are
+	// zeros, written without reading either file.
+	Same bool
 }
+
+type op = Op
 
 // Diff writes a BSDIFF40 patch that turns old into new.
 //
@@ -71,13 +81,20 @@ func Diff(old, new []byte, w io.Writer, opts *DiffOptions) error {
 		return fmt.Errorf("bsdiff: old file is %d bytes, more than the %d supported", len(old), MaxOldSize)
 	}
 	ops := match(old, new, &o)
-	return writePatch(old, new, ops, w, o.Workers, o.Progress)
+	return writePatch(old, new, ops, w, o.Workers, o.Progress, levels9)
 }
+
+// levels9 is bzip2 level 9 for the control, diff and extra blocks, as
+// bsdiff and bsdiff4 write them.
+var levels9 = [3]int{9, 9, 9}
 
 // defaultChunk is the unit of parallel matching in new.
 const defaultChunk = 4 << 20
 
-// match computes the control triples covering all of new.
+// match computes the control triples covering all of new. The spans that
+// the tar pre-pass paired become triples of their own, whose diff is all
+// zeros (Op.Same): the matcher runs only on the rest, in chunks, and never
+// reads new inside a span, which therefore need not be loaded (see DiffAt).
 func match(old, new []byte, o *DiffOptions) []op {
 	if len(new) == 0 {
 		return nil
@@ -85,7 +102,7 @@ func match(old, new []byte, o *DiffOptions) []op {
 	if o.Progress != nil {
 		o.Progress("index", 0, int64(len(old)))
 	}
-	m := newMatcher(old, new)
+	m := newMatcher(old, new, o.Pairing)
 	if o.Progress != nil {
 		o.Progress("index", int64(len(old)), int64(len(old)))
 		o.Progress("match", 0, int64(len(new)))
@@ -94,25 +111,49 @@ func match(old, new []byte, o *DiffOptions) []op {
 	if chunkSize <= 0 {
 		chunkSize = defaultChunk
 	}
-	nChunks := (len(new) + chunkSize - 1) / chunkSize
-	results := make([][]op, nChunks)
-	next := make(chan int, nChunks)
-	for i := range nChunks {
+	// The pieces of new, in order: spans, and chunks of what lies between.
+	type piece struct {
+		start, end int
+		span       bool
+		oldPos     int
+	}
+	var pieces []piece
+	addRange := func(start, end int) {
+		for ; start < end; start += chunkSize {
+			pieces = append(pieces, piece{start: start, end: min(start+chunkSize, end)})
+		}
+	}
+	at := 0
+	for _, sp := range m.spans {
+		if sp.newPos < at || sp.n <= 0 {
+			continue
+		}
+		addRange(at, sp.newPos)
+		pieces = append(pieces, piece{start: sp.newPos, end: sp.newPos + sp.n, span: true, oldPos: sp.oldPos})
+		at = sp.newPos + sp.n
+	}
+	addRange(at, len(new))
+	results := make([][]op, len(pieces))
+	next := make(chan int, len(pieces))
+	for i := range pieces {
 		next <- i
 	}
 	close(next)
 	var mu sync.Mutex
 	var done int64
 	var wg sync.WaitGroup
-	for range min(o.Workers, nChunks) {
+	for range min(o.Workers, len(pieces)) {
 		wg.Go(func() {
 			for i := range next {
-				start := i * chunkSize
-				end := min(start+chunkSize, len(new))
-				results[i] = m.diffRange(new, start, end)
+				p := pieces[i]
+				if p.span {
+					results[i] = []op{{NewPos: int64(p.start), OldPos: int64(p.oldPos), AddLen: int64(p.end - p.start), Same: true}}
+				} else {
+					results[i] = m.diffRange(new, p.start, p.end)
+				}
 				if o.Progress != nil {
 					mu.Lock()
-					done += int64(end - start)
+					done += int64(p.end - p.start)
 					o.Progress("match", done, int64(len(new)))
 					mu.Unlock()
 				}
@@ -147,10 +188,19 @@ type matcher struct {
 // piece says that text[textPos:] continues old[oldPos:] up to the next piece.
 type piece struct{ textPos, oldPos int }
 
-func newMatcher(old, new []byte) *matcher {
+func newMatcher(old, new []byte, p *Pairing) *matcher {
 	m := &matcher{old: old, text: old}
 	var claimed []span
-	m.spans, claimed = pairMembers(old, new)
+	if p != nil {
+		for _, s := range p.Spans {
+			m.spans = append(m.spans, span{newPos: s.NewPos, oldPos: s.OldPos, n: s.N})
+		}
+		for _, c := range p.Claimed {
+			claimed = append(claimed, span{newPos: c.NewPos, oldPos: c.OldPos, n: c.N})
+		}
+	} else {
+		m.spans, claimed = pairMembers(old, new)
+	}
 	if len(claimed) > 0 {
 		free := len(old)
 		for _, c := range claimed {
@@ -355,10 +405,10 @@ func (m *matcher) diffRange(new []byte, start, end int) []op {
 			lenb -= lens
 		}
 		ops = append(ops, op{
-			newPos:  int64(lastScan),
-			oldPos:  int64(lastPos),
-			addLen:  int64(lenf),
-			copyLen: int64((scan - lenb) - (lastScan + lenf)),
+			NewPos:  int64(lastScan),
+			OldPos:  int64(lastPos),
+			AddLen:  int64(lenf),
+			CopyLen: int64((scan - lenb) - (lastScan + lenf)),
 		})
 		lastScan = scan - lenb
 		lastPos = pos - lenb
@@ -368,19 +418,19 @@ func (m *matcher) diffRange(new []byte, start, end int) []op {
 }
 
 // writePatch encodes ops as a BSDIFF40 patch.
-func writePatch(old, new []byte, ops []op, w io.Writer, workers int, progress func(string, int64, int64)) error {
+func writePatch(old, new []byte, ops []op, w io.Writer, workers int, progress func(string, int64, int64), levels [3]int) error {
 	// One block after the other, each on all workers: at most workers
 	// block encoders (about 13 MB each) are alive at a time.
 	var ctrl, diff, extra buffer
 	fed := &feedProgress{fn: progress, total: int64(len(new))}
 	fed.report()
-	if err := writeCtrl(&ctrl, ops, workers); err != nil {
+	if err := writeCtrl(&ctrl, ops, workers, levels[0]); err != nil {
 		return err
 	}
-	if err := writeDiff(&diff, old, new, ops, workers, fed); err != nil {
+	if err := writeDiff(&diff, old, new, ops, workers, fed, levels[1]); err != nil {
 		return err
 	}
-	if err := writeExtra(&extra, new, ops, workers, fed); err != nil {
+	if err := writeExtra(&extra, new, ops, workers, fed, levels[2]); err != nil {
 		return err
 	}
 	fed.end()
@@ -433,17 +483,17 @@ func (c *buffer) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func writeCtrl(w io.Writer, ops []op, workers int) error {
-	zw := bzip2.NewWriter(w, workers)
+func writeCtrl(w io.Writer, ops []op, workers, level int) error {
+	zw := bzip2.NewWriterLevel(w, workers, level)
 	buf := make([]byte, 0, 24*1024)
 	for i, o := range ops {
 		seek := int64(0)
 		if i+1 < len(ops) {
-			seek = ops[i+1].oldPos - (o.oldPos + o.addLen)
+			seek = ops[i+1].OldPos - (o.OldPos + o.AddLen)
 		}
 		var t [24]byte
-		putInt(t[0:], o.addLen)
-		putInt(t[8:], o.copyLen)
+		putInt(t[0:], o.AddLen)
+		putInt(t[8:], o.CopyLen)
 		putInt(t[16:], seek)
 		buf = append(buf, t[:]...)
 		if len(buf) == cap(buf) {
@@ -459,11 +509,23 @@ func writeCtrl(w io.Writer, ops []op, workers int) error {
 	return zw.Close()
 }
 
-func writeDiff(w io.Writer, old, new []byte, ops []op, workers int, fed *feedProgress) error {
-	zw := bzip2.NewWriter(w, workers)
+func writeDiff(w io.Writer, old, new []byte, ops []op, workers int, fed *feedProgress, level int) error {
+	zw := bzip2.NewWriterLevel(w, workers, level)
 	buf := make([]byte, 64*1024)
 	for _, o := range ops {
-		np, op, n := o.newPos, o.oldPos, o.addLen
+		np, op, n := o.NewPos, o.OldPos, o.AddLen
+		if o.Same {
+			clear(buf)
+			for n > 0 {
+				k := min(n, int64(len(buf)))
+				if _, err := zw.Write(buf[:k]); err != nil {
+					return err
+				}
+				fed.add(k)
+				n -= k
+			}
+			continue
+		}
 		for n > 0 {
 			k := min(n, int64(len(buf)))
 			b := buf[:k]
@@ -484,14 +546,14 @@ func writeDiff(w io.Writer, old, new []byte, ops []op, workers int, fed *feedPro
 	return zw.Close()
 }
 
-func writeExtra(w io.Writer, new []byte, ops []op, workers int, fed *feedProgress) error {
-	zw := bzip2.NewWriter(w, workers)
+func writeExtra(w io.Writer, new []byte, ops []op, workers int, fed *feedProgress, level int) error {
+	zw := bzip2.NewWriterLevel(w, workers, level)
 	for _, o := range ops {
-		s := o.newPos + o.addLen
-		if _, err := zw.Write(new[s : s+o.copyLen]); err != nil {
+		s := o.NewPos + o.AddLen
+		if _, err := zw.Write(new[s : s+o.CopyLen]); err != nil {
 			return err
 		}
-		fed.add(o.copyLen)
+		fed.add(o.CopyLen)
 	}
 	return zw.Close()
 }

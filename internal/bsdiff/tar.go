@@ -71,6 +71,11 @@ func pairMembers(old, new []byte) (spans []span, claimed []span) {
 	if len(nm) == 0 {
 		return nil, nil
 	}
+	return pairLists(old, new, om, nm)
+}
+
+// pairLists pairs the members nm of new with the members om of old.
+func pairLists(old, new []byte, om, nm []member) (spans []span, claimed []span) {
 	byName := make(map[string]member, len(om))
 	seed := maphash.MakeSeed()
 	type key struct {

@@ -51,7 +51,7 @@ func TestTarPairing(t *testing.T) {
 			t.Fatalf("span %+v pairs different bytes", s)
 		}
 	}
-	m := newMatcher(old, new)
+	m := newMatcher(old, new, nil)
 	if len(m.text) != len(old)-len(lib)-len(doc) {
 		t.Fatalf("suffix array covers %d bytes, want old minus the paired members (%d)", len(m.text), len(old)-len(lib)-len(doc))
 	}
@@ -87,4 +87,86 @@ func FuzzDiffRoundTrip(f *testing.F) {
 			t.Fatalf("round trip: err=%v equal=%v", err, bytes.Equal(got, new))
 		}
 	})
+}
+
+// spanGuard is a ReaderAt over b that fails the test when a read touches a
+// forbidden range after arm is set.
+type spanGuard struct {
+	t      *testing.T
+	b      []byte
+	armed  bool
+	forbid [][2]int
+}
+
+func (g *spanGuard) ReadAt(p []byte, off int64) (int, error) {
+	if g.armed {
+		for _, f := range g.forbid {
+			if int(off) < f[1] && int(off)+len(p) > f[0] {
+				g.t.Errorf("read of new at %d+%d inside paired member [%d, %d)", off, len(p), f[0], f[1])
+			}
+		}
+	}
+	return bytes.NewReader(g.b).ReadAt(p, off)
+}
+
+// DiffAt makes patches that apply like Diff's, and loads of new only what
+// the tar pre-pass did not pair: after pairing, no read of new touches a
+// paired member.
+func TestDiffAt(t *testing.T) {
+	r := rand.New(rand.NewPCG(21, 22))
+	lib := randBytes(r, 80_000, 256)
+	app := randBytes(r, 30_000, 256)
+	doc := bytes.Repeat([]byte("documentation line\n"), 3000)
+	order := []string{"./added", "./app", "./doc.txt", "./gone", "./lib.so", "./renamed-doc.txt"}
+	old := makeTar(t, time.Unix(1700000000, 0), map[string][]byte{"./lib.so": lib, "./app": app, "./doc.txt": doc, "./gone": randBytes(r, 9000, 256)}, order)
+	new := makeTar(t, time.Unix(1701950000, 0), map[string][]byte{"./lib.so": lib, "./app": mutate(r, app, 30), "./renamed-doc.txt": doc, "./added": randBytes(r, 7000, 256)}, order)
+
+	spans, _ := pairMembers(old, new)
+	if len(spans) != 2 {
+		t.Fatalf("%d spans", len(spans))
+	}
+	g := &spanGuard{t: t, b: new}
+	for _, s := range spans {
+		g.forbid = append(g.forbid, [2]int{s.newPos, s.newPos + s.n})
+	}
+	// Pairing streams each member; loading never reads a paired one.
+	nm := tarMembersAt(g, int64(len(new)))
+	gotSpans, _, err := pairAt(old, tarMembers(old), g, nm)
+	if err != nil || len(gotSpans) != len(spans) {
+		t.Fatalf("pairAt: %d spans, %v", len(gotSpans), err)
+	}
+	g.armed = true
+	nb, err := loadNew(g, int64(len(new)), gotSpans)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.armed = false
+	for _, s := range gotSpans {
+		if bytes.ContainsFunc(nb[s.newPos:s.newPos+s.n], func(r rune) bool { return r != 0 }) {
+			t.Errorf("paired member at %d was loaded", s.newPos)
+		}
+	}
+	var patch bytes.Buffer
+	if err := DiffAt(bytes.NewReader(old), int64(len(old)), g, int64(len(new)), &patch, nil); err != nil {
+		t.Fatal(err)
+	}
+	got, err := apply(old, patch.Bytes(), true)
+	if err != nil || !bytes.Equal(got, new) {
+		t.Fatalf("round trip: err=%v equal=%v", err, bytes.Equal(got, new))
+	}
+	// The same size as Diff's, within a few bytes.
+	full := diff(t, old, new)
+	if d := len(patch.Bytes()) - len(full); d > 64 || d < -64 {
+		t.Errorf("DiffAt patch %d bytes, Diff %d", patch.Len(), len(full))
+	}
+	// Not tars: everything is loaded, and the patch round-trips.
+	for _, c := range [][2][]byte{{lib, mutate(r, lib, 10)}, {nil, app}, {app, nil}} {
+		var p bytes.Buffer
+		if err := DiffAt(bytes.NewReader(c[0]), int64(len(c[0])), bytes.NewReader(c[1]), int64(len(c[1])), &p, nil); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := apply(c[0], p.Bytes(), true); err != nil || !bytes.Equal(got, c[1]) {
+			t.Fatalf("plain files: err=%v", err)
+		}
+	}
 }

@@ -15,8 +15,6 @@ import (
 )
 
 const (
-	level      = 9
-	blockMax   = level*100000 - 19 // libbzip2's nblockMAX
 	groupSize  = 50
 	maxGroups  = 6
 	maxCodeLen = 17
@@ -26,10 +24,12 @@ const (
 // Writer compresses what is written to it into one bzip2 stream. Close must
 // be called to flush the last block and write the end of stream marker.
 type Writer struct {
-	w       io.Writer
-	workers int
-	err     error
-	closed  bool
+	w        io.Writer
+	workers  int
+	level    int // 1-9: blocks of at most level*100000 bytes
+	blockMax int // libbzip2's nblockMAX for the level
+	err      error
+	closed   bool
 
 	block []byte // RLE1 output of the current block
 	// current run of the RLE1 stage
@@ -50,14 +50,22 @@ type encoded struct {
 	nbits int
 }
 
-// NewWriter returns a Writer that writes one bzip2 stream to w, encoding up to
-// workers blocks at a time (values below 1 mean 1).
+// NewWriter returns a Writer that writes one bzip2 stream to w at level 9,
+// encoding up to workers blocks at a time (values below 1 mean 1).
 func NewWriter(w io.Writer, workers int) *Writer {
+	return NewWriterLevel(w, workers, 9)
+}
+
+// NewWriterLevel is NewWriter with blocks of level*100,000 bytes (level
+// 1-9, clamped): a decoder needs about 4 bytes per byte of block, and
+// smaller blocks often compress long runs of zeros better.
+func NewWriterLevel(w io.Writer, workers, level int) *Writer {
 	if workers < 1 {
 		workers = 1
 	}
-	zw := &Writer{w: w, workers: workers, runByte: -1, pool: make(chan *encoder, workers), blocks: make(chan []byte, workers+1)}
-	zw.block = make([]byte, 0, blockMax+5)
+	level = min(max(level, 1), 9)
+	zw := &Writer{w: w, workers: workers, level: level, blockMax: level*100000 - 19, runByte: -1, pool: make(chan *encoder, workers), blocks: make(chan []byte, workers+1)}
+	zw.block = make([]byte, 0, zw.blockMax+5)
 	return zw
 }
 
@@ -85,7 +93,7 @@ func (zw *Writer) Write(p []byte) (int, error) {
 		}
 		if zw.runByte >= 0 {
 			zw.flushRun()
-			if len(zw.block) >= blockMax {
+			if len(zw.block) >= zw.blockMax {
 				if err := zw.endBlock(); err != nil {
 					return 0, err
 				}
@@ -122,7 +130,7 @@ func (zw *Writer) endBlock() error {
 	case b := <-zw.blocks:
 		zw.block = b[:0]
 	default:
-		zw.block = make([]byte, 0, blockMax+5)
+		zw.block = make([]byte, 0, zw.blockMax+5)
 	}
 	ch := make(chan encoded, 1)
 	var enc *encoder
@@ -165,7 +173,7 @@ func (zw *Writer) header() {
 		zw.bw.write(8, 'B')
 		zw.bw.write(8, 'Z')
 		zw.bw.write(8, 'h')
-		zw.bw.write(8, '0'+level)
+		zw.bw.write(8, uint32('0'+zw.level))
 		zw.wroteHdr = true
 	}
 }

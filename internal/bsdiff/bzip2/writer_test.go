@@ -59,7 +59,7 @@ func testInputs() map[string][]byte {
 func TestRoundTrip(t *testing.T) {
 	for name, data := range testInputs() {
 		for _, workers := range []int{1, 3} {
-			if workers == 1 && len(data) < blockMax {
+			if workers == 1 && len(data) < 9*100000-19 {
 				continue // one block: the worker count cannot matter
 			}
 			z := compress(t, data, workers, 70001)
@@ -111,6 +111,31 @@ func TestAgainstLibbzip2(t *testing.T) {
 		t.Logf("%s: ours %d, libbzip2 %d (%.4fx)", name, len(z), len(ref), float64(len(z))/float64(len(ref)))
 		if float64(len(z)) > float64(len(ref))*1.005+16 {
 			t.Errorf("%s: %d bytes, libbzip2 -9 gives %d", name, len(z), len(ref))
+		}
+	}
+}
+
+func TestLevels(t *testing.T) {
+	data := bytes.Repeat([]byte("abcdefgh"), 200_000)
+	for i := 0; i < len(data); i += 997 {
+		data[i] = byte(i)
+	}
+	for _, level := range []int{1, 3, 9, 0, 12} {
+		var buf bytes.Buffer
+		zw := NewWriterLevel(&buf, 2, level)
+		if _, err := zw.Write(data); err != nil {
+			t.Fatal(err)
+		}
+		if err := zw.Close(); err != nil {
+			t.Fatal(err)
+		}
+		want := byte('0' + min(max(level, 1), 9))
+		if buf.Bytes()[3] != want {
+			t.Errorf("level %d: header level %c", level, buf.Bytes()[3])
+		}
+		got, err := io.ReadAll(bzip2.NewReader(&buf))
+		if err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("level %d: round trip: %v", level, err)
 		}
 	}
 }
