@@ -61,6 +61,25 @@ func updateHandOff(env *cliEnv, f *clientFlags, c *notsotuf.Client, bar *updateB
 		return usagef("--wait-pid is for an application that is a directory tree: --single-executable replaces the executable while it runs, no helper needed")
 	}
 	h := f.handOff
+	// The restart program is checked before the download: a typo must not
+	// cost a staged update.
+	ho := notsotuf.HandOff{PID: h.waitPID, Wait: h.waitTimeout, ConfirmWithin: h.confirmWithin}
+	if h.restart != "" {
+		prog, err := exec.LookPath(h.restart)
+		if err != nil {
+			bar.finish()
+			return usagef("--restart %s: %v", h.restart, err)
+		}
+		if prog, err = filepath.Abs(prog); err != nil {
+			bar.finish()
+			return err
+		}
+		ho.Restart = append([]string{prog}, restartArgs...)
+		if ho.Dir, err = os.Getwd(); err != nil {
+			bar.finish()
+			return err
+		}
+	}
 	from := c.Current()
 	d, err := c.Decide(env.ctx)
 	if err != nil {
@@ -85,20 +104,6 @@ func updateHandOff(env *cliEnv, f *clientFlags, c *notsotuf.Client, bar *updateB
 		}
 		fmt.Fprintf(env.stdout, "%s %s is up to date\n", f.app, from)
 		return nil
-	}
-	ho := notsotuf.HandOff{PID: h.waitPID, Wait: h.waitTimeout, ConfirmWithin: h.confirmWithin}
-	if h.restart != "" {
-		prog, err := exec.LookPath(h.restart)
-		if err != nil {
-			return usagef("--restart %s: %v", h.restart, err)
-		}
-		if prog, err = filepath.Abs(prog); err != nil {
-			return err
-		}
-		ho.Restart = append([]string{prog}, restartArgs...)
-		if ho.Dir, err = os.Getwd(); err != nil {
-			return err
-		}
 	}
 	self, err := os.Executable()
 	if err != nil {
