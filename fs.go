@@ -3,6 +3,7 @@ package notsotuf
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -332,6 +333,24 @@ func readCacheFile(fsys afero.Fs, name string, max int64) ([]byte, error) {
 	}
 	defer f.Close()
 	return readCapped(f, name, max)
+}
+
+// readStateJSON decodes the JSON state file name (a journal, a record the
+// library keeps; at most max bytes): nil and no error when there is none;
+// what names the file in a decoding error ("stage record").
+func readStateJSON[T any](fsys afero.Fs, name string, max int64, what string) (*T, error) {
+	data, err := readCacheFile(fsys, name, max)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	v := new(T)
+	if err := json.Unmarshal(data, v); err != nil {
+		return nil, fmt.Errorf("%s %s: %w", what, name, err)
+	}
+	return v, nil
 }
 
 // readCapped reads f whole, refusing more than max bytes.

@@ -486,18 +486,7 @@ type HandOffReport struct {
 // LastHandOff returns what the last hand-off did, nil if there was none
 // (or a later Install succeeded).
 func (c *Client) LastHandOff() (*HandOffReport, error) {
-	data, err := readCacheFile(c.fs, c.cachePath(handOffFile), 64<<10)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	var r HandOffReport
-	if err := json.Unmarshal(data, &r); err != nil {
-		return nil, fmt.Errorf("hand-off report %s: %w", c.cachePath(handOffFile), err)
-	}
-	return &r, nil
+	return readStateJSON[HandOffReport](c.fs, c.cachePath(handOffFile), 64<<10, "hand-off report")
 }
 
 // handOffProblem returns the last hand-off's report when it did not go as

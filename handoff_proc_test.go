@@ -343,7 +343,8 @@ func TestHandOffKilled(t *testing.T) {
 					t.Fatalf("round %d: %s left beside 2.0", r, s)
 				}
 			default:
-				t.Fatalf("round %d: %s left beside the tree", r, s)
+				log, _ := os.ReadFile(filepath.Join(p.cfg.CacheDir, helperLogFile))
+				t.Fatalf("round %d: %s left beside the tree (ran %q, siblings %q); helper log:\n%s", r, s, p.ranVersions(), siblingsOf(t, p.fsys, filepath.Dir(p.cfg.InstallDir)), log)
 			}
 		}
 	}

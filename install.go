@@ -1111,21 +1111,17 @@ const maxJournalLength = 64 << 10
 
 // readJournal returns the journal at jpath, nil if there is none.
 func (in *installer) readJournal(jpath, op string) (*journal, error) {
-	data, err := readCacheFile(in.fs, jpath, maxJournalLength)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
+	j, err := readStateJSON[journal](in.fs, jpath, maxJournalLength, "journal")
 	if err != nil {
 		return nil, fmt.Errorf("recover %s: %w", in.dir, err)
 	}
-	var j journal
-	if err := json.Unmarshal(data, &j); err != nil {
-		return nil, fmt.Errorf("recover %s: journal %s: %w", in.dir, jpath, err)
+	if j == nil {
+		return nil, nil
 	}
 	if j.Op != op {
 		return nil, fmt.Errorf("recover %s: journal %s records operation %q, want %q (tree and single-executable modes mixed?)", in.dir, jpath, j.Op, op)
 	}
-	return &j, nil
+	return j, nil
 }
 
 func (in *installer) writeJournal(jpath string, j journal) error {

@@ -65,21 +65,14 @@ func (in *installer) writeStageRecord(rec stageRecord) error {
 // readStageRecord returns the stage record, nil if there is none.
 func (in *installer) readStageRecord() (*stageRecord, error) {
 	p := in.stageRecordPath()
-	data, err := readCacheFile(in.fs, p, maxJournalLength)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
+	rec, err := readStateJSON[stageRecord](in.fs, p, maxJournalLength, "stage record")
+	if err != nil || rec == nil {
 		return nil, err
-	}
-	var rec stageRecord
-	if err := json.Unmarshal(data, &rec); err != nil {
-		return nil, fmt.Errorf("stage record %s: %w", p, err)
 	}
 	if rec.Tag == "" {
 		return nil, fmt.Errorf("stage record %s: no version", p)
 	}
-	return &rec, nil
+	return rec, nil
 }
 
 // stagedWaiting reports whether a recorded staged tree waits for its swap:
@@ -145,21 +138,14 @@ func (in *installer) writePending(j *journal) error {
 // readPending returns the pending record, nil if there is none.
 func (in *installer) readPending() (*pendingRecord, error) {
 	p := in.pendingPath()
-	data, err := readCacheFile(in.fs, p, maxJournalLength)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
+	rec, err := readStateJSON[pendingRecord](in.fs, p, maxJournalLength, "pending confirmation")
+	if err != nil || rec == nil {
 		return nil, err
-	}
-	var rec pendingRecord
-	if err := json.Unmarshal(data, &rec); err != nil {
-		return nil, fmt.Errorf("pending confirmation %s: %w", p, err)
 	}
 	if rec.Tag == "" || rec.Deadline.IsZero() {
 		return nil, fmt.Errorf("pending confirmation %s: incomplete", p)
 	}
-	return &rec, nil
+	return rec, nil
 }
 
 // settlePrevious discards the previous tree and its manifest when no
