@@ -8,8 +8,10 @@ package notsotuf
 // directory; the process the helper waits for is a real `sleep`.
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -297,6 +299,13 @@ func TestHandOffKilled(t *testing.T) {
 			broken = "2.0"
 		}
 		p := newProcTest(t, repo, rels, broken, false)
+		var recoverLog bytes.Buffer
+		fatalf := func(format string, args ...any) {
+			t.Helper()
+			log, _ := os.ReadFile(filepath.Join(p.cfg.CacheDir, helperLogFile))
+			t.Fatalf("%s (ran %q, beside the tree: %q); helper log:\n%s\nrecover log:\n%s", fmt.Sprintf(format, args...),
+				p.ranVersions(), siblingsOf(t, p.fsys, filepath.Dir(p.cfg.InstallDir)), log, recoverLog.Bytes())
+		}
 		sleeper, helper := p.handOff(400 * time.Millisecond)
 		sleeper.Process.Kill()
 		sleeper.Wait()
@@ -309,42 +318,58 @@ func TestHandOffKilled(t *testing.T) {
 		if maps2Equal(got, v2) {
 			state = "2.0"
 		} else if !maps2Equal(got, v1) {
-			t.Fatalf("round %d: after the kill the tree is neither 1.0 nor 2.0 (ran %q)", r, p.ranVersions())
+			fatalf("round %d: after the kill the tree is neither 1.0 nor 2.0 (ran %q)", r, p.ranVersions())
 		}
 		counts[fmt.Sprintf("killed at %s, ran %q", state, p.ranVersions())]++
 		// The next start, later than any deadline.
 		cfg := p.cfg
 		cfg.Now = func() time.Time { return time.Now().Add(time.Minute) }
+		cfg.Logger = slog.New(slog.NewTextHandler(&recoverLog, &slog.HandlerOptions{Level: slog.LevelDebug}))
 		c := newTestClient(t, cfg)
 		if err := c.Recover(); err != nil {
-			t.Fatalf("round %d: recover: %v", r, err)
+			fatalf("round %d: recover: %v", r, err)
+		}
+		pending := filepath.Join(filepath.Dir(p.cfg.InstallDir), ".app"+suffixPending)
+		if ok, _ := afero.Exists(p.fsys, pending); ok {
+			// The helper died between the commit and the end of the swap:
+			// this Recover finished it, and the confirmation window runs
+			// from now (no one has started 2.0 yet). The run after the
+			// window rolls the unconfirmed 2.0 back.
+			counts["swap finished by recover"]++
+			cfg.Now = func() time.Time { return time.Now().Add(2 * time.Minute) }
+			c = newTestClient(t, cfg)
+			if err := c.Recover(); err != nil {
+				fatalf("round %d: second recover: %v", r, err)
+			}
+			if got := treeManifest(t, p.fsys, p.cfg.InstallDir); !maps2Equal(got, v1) {
+				fatalf("round %d: 2.0 never started nor confirmed, and stays after its window", r)
+			}
 		}
 		got = treeManifest(t, p.fsys, p.cfg.InstallDir)
 		switch {
 		case maps2Equal(got, v1):
 			if c.Current().String() != "1.0" {
-				t.Fatalf("round %d: tree 1.0, current %s", r, c.Current())
+				fatalf("round %d: tree 1.0, current %s", r, c.Current())
 			}
 		case maps2Equal(got, v2):
 			if c.Current().String() != "2.0" {
-				t.Fatalf("round %d: tree 2.0, current %s", r, c.Current())
+				fatalf("round %d: tree 2.0, current %s", r, c.Current())
 			}
 			if broken != "" {
-				t.Fatalf("round %d: the broken 2.0 stays after its deadline", r)
+				fatalf("round %d: the broken 2.0 stays after its deadline", r)
 			}
 		default:
-			t.Fatalf("round %d: after recover the tree is neither 1.0 nor 2.0", r)
+			fatalf("round %d: after recover the tree is neither 1.0 nor 2.0", r)
 		}
 		for _, s := range siblingsOf(t, p.fsys, filepath.Dir(p.cfg.InstallDir)) {
 			switch s {
 			case "app", "cache", ".app" + suffixLock, ".app" + suffixManifest:
 			case ".app" + suffixNew, ".app" + suffixStaged, ".app" + suffixManifestNew:
 				if !maps2Equal(got, v1) {
-					t.Fatalf("round %d: %s left beside 2.0", r, s)
+					fatalf("round %d: %s left beside 2.0", r, s)
 				}
 			default:
-				log, _ := os.ReadFile(filepath.Join(p.cfg.CacheDir, helperLogFile))
-				t.Fatalf("round %d: %s left beside the tree (ran %q, siblings %q); helper log:\n%s", r, s, p.ranVersions(), siblingsOf(t, p.fsys, filepath.Dir(p.cfg.InstallDir)), log)
+				fatalf("round %d: %s left beside the tree", r, s)
 			}
 		}
 	}
