@@ -196,11 +196,25 @@ func (c *Client) checkInstalledExe(ctx context.Context, prog *progress) error {
 	refuse := func(reasons ...string) error {
 		return &InstallDirError{Path: c.installDir, App: c.app, Version: cur.String(), Reason: strings.Join(reasons, "; "), Adoptable: true}
 	}
-	size, sum, err := hashFile(c.fs, c.installDir)
-	if err != nil {
-		return fmt.Errorf("install %s: %w", c.installDir, err)
+	// The file is hashed only once its size fits what it is compared
+	// with: a mistaken --install-dir naming a huge file is refused at once.
+	size, sum := fi.Size(), ""
+	var hashErr error
+	hash := func() (string, error) {
+		if sum != "" || hashErr != nil {
+			return sum, hashErr
+		}
+		n, s, err := hashFile(c.fs, c.installDir)
+		if err == nil && n != size {
+			err = fmt.Errorf("%s changed while it was read", c.installDir)
+		}
+		sum, hashErr = s, err
+		return sum, hashErr
 	}
-	ok, why, err := checkExeManifest(c.fs, c.installer().manifestPath(), c.app, size, sum)
+	ok, why, err := checkExeManifest(c.fs, c.installer().manifestPath(), c.app, size, hash)
+	if hashErr != nil {
+		return fmt.Errorf("install %s: %w", c.installDir, hashErr)
+	}
 	if err != nil {
 		why = err.Error()
 	}
@@ -233,8 +247,14 @@ func (c *Client) checkInstalledExe(ctx context.Context, prog *progress) error {
 	if err != nil {
 		return fmt.Errorf("install %s: comparing with %s: %w", c.installDir, name, err)
 	}
-	if want.Size == size && want.SHA256 == sum {
-		return nil
+	if want.Size == size {
+		s, err := hash()
+		if err != nil {
+			return fmt.Errorf("install %s: %w", c.installDir, err)
+		}
+		if want.SHA256 == s {
+			return nil
+		}
 	}
 	return refuse(append(reasons, fmt.Sprintf("its content is not the executable of %s", cur))...)
 }

@@ -233,6 +233,24 @@ func TestInstallExecutableRefusesForeign(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+	t.Run("a big file is not read", func(t *testing.T) {
+		// A mistaken path naming a big file (a disk image) is refused by
+		// its size, without reading it.
+		fsys, cfg := setup(t)
+		f, err := fsys.Create(cfg.InstallDir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Truncate(64 << 30); err != nil {
+			t.Skipf("no sparse files here: %v", err)
+		}
+		f.Close()
+		cfg.Fs = noOpenFs{fsys, cfg.InstallDir, t}
+		_, err = newTestClient(t, cfg).Update(ctx)
+		if !errors.Is(err, ErrForeignInstallDir) || !strings.Contains(err.Error(), "does not fit the signed tar") {
+			t.Fatalf("err = %v", err)
+		}
+	})
 	t.Run("same size, other bytes", func(t *testing.T) {
 		fsys, cfg := setup(t)
 		other := []byte(strings.ToUpper(r1.files["app"]))
@@ -479,4 +497,22 @@ func TestCheckDoesNotReadABigTree(t *testing.T) {
 		}
 	}
 	_ = repo
+}
+
+// noOpenFs fails the test when the file at path is opened.
+type noOpenFs struct {
+	afero.Fs
+	path string
+	t    *testing.T
+}
+
+func (f noOpenFs) Open(name string) (afero.File, error) {
+	return f.OpenFile(name, os.O_RDONLY, 0)
+}
+
+func (f noOpenFs) OpenFile(name string, flag int, perm os.FileMode) (afero.File, error) {
+	if filepath.Clean(name) == filepath.Clean(f.path) {
+		f.t.Errorf("%s opened", name)
+	}
+	return f.Fs.OpenFile(name, flag, perm)
 }
