@@ -120,6 +120,13 @@ func waitGone(ts *testscript.TestScript, pid int, d time.Duration) {
 	}
 }
 
+// waitDead waits up to d for the process pid to be gone (or a zombie).
+func waitDead(pid int, d time.Duration) {
+	for start := time.Now(); alive(pid) && time.Since(start) < d; {
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 func alive(pid int) bool {
 	if syscall.Kill(pid, 0) != nil {
 		return false
@@ -179,7 +186,15 @@ func cmdHandoffkill(ts *testscript.TestScript, neg bool, args []string) {
 		ts.Setenv("CACHEDIR", cache)
 		ts.Setenv("BROKEN", map[bool]string{true: "1"}[r%2 == 1])
 		run := func(extra ...string) {
-			if err := ts.Exec("notsotuf", append(base, extra...)...); err != nil {
+			err := ts.Exec("notsotuf", append(base, extra...)...)
+			// A run program the helper started just before it died, too
+			// early to be in the marker file, may hold the install lock
+			// a moment while it confirms.
+			for deadline := time.Now().Add(10 * time.Second); err != nil && strings.Contains(ts.ReadFile("stderr"), "in progress") && time.Now().Before(deadline); {
+				time.Sleep(50 * time.Millisecond)
+				err = ts.Exec("notsotuf", append(base, extra...)...)
+			}
+			if err != nil {
 				ts.Fatalf("round %d: notsotuf %s: %v\n%s", r, strings.Join(extra, " "), err, ts.ReadFile("stderr"))
 			}
 		}
@@ -246,6 +261,7 @@ func killRuns(marker string) {
 		if f := strings.Fields(line); len(f) == 2 {
 			if pid, err := strconv.Atoi(f[1]); err == nil {
 				syscall.Kill(pid, syscall.SIGKILL)
+				waitDead(pid, 10*time.Second) // with the install lock it may hold
 			}
 		}
 	}
