@@ -927,6 +927,12 @@ func (c *Client) install(ctx context.Context, u *Update, stage bool) (err error)
 	if err := c.checkInstallDir(ctx, prog); err != nil {
 		return err
 	}
+	if !c.singleExe {
+		// Before the update is downloaded; the swap checks again (mounts.go).
+		if err := checkNoMounts(c.fs, c.installDir); err != nil {
+			return fmt.Errorf("install %s: %w", u.Version, err)
+		}
+	}
 	in.tag = installTag(u) // lets Recover record it if a crash cuts the install short
 	in.stageOnly = stage
 	if !stage {

@@ -774,6 +774,9 @@ func (in *installer) swapStaged(recorded bool) error {
 		}
 	}()
 	in.prog.begin(PhaseInstall, 1)
+	if err := checkNoMounts(in.fs, in.dir); err != nil {
+		return fmt.Errorf("install %s: %w", in.dir, err)
+	}
 	if err := in.carryInto(staged, mnew, recorded); err != nil {
 		return fmt.Errorf("install %s: %w", in.dir, err)
 	}

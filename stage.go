@@ -190,6 +190,9 @@ func (in *installer) rollbackTree() error {
 	} else if !ok {
 		return fmt.Errorf("roll back %s: the previous tree %s is gone", in.dir, prev)
 	}
+	if err := checkNoMounts(in.fs, in.dir); err != nil {
+		return fmt.Errorf("roll back %s: %w", in.dir, err)
+	}
 	if err := in.carryInto(prev, mprev, true); err != nil {
 		return fmt.Errorf("roll back %s: %w", in.dir, err)
 	}
