@@ -128,16 +128,11 @@ func (c *Client) checkInstalledTree(ctx context.Context, prog *progress) error {
 			return nil
 		}
 	}
-	open, name, limit, err := c.releaseTar(ctx, rel, prog)
+	r, name, limit, err := c.openReleaseTar(ctx, rel, prog, func() error {
+		return refuse(append(reasons, fmt.Sprintf("the repository has no archive of %s to compare it with", cur))...)
+	})
 	if err != nil {
 		return err
-	}
-	if open == nil {
-		return refuse(append(reasons, fmt.Sprintf("the repository has no archive of %s to compare it with", cur))...)
-	}
-	r, err := open()
-	if err != nil {
-		return fmt.Errorf("install %s: %w", c.installDir, err)
 	}
 	defer r.Close()
 	var shipped []installedEntry
@@ -231,16 +226,11 @@ func (c *Client) checkInstalledExe(ctx context.Context, prog *progress) error {
 	if tarSize, hash := rel.tarHash(); hash != "" && (size > tarSize || size < tarSize-maxExeTarOverhead) {
 		return refuse(append(reasons, fmt.Sprintf("its size (%d bytes) does not fit the signed tar of %s (%d bytes)", size, cur, tarSize))...)
 	}
-	open, name, limit, err := c.releaseTar(ctx, rel, prog)
+	r, name, limit, err := c.openReleaseTar(ctx, rel, prog, func() error {
+		return refuse(append(reasons, fmt.Sprintf("the repository has no archive of %s to compare it with", cur))...)
+	})
 	if err != nil {
 		return err
-	}
-	if open == nil {
-		return refuse(append(reasons, fmt.Sprintf("the repository has no archive of %s to compare it with", cur))...)
-	}
-	r, err := open()
-	if err != nil {
-		return fmt.Errorf("install %s: %w", c.installDir, err)
 	}
 	defer r.Close()
 	want, err := tarSingleFile(ctx, r, name, limit)
@@ -277,6 +267,24 @@ func (c *Client) currentRelease(v Version) *clientRelease {
 // verified copy: the cached tar when it has the signed tar hash, else the
 // cached archive when it has the signed hash, else the archive downloaded
 // (and verified) into the cache now. limit bounds the uncompressed tar.
+// openReleaseTar opens the tar of the installed release rel (see
+// releaseTar) to compare the install directory with; when the repository
+// has none it returns the error of missing.
+func (c *Client) openReleaseTar(ctx context.Context, rel *clientRelease, prog *progress, missing func() error) (io.ReadCloser, string, int64, error) {
+	open, name, limit, err := c.releaseTar(ctx, rel, prog)
+	if err != nil {
+		return nil, "", 0, err
+	}
+	if open == nil {
+		return nil, "", 0, missing()
+	}
+	r, err := open()
+	if err != nil {
+		return nil, "", 0, fmt.Errorf("install %s: %w", c.installDir, err)
+	}
+	return r, name, limit, nil
+}
+
 // open is nil when the repository has no archive of rel.
 func (c *Client) releaseTar(ctx context.Context, rel *clientRelease, prog *progress) (open func() (io.ReadCloser, error), name string, limit int64, err error) {
 	size, hash := rel.tarHash()
