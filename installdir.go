@@ -263,10 +263,6 @@ func (c *Client) currentRelease(v Version) *clientRelease {
 	return releaseSetOf(c.tuf.targets(), c.app, c.platform, c.log).at(v)
 }
 
-// releaseTar returns how to read the uncompressed tar of rel from a
-// verified copy: the cached tar when it has the signed tar hash, else the
-// cached archive when it has the signed hash, else the archive downloaded
-// (and verified) into the cache now. limit bounds the uncompressed tar.
 // openReleaseTar opens the tar of the installed release rel (see
 // releaseTar) to compare the install directory with; when the repository
 // has none it returns the error of missing.
@@ -285,6 +281,10 @@ func (c *Client) openReleaseTar(ctx context.Context, rel *clientRelease, prog *p
 	return r, name, limit, nil
 }
 
+// releaseTar returns how to read the uncompressed tar of rel from a
+// verified copy: the cached tar when it has the signed tar hash, else the
+// cached archive when it has the signed hash, else the archive downloaded
+// (and verified) into the cache now. limit bounds the uncompressed tar.
 // open is nil when the repository has no archive of rel.
 func (c *Client) releaseTar(ctx context.Context, rel *clientRelease, prog *progress) (open func() (io.ReadCloser, error), name string, limit int64, err error) {
 	size, hash := rel.tarHash()
