@@ -19,18 +19,29 @@ import (
 // opens no file there through a symbolic link and uses only regular files
 // (a FIFO or a device planted there is refused), but cannot defend the
 // rest: see [Client.CheckCacheDir].
+//
+// The same holds for the directory that holds the install directory (or
+// the executable, in single-executable mode): the client keeps its
+// journal, staged tree, install manifest and lock there, beside the
+// application; InstallParent is then set.
 type UnsafeCacheError struct {
 	Dir    string
 	Reason string // e.g. "writable by others (mode drwxrwxrwx)"
+	// InstallParent: Dir holds the install directory, not the cache.
+	InstallParent bool
 }
 
 func (e *UnsafeCacheError) Error() string {
+	if e.InstallParent {
+		return fmt.Sprintf("%s, which holds the install directory, is %s: another user could plant the files the updater keeps beside the application there (its journal, staged tree, install manifest) and have them installed (make it writable by its owner only, e.g. chmod go-w %s, or install elsewhere)", e.Dir, e.Reason, e.Dir)
+	}
 	return fmt.Sprintf("cache directory %s is %s: another user could change the files the updater trusts there (make it writable by its owner only, e.g. chmod go-w %s, or choose another --cache-dir)", e.Dir, e.Reason, e.Dir)
 }
 
-// CheckCacheDir reports, as *UnsafeCacheError values (joined when both are
-// unsafe), whether the cache directory or its metadata directory can be
-// written by another local user. It does not block anything: the client
+// CheckCacheDir reports, as *UnsafeCacheError values (joined when several
+// are unsafe), whether the cache directory, its metadata directory or the
+// directory holding the install directory can be written by another
+// local user. It does not block anything: the client
 // works with such a directory, and [Client.Check] logs the problem as a
 // warning unless CheckCacheDir was called on the client before (the
 // caller then reports it itself, as `notsotuf check` and `update` do
@@ -48,17 +59,26 @@ func (c *Client) CheckCacheDir() error {
 	c.cacheChecked = true
 	var errs []error
 	for _, d := range []string{c.cacheDir, filepath.Join(c.cacheDir, "metadata")} {
-		if e := checkPrivateDir(c.fs, d); e != nil {
+		if e := checkPrivateDir(c.fs, d, 0o022); e != nil {
 			errs = append(errs, e)
 		}
+	}
+	// A group that may write where applications are installed is an
+	// administrators' group (macOS /Applications, Homebrew's /usr/local):
+	// only others and another owner count there.
+	if e := checkPrivateDir(c.fs, filepath.Dir(filepath.Clean(c.installDir)), 0o002); e != nil {
+		e.InstallParent = true
+		errs = append(errs, e)
 	}
 	return errors.Join(errs...)
 }
 
 // checkPrivateDir returns an *UnsafeCacheError when another user than
-// this process's (and root) can write to dir; nil when it cannot, when dir
-// does not exist or when fsys is not the operating system's.
-func checkPrivateDir(fsys afero.Fs, dir string) error {
+// this process's (and root) can write to dir: it belongs to another user,
+// or its mode has one of the write bits (0o022: group and others; 0o002:
+// others); nil when it cannot, when dir does not exist or when fsys is
+// not the operating system's.
+func checkPrivateDir(fsys afero.Fs, dir string, bits fs.FileMode) *UnsafeCacheError {
 	if _, ok := fsys.(*afero.OsFs); !ok || runtime.GOOS == "windows" {
 		return nil
 	}
@@ -67,7 +87,7 @@ func checkPrivateDir(fsys afero.Fs, dir string) error {
 		return nil
 	}
 	var reasons []string
-	if w := fi.Mode().Perm() & 0o022; w != 0 {
+	if w := fi.Mode().Perm() & bits; w != 0 {
 		who := "group and others"
 		switch w {
 		case 0o020:

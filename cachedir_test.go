@@ -81,7 +81,7 @@ func TestCheckCacheDir(t *testing.T) {
 			if _, err := newTestClient(t, cfg).Check(context.Background()); err != nil {
 				t.Fatal(err)
 			}
-			if logged := strings.Contains(log.String(), "unsafe cache directory"); logged != (tc.want != "") {
+			if logged := strings.Contains(log.String(), "writable by other users"); logged != (tc.want != "") {
 				t.Errorf("logged %v:\n%s", logged, log.String())
 			}
 			log.Reset()
@@ -90,8 +90,61 @@ func TestCheckCacheDir(t *testing.T) {
 			if _, err := c.Check(context.Background()); err != nil {
 				t.Fatal(err)
 			}
-			if strings.Contains(log.String(), "unsafe cache directory") {
+			if strings.Contains(log.String(), "writable by other users") {
 				t.Errorf("logged although the caller checked:\n%s", log.String())
+			}
+		})
+	}
+}
+
+// TestCheckInstallParent: the directory holding the install directory,
+// where the client keeps its journal, staged tree and install manifest,
+// is reported when others can write to it (a sticky /tmp too) or it is
+// another user's; a group that can write there (an administrators' group,
+// as /Applications on macOS) is not.
+func TestCheckInstallParent(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("permission bits as on Unix")
+	}
+	repo := newTestRepo(t, false)
+	for _, tc := range []struct {
+		name  string
+		mode  os.FileMode
+		owner int
+		want  string
+	}{
+		{"private", 0o755, 0, ""},
+		{"group-writable", 0o775, 0, ""},
+		{"world-writable", 0o777, 0, "which holds the install directory, is writable by others (mode drwxrwxrwx)"},
+		{"sticky like /tmp", 0o777 | os.ModeSticky, 0, "the sticky bit does not stop them"},
+		{"another user's", 0o755, 4242, "owned by another user (uid 4242"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.owner != 0 && os.Geteuid() != 0 {
+				t.Skip("chown needs root")
+			}
+			cfg := repo.config(afero.NewOsFs(), "1.0")
+			parent := filepath.Join(t.TempDir(), "apps")
+			cfg.CacheDir = filepath.Join(t.TempDir(), "cache")
+			cfg.InstallDir = filepath.Join(parent, "app")
+			if err := os.Mkdir(parent, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(parent, tc.mode); err != nil {
+				t.Fatal(err)
+			}
+			if tc.owner != 0 {
+				if err := os.Chown(parent, tc.owner, tc.owner); err != nil {
+					t.Fatal(err)
+				}
+			}
+			err := newTestClient(t, cfg).CheckCacheDir()
+			var ue *UnsafeCacheError
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("CheckCacheDir: %v", err)
+			case tc.want != "" && (!errors.As(err, &ue) || !ue.InstallParent || ue.Dir != parent || !strings.Contains(err.Error(), tc.want)):
+				t.Fatalf("CheckCacheDir: %v, want an *UnsafeCacheError about %s containing %q", err, parent, tc.want)
 			}
 		})
 	}

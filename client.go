@@ -555,7 +555,7 @@ func (c *Client) Decide(ctx context.Context) (_ *Decision, err error) {
 	}
 	if !c.cacheChecked {
 		if err := c.CheckCacheDir(); err != nil {
-			c.log.Warn("unsafe cache directory", "err", err)
+			c.log.Warn("a directory the updater keeps files in is writable by other users", "err", err)
 		}
 	}
 	// A version that did not confirm its start in time is rolled back

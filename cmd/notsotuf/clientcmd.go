@@ -228,8 +228,8 @@ func (f *clientFlags) config(env *cliEnv) (notsotuf.ClientConfig, error) {
 }
 
 // newClient makes the client of check and update, and warns when its cache
-// directory is writable by other users (it does not stop: see
-// notsotuf.Client.CheckCacheDir).
+// directory, or the directory holding the install directory, is writable
+// by other users (it does not stop: see notsotuf.Client.CheckCacheDir).
 func newClient(env *cliEnv, cfg notsotuf.ClientConfig) (*notsotuf.Client, error) {
 	c, err := notsotuf.NewClient(cfg)
 	if err != nil {
