@@ -337,12 +337,21 @@ func readCacheFile(fsys afero.Fs, name string, max int64) ([]byte, error) {
 
 // readStateJSON decodes the JSON state file name (a journal, a record the
 // library keeps; at most max bytes): nil and no error when there is none;
-// what names the file in a decoding error ("stage record").
+// what names the file in a decoding error ("stage record"). A file that
+// another user may have planted is refused (see checkStateOwner).
 func readStateJSON[T any](fsys afero.Fs, name string, max int64, what string) (*T, error) {
-	data, err := readCacheFile(fsys, name, max)
+	f, err := openNoFollow(fsys, name, os.O_RDONLY, 0)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if err := checkStateOwner(fsys, f, name, what); err != nil {
+		return nil, err
+	}
+	data, err := readCapped(f, name, max)
 	if err != nil {
 		return nil, err
 	}
@@ -351,6 +360,30 @@ func readStateJSON[T any](fsys afero.Fs, name string, max int64, what string) (*
 		return nil, fmt.Errorf("%s %s: %w", what, name, err)
 	}
 	return v, nil
+}
+
+// checkStateOwner refuses the state file f (at name) when it belongs to
+// another user than root, this process's and the owner of its directory:
+// in a directory others may write to (a sticky /tmp), such a user could
+// plant a journal and a staged tree for the next recover to swap in. The
+// owner of the directory is trusted: an install made by a user and
+// recovered by root (or the reverse) goes on. Where the file system gives
+// no owner (Windows, in-memory), nothing is checked.
+func checkStateOwner(fsys afero.Fs, f afero.File, name, what string) error {
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	uid, ok := fileOwner(fi)
+	if !ok || uid == 0 || uid == processUID() {
+		return nil
+	}
+	if dfi, err := fsys.Stat(filepath.Dir(name)); err == nil {
+		if duid, ok := fileOwner(dfi); ok && duid == uid {
+			return nil
+		}
+	}
+	return fmt.Errorf("%s %s belongs to another user (uid %d) who may have planted it: not acted on (remove it if it is yours; see Client.CheckCacheDir)", what, name, uid)
 }
 
 // readCapped reads f whole, refusing more than max bytes.

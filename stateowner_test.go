@@ -1,0 +1,68 @@
+//go:build unix
+
+package notsotuf
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestRecoverIgnoresPlantedJournal: in a directory others can write to (a
+// sticky /tmp-like parent of the install directory), another user plants
+// a journal and a staged tree beside the install directory; the next
+// recover must not swap their tree in. Needs root (to play the other
+// user with chown).
+func TestRecoverIgnoresPlantedJournal(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("chown needs root")
+	}
+	repo := newTestRepo(t, false)
+	rels := handOffReleases(t, repo)
+	fsys, cfg := osClientConfig(t, repo, "0")
+	parent := filepath.Join(t.TempDir(), "shared")
+	if err := os.Mkdir(parent, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(parent, 0o777|os.ModeSticky); err != nil {
+		t.Fatal(err)
+	}
+	cfg.InstallDir = filepath.Join(parent, "app")
+	cfg.Versions = "<2"
+	if _, err := newTestClient(t, cfg).Update(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Versions, cfg.CurrentVersion = "", "1.0"
+
+	// The other user (uid 4242) plants a tree and a journal naming it.
+	const other = 4242
+	evil := filepath.Join(parent, ".app"+suffixNew)
+	if err := os.Mkdir(evil, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(evil, "run"), []byte("#!/bin/sh\necho owned\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	jpath := filepath.Join(parent, ".app"+suffixJournal)
+	if err := os.WriteFile(jpath, []byte(`{"op":"swap-tree","dir":"app","tag":"9.0"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{evil, filepath.Join(evil, "run"), jpath} {
+		if err := os.Chown(p, other, other); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	err := newTestClient(t, cfg).Recover()
+	if err == nil || !strings.Contains(err.Error(), "belongs to another user (uid 4242)") {
+		t.Fatalf("recover: %v", err)
+	}
+	wantTree(t, fsys, cfg.InstallDir, rels[0].files)
+	// The update is refused the same way, the tree untouched.
+	if _, err := newTestClient(t, cfg).Update(context.Background()); err == nil || !strings.Contains(err.Error(), "belongs to another user") {
+		t.Fatalf("update: %v", err)
+	}
+	wantTree(t, fsys, cfg.InstallDir, rels[0].files)
+}
