@@ -362,13 +362,15 @@ func readStateJSON[T any](fsys afero.Fs, name string, max int64, what string) (*
 	return v, nil
 }
 
-// checkStateOwner refuses the state file f (at name) when it belongs to
-// another user than root, this process's and the owner of its directory:
-// in a directory others may write to (a sticky /tmp), such a user could
-// plant a journal and a staged tree for the next recover to swap in. The
-// owner of the directory is trusted: an install made by a user and
-// recovered by root (or the reverse) goes on. Where the file system gives
-// no owner (Windows, in-memory), nothing is checked.
+// checkStateOwner refuses the state file f (at name) when its directory is
+// writable by others (a sticky /tmp-like directory: anyone may create
+// names there) and the file belongs to another user than root, this
+// process's and the directory's owner: such a user could plant a journal
+// and a staged tree for the next recover to swap in, or an install
+// manifest vouching for a directory that is not the application's. In a
+// directory only its owner and group may write to, they are trusted (a
+// team sharing an install). Where the file system gives no owner
+// (Windows, in-memory), nothing is checked.
 func checkStateOwner(fsys afero.Fs, f afero.File, name, what string) error {
 	fi, err := f.Stat()
 	if err != nil {
@@ -378,10 +380,15 @@ func checkStateOwner(fsys afero.Fs, f afero.File, name, what string) error {
 	if !ok || uid == 0 || uid == processUID() {
 		return nil
 	}
-	if dfi, err := fsys.Stat(filepath.Dir(name)); err == nil {
-		if duid, ok := fileOwner(dfi); ok && duid == uid {
-			return nil
-		}
+	dfi, err := fsys.Stat(filepath.Dir(name))
+	if err != nil {
+		return err
+	}
+	if dfi.Mode().Perm()&0o002 == 0 {
+		return nil // only its owner and group may write there: they are trusted
+	}
+	if duid, ok := fileOwner(dfi); ok && duid == uid {
+		return nil
 	}
 	return fmt.Errorf("%s %s belongs to another user (uid %d) who may have planted it: not acted on (remove it if it is yours; see Client.CheckCacheDir)", what, name, uid)
 }

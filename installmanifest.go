@@ -190,6 +190,11 @@ func readManifest(fsys afero.Fs, p string, fn func(manifestHeader, installedEntr
 		return h, fmt.Errorf("install manifest %s: %w", p, err)
 	}
 	defer f.Close()
+	// Planted by another user, it could vouch for a directory that is not
+	// the application's.
+	if err := checkStateOwner(fsys, f, p, "install manifest"); err != nil {
+		return h, err
+	}
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 0, 4096), maxManifestLine)
 	line := 0

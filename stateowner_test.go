@@ -66,3 +66,70 @@ func TestRecoverIgnoresPlantedJournal(t *testing.T) {
 	}
 	wantTree(t, fsys, cfg.InstallDir, rels[0].files)
 }
+
+// TestPlantedManifestDoesNotVouch: another user's install manifest beside
+// a directory that is not the application's does not make the client
+// replace it. Needs root (chown).
+func TestPlantedManifestDoesNotVouch(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("chown needs root")
+	}
+	repo := newTestRepo(t, false)
+	handOffReleases(t, repo)
+	fsys, cfg := osClientConfig(t, repo, "1.0")
+	parent := filepath.Join(t.TempDir(), "shared")
+	if err := os.Mkdir(parent, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(parent, 0o777|os.ModeSticky); err != nil {
+		t.Fatal(err)
+	}
+	cfg.InstallDir = filepath.Join(parent, "app")
+	data := map[string]string{"thesis.tex": "years of work"}
+	writeTree(t, fsys, cfg.InstallDir, data)
+	// A manifest that lists the directory's file as the release's.
+	in := newTestClient(t, cfg).installer()
+	in.app = "app"
+	mp := in.manifestPath()
+	if err := writeTreeManifest(fsys, cfg.InstallDir, mp, "app", "1.0"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(mp, 4242, 4242); err != nil {
+		t.Fatal(err)
+	}
+	_, err := newTestClient(t, cfg).Update(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "belongs to another user (uid 4242)") {
+		t.Fatalf("update: %v", err)
+	}
+	wantTree(t, fsys, cfg.InstallDir, data)
+}
+
+// TestSharedInstallOwnersTrusted: in a directory only its owner and group
+// may write to (a team's shared install), files another member wrote are
+// trusted: an install manifest owned by another user does not stop the
+// update. Needs root (chown).
+func TestSharedInstallOwnersTrusted(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("chown needs root")
+	}
+	repo := newTestRepo(t, false)
+	rels := handOffReleases(t, repo)
+	fsys, cfg := osClientConfig(t, repo, "0")
+	parent := filepath.Join(t.TempDir(), "team")
+	if err := os.Mkdir(parent, 0o775); err != nil {
+		t.Fatal(err)
+	}
+	cfg.InstallDir = filepath.Join(parent, "app")
+	cfg.Versions = "<2"
+	if _, err := newTestClient(t, cfg).Update(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Versions, cfg.CurrentVersion = "", "1.0"
+	if err := os.Chown(newTestClient(t, cfg).installer().manifestPath(), 4242, 4242); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := newTestClient(t, cfg).Update(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	wantTree(t, fsys, cfg.InstallDir, rels[1].files)
+}
