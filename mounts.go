@@ -9,7 +9,7 @@ import (
 )
 
 // A file system mounted inside the install directory (a container volume
-// at app/data, a bind-mounted config file) moves with the directory when
+// at app/data, a btrfs subvolume) moves with the directory when
 // it is renamed, so a tree swap would take it to the previous tree's name,
 // where the clean-up deletes the files in it. The swap is refused instead,
 // before it changes anything: nothing is lost, and the error says what to
@@ -19,8 +19,8 @@ import (
 // maxMountReport bounds the mount points an error names.
 const maxMountReport = 5
 
-// checkNoMounts returns an error naming the entries of the tree at dir that
-// are on another file system than dir itself.
+// checkNoMounts returns an error naming the directories of the tree at dir
+// that are on another file system than dir itself.
 func checkNoMounts(fsys afero.Fs, dir string) error {
 	fi, err := lstat(fsys, dir)
 	if err != nil || !fi.IsDir() {
@@ -43,14 +43,19 @@ func checkNoMounts(fsys afero.Fs, dir string) error {
 			if err != nil {
 				return err
 			}
+			if !fi.IsDir() {
+				// Files are not judged by device: overlayfs over layers
+				// on several file systems reports the layer's device for
+				// files. A bind-mounted file is not deleted by the
+				// clean-up (unlinking a mount point fails); it is copied.
+				continue
+			}
 			if id, ok := fileIdentity(fi); ok && id.Dev != root.Dev {
 				found = append(found, p)
 				continue // not entered: the other file system is not ours
 			}
-			if fi.IsDir() {
-				if err := walk(p); err != nil {
-					return err
-				}
+			if err := walk(p); err != nil {
+				return err
 			}
 		}
 		return nil
@@ -70,7 +75,7 @@ func checkNoMounts(fsys afero.Fs, dir string) error {
 }
 
 // MountError is returned when the install directory holds another file
-// system (a mount point, a container volume, a bind-mounted file): an
+// system (a mount point, a container volume, a btrfs subvolume): an
 // update replaces the directory as a whole and would move it away, so
 // nothing is done. Mount it outside the install directory and point the
 // application there.
