@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/spf13/afero"
 )
 
 // TestRecoverIgnoresPlantedJournal: in a directory others can write to (a
@@ -16,25 +18,8 @@ import (
 // recover must not swap their tree in. Needs root (to play the other
 // user with chown).
 func TestRecoverIgnoresPlantedJournal(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("chown needs root")
-	}
-	repo := newTestRepo(t, false)
-	rels := handOffReleases(t, repo)
-	fsys, cfg := osClientConfig(t, repo, "0")
-	parent := filepath.Join(t.TempDir(), "shared")
-	if err := os.Mkdir(parent, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(parent, 0o777|os.ModeSticky); err != nil {
-		t.Fatal(err)
-	}
-	cfg.InstallDir = filepath.Join(parent, "app")
-	cfg.Versions = "<2"
-	if _, err := newTestClient(t, cfg).Update(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	cfg.Versions, cfg.CurrentVersion = "", "1.0"
+	rels, fsys, cfg := installedUnder(t, 0o777|os.ModeSticky, true)
+	parent := filepath.Dir(cfg.InstallDir)
 
 	// The other user (uid 4242) plants a tree and a journal naming it.
 	const other = 4242
@@ -71,20 +56,7 @@ func TestRecoverIgnoresPlantedJournal(t *testing.T) {
 // a directory that is not the application's does not make the client
 // replace it. Needs root (chown).
 func TestPlantedManifestDoesNotVouch(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("chown needs root")
-	}
-	repo := newTestRepo(t, false)
-	handOffReleases(t, repo)
-	fsys, cfg := osClientConfig(t, repo, "1.0")
-	parent := filepath.Join(t.TempDir(), "shared")
-	if err := os.Mkdir(parent, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(parent, 0o777|os.ModeSticky); err != nil {
-		t.Fatal(err)
-	}
-	cfg.InstallDir = filepath.Join(parent, "app")
+	_, fsys, cfg := installedUnder(t, 0o777|os.ModeSticky, false)
 	data := map[string]string{"thesis.tex": "years of work"}
 	writeTree(t, fsys, cfg.InstallDir, data)
 	// A manifest that lists the directory's file as the release's.
@@ -109,22 +81,7 @@ func TestPlantedManifestDoesNotVouch(t *testing.T) {
 // trusted: an install manifest owned by another user does not stop the
 // update. Needs root (chown).
 func TestSharedInstallOwnersTrusted(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("chown needs root")
-	}
-	repo := newTestRepo(t, false)
-	rels := handOffReleases(t, repo)
-	fsys, cfg := osClientConfig(t, repo, "0")
-	parent := filepath.Join(t.TempDir(), "team")
-	if err := os.Mkdir(parent, 0o775); err != nil {
-		t.Fatal(err)
-	}
-	cfg.InstallDir = filepath.Join(parent, "app")
-	cfg.Versions = "<2"
-	if _, err := newTestClient(t, cfg).Update(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	cfg.Versions, cfg.CurrentVersion = "", "1.0"
+	rels, fsys, cfg := installedUnder(t, 0o775, true)
 	if err := os.Chown(newTestClient(t, cfg).installer().manifestPath(), 4242, 4242); err != nil {
 		t.Fatal(err)
 	}
@@ -132,4 +89,35 @@ func TestSharedInstallOwnersTrusted(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantTree(t, fsys, cfg.InstallDir, rels[1].files)
+}
+
+// installedUnder returns a repository with releases 1.0 and 2.0 and a
+// client configuration whose install directory is in a new directory of
+// the given mode; with install, 1.0 is installed there. It skips unless
+// the test runs as root (the tests play another user with chown).
+func installedUnder(t *testing.T, mode os.FileMode, install bool) ([]appRelease, afero.Fs, ClientConfig) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("chown needs root")
+	}
+	repo := newTestRepo(t, false)
+	rels := handOffReleases(t, repo)
+	fsys, cfg := osClientConfig(t, repo, "0")
+	parent := filepath.Join(t.TempDir(), "parent")
+	if err := os.Mkdir(parent, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(parent, mode); err != nil {
+		t.Fatal(err)
+	}
+	cfg.InstallDir = filepath.Join(parent, "app")
+	if install {
+		cfg.Versions = "<2"
+		if _, err := newTestClient(t, cfg).Update(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		cfg.Versions = ""
+	}
+	cfg.CurrentVersion = "1.0"
+	return rels, fsys, cfg
 }
