@@ -335,6 +335,24 @@ func readCacheFile(fsys afero.Fs, name string, max int64) ([]byte, error) {
 	return readCapped(f, name, max)
 }
 
+// openRegular opens name for reading, following symbolic links, and
+// refuses anything but a regular file without opening it: a FIFO planted
+// there would block the open forever (the repository's own files).
+func openRegular(fsys afero.Fs, name string) (afero.File, error) {
+	fi, err := fsys.Stat(name)
+	if err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = &fs.PathError{Op: "open", Path: name, Err: pe.Err} // as an open would say
+		}
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, notRegular(name, fi.Mode())
+	}
+	return fsys.Open(name)
+}
+
 // readStateJSON decodes the JSON state file name (a journal, a record the
 // library keeps; at most max bytes): nil and no error when there is none;
 // what names the file in a decoding error ("stage record"). A file that

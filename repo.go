@@ -127,13 +127,24 @@ func (c *Config) Validate() error {
 	return nil
 }
 
+// maxConfigSize caps the configuration file (a few hundred bytes).
+const maxConfigSize = 1 << 20
+
 // LoadConfig reads a configuration file written by [Config.Save] (or by
 // tufup) and fills missing expiry, threshold and key settings with the
 // defaults.
 func LoadConfig(fsys afero.Fs, name string) (Config, error) {
-	data, err := afero.ReadFile(fsys, name)
+	f, err := openRegular(fsys, name)
 	if err != nil {
 		return Config{}, fmt.Errorf("config %s: %w", name, err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxConfigSize+1))
+	if err != nil {
+		return Config{}, fmt.Errorf("config %s: %w", name, err)
+	}
+	if len(data) > maxConfigSize {
+		return Config{}, fmt.Errorf("config %s: larger than %d bytes", name, maxConfigSize)
 	}
 	var c Config
 	if err := json.Unmarshal(data, &c); err != nil {
@@ -354,7 +365,7 @@ const maxMetadataSize = 64 << 20
 
 func (r *Repository) readMeta(name string) ([]byte, error) {
 	p := r.metaPath(name)
-	f, err := r.Fs.Open(p)
+	f, err := openRegular(r.Fs, p)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) && name == "root.json" {
 			return nil, withHint(fmt.Errorf("metadata %s: %w", p, err), "run `notsotuf init --app NAME` first, or run notsotuf in the directory holding %s", ConfigFile)
