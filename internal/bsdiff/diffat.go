@@ -119,17 +119,7 @@ func tarMembersAt(r io.ReaderAt, size int64) []member {
 // streamed once, hashed and compared with the old member of its name, and
 // once more to confirm a match by content under another name.
 func pairAt(old []byte, om []member, r io.ReaderAt, nm []member) (spans, claimed []span, err error) {
-	byName := make(map[string]member, len(om))
-	seed := maphash.MakeSeed()
-	type key struct {
-		size int
-		sum  uint64
-	}
-	byContent := make(map[key]member, len(om))
-	for _, m := range om {
-		byName[m.name] = m
-		byContent[key{m.size, maphash.Bytes(seed, old[m.off:m.off+m.size])}] = m
-	}
+	byName, byContent, seed := indexMembers(old, om)
 	buf := make([]byte, 256<<10)
 	used := make(map[int]bool)
 	for _, m := range nm {
@@ -151,7 +141,7 @@ func pairAt(old []byte, om []member, r io.ReaderAt, nm []member) (spans, claimed
 		o := same
 		if !hasName {
 			var ok bool
-			o, ok = byContent[key{m.size, h.Sum64()}]
+			o, ok = byContent[contentKey{m.size, h.Sum64()}]
 			if !ok {
 				continue
 			}

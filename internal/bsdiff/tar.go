@@ -74,25 +74,34 @@ func pairMembers(old, new []byte) (spans []span, claimed []span) {
 	return pairLists(old, new, om, nm)
 }
 
-// pairLists pairs the members nm of new with the members om of old.
-func pairLists(old, new []byte, om, nm []member) (spans []span, claimed []span) {
-	byName := make(map[string]member, len(om))
-	seed := maphash.MakeSeed()
-	type key struct {
-		size int
-		sum  uint64
-	}
-	byContent := make(map[key]member, len(om))
+// contentKey finds an old member by its size and content hash.
+type contentKey struct {
+	size int
+	sum  uint64
+}
+
+// indexMembers indexes the members om of old by name and by content (with
+// the hash seed the lookups must use).
+func indexMembers(old []byte, om []member) (byName map[string]member, byContent map[contentKey]member, seed maphash.Seed) {
+	byName = make(map[string]member, len(om))
+	byContent = make(map[contentKey]member, len(om))
+	seed = maphash.MakeSeed()
 	for _, m := range om {
 		byName[m.name] = m
-		byContent[key{m.size, maphash.Bytes(seed, old[m.off:m.off+m.size])}] = m
+		byContent[contentKey{m.size, maphash.Bytes(seed, old[m.off:m.off+m.size])}] = m
 	}
+	return byName, byContent, seed
+}
+
+// pairLists pairs the members nm of new with the members om of old.
+func pairLists(old, new []byte, om, nm []member) (spans []span, claimed []span) {
+	byName, byContent, seed := indexMembers(old, om)
 	used := make(map[int]bool)
 	for _, m := range nm {
 		data := new[m.off : m.off+m.size]
 		o, ok := byName[m.name]
 		if !ok || o.size != m.size || !bytes.Equal(old[o.off:o.off+o.size], data) {
-			o, ok = byContent[key{m.size, maphash.Bytes(seed, data)}]
+			o, ok = byContent[contentKey{m.size, maphash.Bytes(seed, data)}]
 			if !ok || !bytes.Equal(old[o.off:o.off+o.size], data) {
 				continue
 			}
