@@ -18,6 +18,10 @@
 // puts the previous tree back, starts it, and later checks skip the
 // release that did not start.
 //
+// This is application code (package main), not the notsotuf library: like
+// any application it reads its own files and ends its process with the os
+// package; the library itself never does (it takes an Fs and never exits).
+//
 // This works on Windows too, where a directory holding a running program
 // cannot be renamed: the swap happens once the application has exited,
 // and the helper runs from a copy in the cache directory.
