@@ -1173,6 +1173,12 @@ func (in *installer) removeTree(p string) error {
 	if ok, err := exists(in.fs, p); err != nil || !ok {
 		return err
 	}
+	// Never delete across a file-system boundary: a volume mounted in a
+	// tree (after the checks of mounts.go, or before a crash) is left, and
+	// the tree with it, for the next recover to try again.
+	if err := checkNoMounts(in.fs, p); err != nil {
+		return err
+	}
 	if err := in.fs.RemoveAll(p); err == nil {
 		return nil
 	}
